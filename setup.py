@@ -1,0 +1,38 @@
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "fastnn" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="fastnn",
+    version=VERSION,
+    description="Readable MLP training on MNIST-style data with Numba-compiled kernels",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["fastnn", "fastnn.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "numba>=0.60",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "matplotlib>=3.8",
+        "tqdm>=4.66",
+        # tomllib is in the standard library from 3.11; sweeps read TOML files.
+        'tomli>=2.0; python_version < "3.11"',
+    ],
+    extras_require={
+        "test": ["pytest>=8.0", "pytest-benchmark>=4.0", "hypothesis>=6.100"],
+    },
+    entry_points={
+        "console_scripts": [
+            "fastnn-train=fastnn.cli:train_main",
+            "fastnn-evaluate=fastnn.cli:evaluate_main",
+            "fastnn-bench=fastnn.bench:main",
+            "fastnn-sweep=fastnn.sweep:main",
+        ]
+    },
+    classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: MIT License"],
+)
