@@ -1,0 +1,63 @@
+"""Compute backends: the same kernel names and signatures, chosen by name.
+
+``numpy``  (``numpy_ref.py``) plain vectorised NumPy: the correctness oracle and
+           the "pure NumPy" speed baseline.
+``numba``  (``numba_jit.py``) Numba-compiled kernels plus a compiled training loop
+           that runs many optimizer steps per call. The default.
+
+Only this package knows which engine runs; layers, losses, optimizers and the
+model call ``get_backend(name).<kernel>``.
+
+The kernel contract
+-------------------
+All float arrays are C-contiguous float32, labels int64; scalars are Python
+floats/ints. Every kernel writes into caller-allocated outputs (named ``out``,
+``d*``) and allocates nothing per batch. Shapes: x (n, d_in), W (d_in, d_out),
+b (d_out,), logits (n, k), y (n,). ``act`` is an activation code from ``spec``.
+
+matmul(a, b, out)                         out = a @ b
+dense_forward(x, W, b, act, out)          out = act(x @ W + b)
+dense_backward(x, W, dz, dx, dW, db)      dW = x.T @ dz, db = dz.sum(0), dx = dz @ W.T
+                                          (dx may be an empty (0, 0) array: skipped)
+activation_forward(act, x, out)           out = act(x)
+activation_backward(act, y, dy, dx)       dx = dy * act'(.) written via the output y
+softmax_nll(logits, y, smoothing, dlogits) -> (mean loss: float, n_correct: int)
+                                          fused stable log-softmax + NLL (with label
+                                          smoothing) + gradient d(mean loss)/dlogits
+log_softmax(logits, out)                  out = log_softmax(logits)
+dropout_forward(x, rate, seed, stream, out, mask)
+                                          inverted dropout; mask[i, j] in {0, 1/(1-rate)}
+                                          from the counter-based generator in rng.py
+dropout_backward(dy, mask, dx)            dx = dy * mask
+batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                        out, xhat, inv_std)
+batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, out)
+batchnorm_backward(dy, xhat, inv_std, gamma, dx, dgamma, dbeta)
+sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay)
+rmsprop_update(params, grads, square_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum)
+adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step)
+                                          PyTorch semantics (L2 weight decay added to the
+                                          gradient); all update params and slots in place
+
+Whole-network entry points (see spec.py for NetBuffers / OptBuffers):
+
+train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed,
+            smoothing, aug, step_loss, step_correct) -> int
+    Runs up to ``n_steps`` optimizer steps on the batches
+    order[start + s*batch_size : start + (s+1)*batch_size] (the last may be ragged),
+    writes each step's mean loss and correct count, and returns the number of steps
+    applied; it stops before applying a step whose loss is not finite.
+forward(x, net, out, batch_size)         inference-mode logits for all rows of x
+"""
+
+from importlib import import_module
+
+BACKENDS = {"numba": "fastnn.backends.numba_jit", "numpy": "fastnn.backends.numpy_ref"}
+DEFAULT_BACKEND = "numba"
+
+
+def get_backend(name=DEFAULT_BACKEND):
+    """Return the backend module registered as ``name`` ('numba' or 'numpy')."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {name!r}")
+    return import_module(BACKENDS[name])
