@@ -1,0 +1,346 @@
+"""Command-line entry points: ``fastnn-train`` and ``fastnn-evaluate``.
+
+argparse onto the library API and nothing more: every number the commands
+report comes from ``MLP.fit`` / ``evaluate`` / ``fastnn.metrics``. Errors that
+the library reports (``ValueError`` with a message naming the problem,
+``DatasetError`` from the loader, a missing model file) are printed as
+``<prog>: error: <message>`` with exit status 2, never as a traceback.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from . import __version__
+from .validation import (
+    ACTIVATION_NAMES, BACKEND_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES, Interval, POSITIVE_INT, POSITIVE_REAL,
+    NON_NEGATIVE_REAL, UNIT_OPEN, check_value,
+)
+
+#: Defaults of ``fastnn-train``, measured to reach >= 97.5% test accuracy on MNIST
+#: and >= 89% on KMNIST with ``--layers 128 64`` (numbers in the README).
+TRAIN_DEFAULTS = {
+    "layers": [128, 64],
+    "epochs": 10,
+    "batch_size": 128,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "schedule": "cosine",
+}
+
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "samples_per_second", "lr"]
+
+
+def _arg(kind, constraint):
+    """An argparse ``type`` that parses with ``kind`` and checks a validation constraint."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {constraint.describe()}, got {text!r}") from None
+        if not constraint.is_satisfied_by(value):
+            raise argparse.ArgumentTypeError(f"must be {constraint.describe()}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+def _common_data_args(parser):
+    parser.add_argument("--dataset", default="mnist", metavar="{mnist,kmnist,PATH}",
+                        help="named dataset or a directory with the four IDX files (default: mnist)")
+    parser.add_argument("--data-dir", default=None, help="where to look for named datasets first")
+    parser.add_argument("--backend", choices=BACKEND_NAMES, default="numba", help="compute backend (default: numba)")
+    parser.add_argument("--threads", type=_arg(int, POSITIVE_INT), default=None,
+                        help="Numba threads, 1..NUMBA_NUM_THREADS (default: Numba's default)")
+
+
+def build_train_parser():
+    d = TRAIN_DEFAULTS
+    p = argparse.ArgumentParser(
+        prog="fastnn-train",
+        description="Train an MLP on MNIST-style data; print per-epoch progress and the final test accuracy, "
+                    "and write the model, history.csv, summary.json and plots to --out.",
+    )
+    p.add_argument("--layers", type=_arg(int, POSITIVE_INT), nargs="+", default=d["layers"], metavar="N",
+                   help=f"hidden layer widths (default: {' '.join(map(str, d['layers']))})")
+    _common_data_args(p)
+    p.add_argument("--epochs", type=_arg(int, POSITIVE_INT), default=d["epochs"], help=f"(default: {d['epochs']})")
+    p.add_argument("--batch-size", type=_arg(int, POSITIVE_INT), default=d["batch_size"],
+                   help=f"(default: {d['batch_size']})")
+    p.add_argument("--optimizer", choices=OPTIMIZER_NAMES, default=d["optimizer"], help=f"(default: {d['optimizer']})")
+    p.add_argument("--lr", type=_arg(float, POSITIVE_REAL), default=None,
+                   help=f"base learning rate (default: {d['lr']} for adam, 0.05 for sgd, 0.001 for rmsprop)")
+    p.add_argument("--momentum", type=_arg(float, Interval("real", 0, 1, closed="left")), default=None,
+                   help="momentum for sgd/rmsprop (default: 0.9 for sgd, 0 for rmsprop)")
+    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (sgd)")
+    p.add_argument("--weight-decay", type=_arg(float, NON_NEGATIVE_REAL), default=d["weight_decay"],
+                   help=f"L2 weight decay (default: {d['weight_decay']})")
+    p.add_argument("--activation", choices=ACTIVATION_NAMES, default="relu", help="(default: relu)")
+    p.add_argument("--dropout", type=_arg(float, UNIT_OPEN), default=0.0, help="dropout rate after hidden layers")
+    p.add_argument("--batch-norm", action="store_true", help="batch normalisation before hidden activations")
+    p.add_argument("--label-smoothing", type=_arg(float, UNIT_OPEN), default=0.0)
+    p.add_argument("--val-split", type=_arg(float, UNIT_OPEN), default=0.0,
+                   help="fraction of the training set held out for validation (default: 0)")
+    p.add_argument("--early-stopping", type=_arg(int, POSITIVE_INT), default=None, metavar="PATIENCE",
+                   help="stop when val_loss has not improved for PATIENCE epochs (needs --val-split)")
+    p.add_argument("--schedule", choices=SCHEDULE_NAMES, default=d["schedule"],
+                   help=f"learning-rate schedule (default: {d['schedule']})")
+    p.add_argument("--seed", type=_arg(int, Interval("int", 0)), default=0, help="(default: 0)")
+    p.add_argument("--train-limit", type=_arg(int, POSITIVE_INT), default=None, metavar="N",
+                   help="train on the first N training images only (quick runs)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: a new runs/YYYYmmdd-HHMMSS folder)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                   help="0 quiet, 1 a progress bar per epoch (default), 2 one line per epoch")
+    return p
+
+
+def build_evaluate_parser():
+    p = argparse.ArgumentParser(prog="fastnn-evaluate",
+                                description="Evaluate a saved model on a dataset's test set: accuracy and a per-class table.")
+    p.add_argument("model", help="a model file written by fastnn-train or model.save")
+    _common_data_args(p)
+    p.add_argument("--batch-size", type=_arg(int, POSITIVE_INT), default=1024, help="inference batch (default: 1024)")
+    p.add_argument("--gallery", default=None, metavar="FILE.png",
+                   help="draw test images with predicted and true labels, misclassified first")
+    p.add_argument("--gallery-size", type=_arg(int, POSITIVE_INT), default=64, metavar="N")
+    return p
+
+
+# helpers -----------------------------------------------------------------------
+
+def set_threads(n):
+    """``numba.set_num_threads(n)`` after checking 1 <= n <= NUMBA_NUM_THREADS; returns the count in use."""
+    import numba
+
+    if n is not None:
+        check_value("threads", n, Interval("int", 1, int(numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(n)
+    return int(numba.get_num_threads())
+
+
+def make_run_dir(out=None, root="runs"):
+    """Create ``out`` (may exist) or a fresh ``root/YYYYmmdd-HHMMSS[-n]``; returns its path."""
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        return out
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        path = os.path.join(root, stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"could not create a new run folder under {root!r}")
+
+
+def versions():
+    """Library versions (and the BLAS NumPy uses, when NumPy can say cheaply)."""
+    import numba
+
+    info = {"fastnn": __version__, "numpy": np.__version__, "numba": numba.__version__,
+            "python": platform.python_version()}
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info["blas"] = f"{blas.get('name')} {blas.get('version')}".strip()
+    except Exception:
+        pass
+    return info
+
+
+def _finite(obj):
+    """Replace non-finite floats by None so the JSON stays standard."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def write_history_csv(history, path):
+    hist = history.history
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(HISTORY_COLUMNS)
+        for row, epoch in enumerate(history.epoch):
+            w.writerow([epoch + 1] + [("" if col not in hist else repr(float(hist[col][row]))) for col in HISTORY_COLUMNS[1:]])
+
+
+def _write_json(path, obj):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(_finite(obj), f, indent=2, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _make_optimizer(args):
+    from .optimizers import get_optimizer
+
+    if args.momentum is not None and args.optimizer == "adam":
+        raise ValueError("--momentum applies to sgd and rmsprop, not adam")
+    if args.nesterov and args.optimizer != "sgd":
+        raise ValueError("--nesterov applies to sgd only")
+    extra = {}
+    if args.optimizer == "sgd":
+        extra = {"momentum": 0.9 if args.momentum is None else args.momentum, "nesterov": args.nesterov}
+    elif args.optimizer == "rmsprop":
+        extra = {"momentum": args.momentum or 0.0}
+    default_lr = {"adam": TRAIN_DEFAULTS["lr"], "sgd": 0.05, "rmsprop": 1e-3}[args.optimizer]
+    return get_optimizer(args.optimizer, lr=args.lr or default_lr, weight_decay=args.weight_decay,
+                         schedule=args.schedule, **extra)
+
+
+def _run(prog, parser, body, argv):
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed usage and message
+        return exc.code
+    try:
+        return body(args) or 0
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:  # DatasetError, ModelFormatError are ValueErrors
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# fastnn-train --------------------------------------------------------------------
+
+def _train(args):
+    from .callbacks import EarlyStopping
+    from .datasets import dataset_info, load_dataset
+    from .metrics import confusion_matrix
+    from .model import MLP
+
+    # Everything that can be checked without data is checked before the (slow) load.
+    if args.early_stopping is not None and args.val_split <= 0:
+        raise ValueError("--early-stopping needs a validation set: pass --val-split, e.g. --val-split 0.1")
+    threads = set_threads(args.threads) if args.backend == "numba" else None
+    model = MLP(layers=args.layers, activation=args.activation, optimizer=_make_optimizer(args),
+                dropout=args.dropout, batch_norm=args.batch_norm, label_smoothing=args.label_smoothing,
+                backend=args.backend, seed=args.seed)
+    callbacks = [EarlyStopping("val_loss", patience=args.early_stopping, restore_best_weights=True)] \
+        if args.early_stopping is not None else []
+
+    (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, args.data_dir)
+    info = dataset_info(args.dataset, args.data_dir)
+    if args.train_limit is not None:
+        x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
+    out = make_run_dir(args.out)
+    log = (lambda *a: print(*a, flush=True)) if args.verbose else (lambda *a: None)
+    log(f"fastnn-train: {info.name} ({len(x_train)} train, {len(x_test)} test) from {info.directory}; "
+        f"backend={args.backend}" + (f", threads={threads}" if threads else "") + f"; output in {out}")
+
+    model.build(x_train.shape[1], max(info.n_classes, int(y_train.max()) + 1))
+    t0 = time.perf_counter()
+    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                        validation_split=args.val_split, callbacks=callbacks, seed=args.seed, verbose=args.verbose)
+    train_seconds = time.perf_counter() - t0
+    if model.stop_reason:
+        log(f"stopped: {model.stop_reason}")
+
+    n_val = int(len(x_train) * args.val_split)
+    n_fit = len(x_train) - n_val
+    final = {"train": model.evaluate(x_train[:n_fit], y_train[:n_fit], return_dict=True),
+             "val": model.evaluate(x_train[n_fit:], y_train[n_fit:], return_dict=True) if n_val else None,
+             "test": model.evaluate(x_test, y_test, return_dict=True)}
+    cm = confusion_matrix(y_test, model.predict(x_test), model.n_classes_)
+
+    model_path = model.save(os.path.join(out, "model.fastnn"))
+    write_history_csv(history, os.path.join(out, "history.csv"))
+    files = {"model": "model.fastnn", "history": "history.csv"}
+    if not args.no_plots:
+        from .plotting import plot_confusion_matrix, plot_curve
+
+        plot_curve(history, "loss", os.path.join(out, "loss.png"), "Cross-entropy loss")
+        plot_curve(history, "accuracy", os.path.join(out, "accuracy.png"), "Accuracy")
+        plot_confusion_matrix(cm, os.path.join(out, "confusion_matrix.png"), title=f"{info.name} test set")
+        files.update(loss_plot="loss.png", accuracy_plot="accuracy.png", confusion_matrix_plot="confusion_matrix.png")
+    hist = history.history
+    summary = {
+        "test_accuracy": final["test"]["accuracy"],
+        "test_loss": final["test"]["loss"],
+        "dataset": {"name": info.name, "directory": str(info.directory), "n_train": n_fit, "n_val": n_val,
+                    "n_test": len(x_test), "image_shape": list(info.image_shape), "n_classes": model.n_classes_},
+        "config": {"args": {k: v for k, v in vars(args).items()}, "model_class": type(model).__name__,
+                   "model": model.get_config(), "n_params": model.count_params()},
+        "final": final,
+        "history": {"epoch": [e + 1 for e in history.epoch], **hist},
+        "epochs": [{"epoch": e + 1, "seconds": hist["seconds"][i], "samples_per_second": hist["samples_per_second"][i]}
+                   for i, e in enumerate(history.epoch)],
+        "epochs_run": len(history.epoch),
+        "stop_reason": model.stop_reason,
+        "train_seconds": train_seconds,
+        "confusion_matrix": cm.tolist(),
+        "backend": args.backend,
+        "threads": threads,
+        "versions": versions(),
+        "platform": platform.platform(),
+        "files": files,
+    }
+    _write_json(os.path.join(out, "summary.json"), summary)
+    print(f"test accuracy: {final['test']['accuracy']:.4f}  test loss: {final['test']['loss']:.4f}  "
+          f"({len(history.epoch)} epochs, {train_seconds:.1f} s training)  saved to {model_path}", flush=True)
+    return 0
+
+
+def train_main(argv=None):
+    """Entry point of ``fastnn-train``; returns the exit status."""
+    return _run("fastnn-train", build_train_parser(), _train, argv)
+
+
+# fastnn-evaluate -------------------------------------------------------------------
+
+def _evaluate(args):
+    from .datasets import dataset_info, load_dataset
+    from .io import load_model
+    from .metrics import confusion_matrix, format_report
+
+    if args.backend == "numba":
+        set_threads(args.threads)
+    model = load_model(args.model, backend=args.backend)
+    (_, _), (x_test, y_test) = load_dataset(args.dataset, args.data_dir)
+    info = dataset_info(args.dataset, args.data_dir)
+    if x_test.shape[1] != model.n_features_:
+        raise ValueError(f"the model expects {model.n_features_} features per image but {info.name} has {x_test.shape[1]}")
+    if int(y_test.max()) >= model.n_classes_:
+        raise ValueError(f"the model has {model.n_classes_} classes but {info.name} has labels up to {int(y_test.max())}")
+    loss, acc = model.evaluate(x_test, y_test, batch_size=args.batch_size)
+    pred = model.predict(x_test, batch_size=args.batch_size)
+    cm = confusion_matrix(y_test, pred, model.n_classes_)
+    print(f"{info.name} test set ({len(y_test)} images): accuracy {acc:.4f}  loss {loss:.4f}")
+    print(format_report(cm))
+    if args.gallery:
+        from .plotting import plot_gallery
+
+        plot_gallery(x_test, y_test, pred, args.gallery, n=args.gallery_size, image_shape=tuple(info.image_shape))
+        print(f"gallery written to {args.gallery}")
+    return 0
+
+
+def evaluate_main(argv=None):
+    """Entry point of ``fastnn-evaluate``; returns the exit status."""
+    return _run("fastnn-evaluate", build_evaluate_parser(), _evaluate, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(train_main())

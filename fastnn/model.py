@@ -1,0 +1,462 @@
+"""Sequential and MLP models: build, fit, evaluate, predict, weights, summary, save.
+
+A model is a list of layer declarations (``fastnn.layers``) laid out as one
+network table with flat parameter buffers (``backends.spec``), an optimizer that
+owns its state buffers, and a backend that runs the arithmetic. ``fit`` drives
+``backend.train_steps`` in chunks of optimizer steps over a seeded permutation
+of row indices (the data set is never copied), so the progress bar can show
+live loss and accuracy while the compiled loop does the work.
+
+Non-finite loss: the backend stops before applying a step whose loss is not
+finite. ``fit`` then stops training, keeps the last good weights (restoring the
+chunk-start snapshot if any weight itself went non-finite), records that epoch
+with ``loss = nan``, sets ``model.stop_reason`` / ``History.stop_reason`` and
+emits a ``RuntimeWarning`` suggesting a lower learning rate, as Keras'
+TerminateOnNaN does (no exception: the partly trained model stays usable).
+"""
+
+import math
+import time
+import warnings
+
+import numpy as np
+
+from . import layers as L
+from .backends import DEFAULT_BACKEND, get_backend
+from .backends import spec as S
+from .callbacks import CallbackList, History, ProgressBar, Callback
+from .optimizers import Optimizer, Schedule, get_optimizer, optimizer_from_config, optimizer_to_config
+from .validation import (
+    ACTIVATION_NAMES, BACKEND_NAMES, FIT_PARAMS, OPTIMIZER_NAMES, SCHEDULE_NAMES, Boolean, InstanceOf,
+    Interval, NoneValue, Options, POSITIVE_INT, Sizes, UNIT_OPEN, check_params, check_value, check_x, check_y,
+)
+
+#: samples per train_steps call: small enough for a live progress bar, large
+#: enough that Python overhead per call is negligible
+CHUNK_SAMPLES = 8192
+EVAL_BATCH = 1024
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a model is used before ``build`` or ``fit``."""
+
+
+COMMON_PARAMS = {
+    "optimizer": [Options(*OPTIMIZER_NAMES), InstanceOf(Optimizer, "fastnn.optimizers.Optimizer")],
+    "lr": [Interval("real", 0, closed="neither"), NoneValue()],
+    "weight_decay": Interval("real", 0),
+    "momentum": Interval("real", 0, 1, closed="left"),
+    "schedule": [Options(*SCHEDULE_NAMES), NoneValue(), InstanceOf(Schedule, "fastnn.optimizers.Schedule")],
+    "label_smoothing": UNIT_OPEN,
+    "backend": Options(*BACKEND_NAMES),
+    "seed": Interval("int", 0),
+}
+
+
+class Sequential:
+    """A stack of layers trained with softmax cross-entropy.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        E.g. ``[Dense(256, "relu"), Dropout(0.5), Dense(128), ReLU(), Dense(10)]``.
+        The last layer's width is the number of classes.
+    optimizer : {'adam', 'sgd', 'rmsprop'} or Optimizer
+    lr, weight_decay, momentum, schedule
+        Configure an optimizer given by name (``lr=None``: its default; ``momentum``
+        is used by 'sgd' and 'rmsprop'). Ignored when an Optimizer object is given.
+    label_smoothing : float in [0, 1)
+    backend : {'numba', 'numpy'}
+    seed : int >= 0
+        Seeds weight initialisation, shuffling and dropout (``fit(seed=...)`` overrides
+        the last two).
+    """
+
+    def __init__(self, layers=None, optimizer="adam", lr=None, weight_decay=0.0, momentum=0.0, schedule=None,
+                 label_smoothing=0.0, backend=DEFAULT_BACKEND, seed=0):
+        self._set_common(optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed)
+        layers = list(layers or [])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, L.Layer):
+                raise ValueError(f"layers[{i}] must be a fastnn layer (Dense, ReLU, Sigmoid, Tanh, Dropout, BatchNorm), got {layer!r}")
+        self.layers = layers
+
+    def _set_common(self, optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed):
+        check_params(dict(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, schedule=schedule,
+                          label_smoothing=label_smoothing, backend=backend, seed=seed), COMMON_PARAMS)
+        extra = {"momentum": momentum} if optimizer in ("sgd", "rmsprop") else {}
+        self.optimizer = get_optimizer(optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule, **extra)
+        self.label_smoothing, self.backend, self.seed = float(label_smoothing), backend, int(seed)
+        self.net = self.plan = None
+        self.n_features_ = self.n_classes_ = None
+        self.stop_training, self.stop_reason, self.history = False, None, None
+
+    # building ----------------------------------------------------------------
+
+    @property
+    def built(self):
+        return self.net is not None
+
+    def _layers_for(self, n_classes):
+        return self.layers
+
+    def build(self, n_features, n_classes=None):
+        """Create (and initialise) the weights for inputs of width ``n_features``.
+
+        ``n_classes`` is checked against the last layer's width (Sequential) or
+        sets the output layer's width (MLP). Rebuilding re-initialises everything.
+        """
+        check_value("n_features", n_features, POSITIVE_INT)
+        check_value("n_classes", n_classes, [Interval("int", 2), NoneValue()])
+        layers = self._layers_for(n_classes)
+        if not layers:
+            raise ValueError("a Sequential model needs at least one layer, e.g. Sequential([Dense(10)])")
+        plan = L.Plan(layers, int(n_features))
+        if n_classes is not None and plan.n_out != n_classes:
+            raise ValueError(f"n_classes must match the last layer's width ({plan.n_out}), got {n_classes}")
+        if plan.n_out < 2:
+            raise ValueError(f"the last layer must have at least 2 outputs (one per class), got {plan.n_out}")
+        self.plan, self.net = plan, S.allocate(plan.rows)
+        L.initialize(self.net, self.seed)
+        self.optimizer.build(len(self.net.params))
+        self._entries = L.param_entries(layers, plan, self.net)
+        self.n_features_, self.n_classes_ = int(n_features), int(plan.n_out)
+        return self
+
+    def _require_built(self):
+        if not self.built:
+            raise NotFittedError(f"this {type(self).__name__} has no weights yet; call fit(x, y) or build(n_features, n_classes) first")
+
+    # weights -----------------------------------------------------------------
+
+    def get_weight_names(self):
+        """Dotted names (``layers.0.W`` ...) in get_weights order."""
+        self._require_built()
+        return [name for name, _ in self._entries]
+
+    def get_weights(self):
+        """Copies of all weights: [W0, b0, W1, b1, ...], W of shape (n_in, n_out);
+        a batch-norm layer contributes gamma, beta, running_mean, running_var."""
+        self._require_built()
+        return [view.copy() for _, view in self._entries]
+
+    def set_weights(self, weights):
+        """Set every weight from a list in ``get_weights`` order (shapes must match)."""
+        self._require_built()
+        weights = list(weights)
+        if len(weights) != len(self._entries):
+            raise ValueError(f"weights must be a list of {len(self._entries)} arrays ({', '.join(self.get_weight_names())}), got {len(weights)}")
+        arrays = []
+        for (name, view), w in zip(self._entries, weights):
+            w = np.asarray(w)
+            if w.shape != view.shape:
+                raise ValueError(f"weight {name} must have shape {view.shape}, got {w.shape}")
+            if not np.issubdtype(w.dtype, np.number) or not np.isfinite(w).all():
+                raise ValueError(f"weight {name} must be finite numbers, got dtype {w.dtype} with non-finite or non-numeric values")
+            arrays.append(w)
+        for (_, view), w in zip(self._entries, arrays):
+            view[...] = w
+        return self
+
+    def _snapshot(self):
+        return self.net.params.copy(), self.net.state.copy()
+
+    def _restore(self, snap):
+        self.net.params[...] = snap[0]
+        self.net.state[...] = snap[1]
+
+    # training ----------------------------------------------------------------
+
+    def fit(self, x, y, epochs=10, batch_size=128, validation_split=0.0, validation_data=None, callbacks=None,
+            shuffle=True, seed=None, verbose=1):
+        """Train on ``x`` (n, d) and integer labels ``y`` (n,); returns a History.
+
+        Parameters
+        ----------
+        x : array of shape (n, d), real numeric (converted once to float32)
+        y : array of shape (n,), integer class ids in [0, n_classes)
+        epochs, batch_size : int >= 1
+        validation_split : float in [0, 1)
+            Hold out this fraction of the *last* rows (before shuffling), as Keras does.
+        validation_data : (x_val, y_val) or None
+            Overrides ``validation_split``.
+        callbacks : list of Callback
+        shuffle : bool
+            Draw a fresh permutation of the training rows every epoch.
+        seed : int or None
+            Seeds shuffling and dropout; None uses the model's ``seed``.
+        verbose : {0, 1, 2}
+            0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+        """
+        check_params(dict(epochs=epochs, batch_size=batch_size, validation_split=validation_split, shuffle=shuffle,
+                          seed=seed, verbose=verbose), FIT_PARAMS)
+        callbacks = list(callbacks or [])
+        for i, cb in enumerate(callbacks):
+            check_value(f"callbacks[{i}]", cb, InstanceOf(Callback, "fastnn.callbacks.Callback"))
+        x = check_x(x, "x", self.n_features_)
+        y = check_y(y, "y", len(x), self.n_classes_)
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError(f"validation_data must be a tuple (x_val, y_val), got {type(validation_data).__name__}")
+            x_val = check_x(validation_data[0], "validation_data x", x.shape[1])
+            y_val = check_y(validation_data[1], "validation_data y", len(x_val), self.n_classes_)
+            n_train = len(x)
+        elif validation_split > 0:
+            n_val = int(len(x) * validation_split)
+            if n_val < 1 or n_val >= len(x):
+                raise ValueError(f"validation_split must leave at least one sample on each side; with {len(x)} samples, got {validation_split}")
+            n_train = len(x) - n_val
+            x_val, y_val = x[n_train:], y[n_train:]
+        else:
+            n_train, x_val, y_val = len(x), None, None
+        if not self.built:
+            labels_max = int(y.max()) if y_val is None else max(int(y.max()), int(y_val.max()))
+            self.build(x.shape[1], self._infer_classes(labels_max))
+            y = check_y(y, "y", len(x), self.n_classes_)
+            if y_val is not None:
+                y_val = check_y(y_val, "validation y", len(y_val), self.n_classes_)
+
+        seed = self.seed if seed is None else seed
+        rng = np.random.default_rng(seed)
+        dropout_seed = int(rng.integers(0, 2**31 - 1))
+        history = History()
+        cbs = [history] + callbacks + ([ProgressBar(verbose)] if verbose else [])
+        cb = CallbackList(cbs, self)
+        metrics = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if x_val is not None else [])
+        self.stop_training, self.stop_reason = False, None
+        backend = get_backend(self.backend)
+        net, opt = self.net, self.optimizer.buffers
+
+        steps_per_epoch = math.ceil(n_train / batch_size)
+        total_steps = epochs * steps_per_epoch
+        chunk = max(1, math.ceil(CHUNK_SAMPLES / batch_size))
+        sizes = np.full(steps_per_epoch, batch_size, dtype=np.float64)
+        sizes[-1] = n_train - (steps_per_epoch - 1) * batch_size
+        step_loss = np.zeros(steps_per_epoch, dtype=np.float64)
+        step_correct = np.zeros(steps_per_epoch, dtype=np.int64)
+        order = np.arange(n_train, dtype=np.int64)
+        y_train = y  # rows >= n_train are never indexed by `order`
+
+        cb.on_train_begin({"metrics": metrics, "epochs": epochs, "samples": n_train, "steps_per_epoch": steps_per_epoch})
+        for epoch in range(epochs):
+            cb.on_epoch_begin(epoch, {})
+            if shuffle:
+                order = rng.permutation(n_train).astype(np.int64)
+            t0 = time.perf_counter()
+            done = 0
+            diverged = False
+            while done < steps_per_epoch:
+                k = min(chunk, steps_per_epoch - done)
+                lrs = self.optimizer.learning_rates(epoch * steps_per_epoch + done, k, total_steps, steps_per_epoch)
+                snap = (net.params.copy(), net.state.copy(), opt.slots.copy(), opt.step.copy())
+                applied = int(backend.train_steps(x, y_train, order, done * batch_size, k, batch_size, net, opt, lrs,
+                                                  dropout_seed, self.label_smoothing, self._aug(),
+                                                  step_loss[done : done + k], step_correct[done : done + k]))
+                done += applied
+                last_lr = float(lrs[max(applied - 1, 0)])
+                if applied < k:
+                    diverged = True
+                    self._handle_divergence(snap, epoch, done, lrs[applied])
+                    break
+                seen = sizes[:done].sum()
+                cb.on_chunk_end(epoch, {"loss": float(step_loss[:done] @ sizes[:done] / seen),
+                                        "accuracy": float(step_correct[:done].sum() / seen), "samples": int(seen)})
+            seconds = time.perf_counter() - t0
+            seen = sizes[:done].sum()
+            logs = {
+                "loss": float("nan") if diverged else float(step_loss[:done] @ sizes[:done] / seen),
+                "accuracy": float(step_correct[:done].sum() / seen) if seen else float("nan"),
+            }
+            if x_val is not None:
+                logs["val_loss"], logs["val_accuracy"] = (
+                    (float("nan"), float("nan")) if diverged else self.evaluate(x_val, y_val)
+                )
+            logs.update(seconds=seconds, samples_per_second=float(seen / seconds) if seconds > 0 else float("nan"),
+                        lr=last_lr)
+            cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cb.on_train_end({})
+        history.stop_reason = self.stop_reason
+        self.history = history
+        return history
+
+    def _aug(self):
+        # Data augmentation is not exposed yet; the backends take a float64 vector of
+        # augmentation settings, all zero meaning "none".
+        return np.zeros(8, dtype=np.float64)
+
+    def _infer_classes(self, labels_max):
+        return None  # a Sequential's classes are its last layer's width
+
+    def _handle_divergence(self, snap, epoch, step, lr):
+        net, opt = self.net, self.optimizer.buffers
+        if not (np.isfinite(net.params).all() and np.isfinite(net.state).all()):
+            net.params[...], net.state[...] = snap[0], snap[1]
+            opt.slots[...], opt.step[...] = snap[2], snap[3]
+        self.stop_training = True
+        self.stop_reason = (
+            f"non-finite loss at epoch {epoch + 1}, step {step + 1} (learning rate {lr:.3g}); training stopped "
+            f"and the last finite weights kept. Try a lower learning rate (e.g. lr={self.optimizer.lr / 10:.3g})."
+        )
+        warnings.warn(self.stop_reason, RuntimeWarning, stacklevel=3)
+
+    # inference ---------------------------------------------------------------
+
+    def _logits(self, x, batch_size):
+        self._require_built()
+        check_value("batch_size", batch_size, POSITIVE_INT)
+        x = check_x(x, "x", self.n_features_)
+        out = np.empty((len(x), self.n_classes_), dtype=np.float32)
+        get_backend(self.backend).forward(x, self.net, out, batch_size)
+        return out
+
+    def predict_proba(self, x, batch_size=EVAL_BATCH):
+        """Class probabilities, float32 (n, n_classes) (inference mode: no dropout,
+        batch norm with running statistics)."""
+        logits = self._logits(x, batch_size)
+        logp = np.empty_like(logits)
+        get_backend(self.backend).log_softmax(logits, logp)
+        return np.exp(logp)
+
+    def predict(self, x, batch_size=EVAL_BATCH):
+        """Predicted class ids, int64 (n,)."""
+        return self._logits(x, batch_size).argmax(axis=1).astype(np.int64)
+
+    def evaluate(self, x, y, batch_size=EVAL_BATCH, return_dict=False):
+        """Mean loss (cross-entropy, with the model's label smoothing) and accuracy.
+
+        Returns ``(loss, accuracy)``, or ``{"loss": ..., "accuracy": ...}`` with ``return_dict=True``.
+        """
+        logits = self._logits(x, batch_size)
+        y = check_y(y, "y", len(logits), self.n_classes_)
+        dlogits = np.empty_like(logits)
+        loss, correct = get_backend(self.backend).softmax_nll(logits, y, self.label_smoothing, dlogits)
+        result = (float(loss), float(correct) / len(y))
+        return {"loss": result[0], "accuracy": result[1]} if return_dict else result
+
+    # description -------------------------------------------------------------
+
+    def _config_common(self):
+        return {"optimizer": optimizer_to_config(self.optimizer), "label_smoothing": self.label_smoothing,
+                "backend": self.backend, "seed": self.seed}
+
+    def get_config(self):
+        """JSON-serialisable constructor arguments (layers, optimizer ...)."""
+        return {"layers": [L.layer_to_config(layer) for layer in self.layers], **self._config_common()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layers"] = [L.layer_from_config(c) for c in config["layers"]]
+        config["optimizer"] = optimizer_from_config(config["optimizer"])
+        return cls(**config)
+
+    def count_params(self):
+        self._require_built()
+        return int(len(self.net.params))
+
+    def summary(self, print_fn=print):
+        """Print (and return) a table of layers, output widths and parameter counts."""
+        self._require_built()
+        layers = self._layers_for(self.n_classes_)
+        lines = [f"{type(self).__name__}: {self.n_features_} inputs -> {self.n_classes_} classes, backend={self.backend}",
+                 f"{'#':>3}  {'layer':<34} {'output':>8} {'params':>10}"]
+        for i, layer in enumerate(layers):
+            n = sum(v.size for name, v in self._entries if name.startswith(f"layers.{i}.") and not name.endswith(("running_mean", "running_var")))
+            lines.append(f"{i:>3}  {layer!r:<34} {self.plan.widths[i]:>8} {n:>10}")
+        lines.append(f"Trainable parameters: {len(self.net.params)}; non-trainable: {len(self.net.state)}")
+        lines.append(f"Optimizer: {self.optimizer!r}")
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def save(self, path):
+        """Write the model to ``path`` (see ``fastnn.io``); returns the path."""
+        from .io import save_model
+
+        return save_model(self, path)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self._layers_for(self.n_classes_)!r})"
+
+
+class MLP(Sequential):
+    """A multilayer perceptron: Dense hidden layers, then a linear output layer.
+
+    Each hidden layer is ``Dense(units)`` -> [``BatchNorm``] -> activation ->
+    [``Dropout(dropout)``]; without batch norm the activation is fused into the
+    dense layer. The output width is set by ``build`` / ``fit`` (the largest label + 1).
+
+    Parameters
+    ----------
+    layers : list of int
+        Hidden-layer widths, e.g. ``[128, 64]``.
+    activation : {'relu', 'sigmoid', 'tanh', 'linear'}
+    dropout : float in [0, 1)
+        Dropout rate after every hidden layer (0: none).
+    batch_norm : bool
+        Batch normalisation before each hidden activation.
+    optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed
+        As for :class:`Sequential`.
+    n_classes : int or None
+        Output width; None infers it from the labels on the first ``fit``.
+    """
+
+    def __init__(self, layers=(128, 64), activation="relu", optimizer="adam", lr=None, weight_decay=0.0,
+                 momentum=0.0, dropout=0.0, batch_norm=False, schedule=None, label_smoothing=0.0,
+                 backend=DEFAULT_BACKEND, seed=0, n_classes=None):
+        check_params(dict(layers=layers, activation=activation, dropout=dropout, batch_norm=batch_norm, n_classes=n_classes),
+                     {"layers": Sizes(allow_empty=True), "activation": Options(*ACTIVATION_NAMES),
+                      "dropout": UNIT_OPEN, "batch_norm": Boolean(), "n_classes": [Interval("int", 2), NoneValue()]})
+        self._set_common(optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed)
+        self.hidden_units = tuple(int(u) for u in layers)
+        self.activation, self.dropout, self.batch_norm = activation, float(dropout), bool(batch_norm)
+        self.n_classes = n_classes
+
+    def _layers_for(self, n_classes):
+        n_classes = n_classes or self.n_classes
+        out = []
+        for units in self.hidden_units:
+            if self.batch_norm:
+                out += [L.Dense(units), L.BatchNorm()]
+                if self.activation != "linear":
+                    out.append(L.ACTIVATION_LAYERS[self.activation]())
+            else:
+                out.append(L.Dense(units, activation=self.activation))
+            if self.dropout > 0:
+                out.append(L.Dropout(self.dropout))
+        if n_classes is not None:
+            out.append(L.Dense(n_classes))
+        return out
+
+    @property
+    def layers(self):
+        """The layer declarations this MLP expands to (with the output layer once its width is known)."""
+        return self._layers_for(self.n_classes_)
+
+    def build(self, n_features, n_classes=None):
+        n_classes = n_classes or self.n_classes
+        if n_classes is None:
+            raise ValueError("n_classes must be an integer >= 2 to build an MLP, got None")
+        if self.n_classes is not None and n_classes != self.n_classes:
+            raise ValueError(f"n_classes must be {self.n_classes} (set in the constructor), got {n_classes}")
+        return super().build(n_features, n_classes)
+
+    def _infer_classes(self, labels_max):
+        return self.n_classes or max(labels_max + 1, 2)
+
+    def get_config(self):
+        return {"layers": list(self.hidden_units), "activation": self.activation, "dropout": self.dropout,
+                "batch_norm": self.batch_norm, "n_classes": self.n_classes, **self._config_common()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["optimizer"] = optimizer_from_config(config["optimizer"])
+        return cls(**config)
+
+    def __repr__(self):
+        return (f"MLP(layers={list(self.hidden_units)}, activation={self.activation!r}, dropout={self.dropout}, "
+                f"batch_norm={self.batch_norm}, optimizer={self.optimizer!r}, backend={self.backend!r})")
