@@ -17,6 +17,11 @@ A location that holds the files but fails verification raises; it is never skipp
 silently. Every file is checked: IDX magic, dtype code (unsigned byte only), dimensions,
 payload length, image/label counts, label range and, for the named datasets, the
 SHA-256 of the decompressed bytes.
+
+In-process cache: the verified uint8 contents of each file are kept (read-only, at most
+12 files, keyed by resolved path, size and mtime) so repeated loads skip decompression
+and hashing; every call still returns fresh, writable float32/int64 arrays, so one
+caller's in-place edits can never reach another caller. :func:`clear_cache` frees it.
 """
 
 from __future__ import annotations
@@ -191,7 +196,9 @@ def load_dataset(name_or_path, data_dir=None, *, download=True):
         ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally ``.gz``).
         A ``pathlib.Path`` or any string that is not a known name is treated as a path.
     data_dir : str or os.PathLike, optional
-        Searched first for a named dataset: ``data_dir/<name>/``, then ``data_dir``.
+        Searched first for a named dataset: ``data_dir/<name>/``, then ``data_dir``
+        itself. If neither holds the files, the rest of the lookup order follows (see
+        the module docstring). Ignored when ``name_or_path`` is a directory.
     download : bool, default True
         For a named dataset found nowhere, download it into the user cache.
 

@@ -391,3 +391,26 @@ def test_server_down(isolated_data_env, monkeypatch):
                      "data_dir=", str(isolated_data_env / "xdg_cache" / "fastnn" / "synth")):
         assert fragment in message, f"{fragment!r} not in {message!r}"
     assert _files_in(isolated_data_env / "xdg_cache" / "fastnn" / "synth") == []
+
+
+def test_interrupted_download_caches_nothing(isolated_data_env, monkeypatch):
+    class ShortHandler(_QuietHandler):
+        def do_GET(self):  # promise 1000 bytes, send 10, hang up
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"\x1f\x8b" + b"\x00" * 8)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ShortHandler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        monkeypatch.setitem(datasets.DATASETS, "synth",
+                            DatasetSpec("synth", 4, {s: "0" * 64 for s in STEMS}))
+        monkeypatch.setitem(datasets.MIRRORS, "synth",
+                            [f"http://127.0.0.1:{server.server_address[1]}/synth/"])
+        with pytest.raises(DownloadError, match="ended after 10 of 1000 bytes"):
+            load_dataset("synth")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _files_in(isolated_data_env / "xdg_cache" / "fastnn" / "synth") == []
