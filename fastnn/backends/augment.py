@@ -29,9 +29,11 @@ The elastic field is on only when both alpha > 0 and sigma > 0. It is
 ``d = alpha * (G_sigma * e)``, with ``e`` i.i.d. U[-1, 1) noise per pixel and per
 component (dy, dx), and ``G_sigma`` the unit-sum Gaussian kernel truncated at
 radius ``int(4 * sigma + 0.5)`` applied along rows then columns with zero
-padding (``scipy.ndimage.gaussian_filter(e, sigma, mode='constant')``). Far from
-the border its RMS is about ``alpha * 0.163 / sigma`` pixels per component
-(1/sqrt(3) / (2 sqrt(pi) sigma)): 1.4 px for (34, 4).
+padding (``scipy.ndimage.gaussian_filter(e, sigma, mode='constant')``). On an
+unbounded image its RMS would be ``alpha * 0.163 / sigma`` pixels per component
+(1/sqrt(3) / (2 sqrt(pi) sigma)); the zero padding lowers that a little on
+28x28: measured 1.29 px for (alpha, sigma) = (34, 4), 0.76 for (20, 4), 0.41
+for (8, 3).
 
 The transform (inverse mapping)
 -------------------------------
@@ -285,7 +287,7 @@ def affine_sample(image, matrix, offset, out):
     """
     height, width = image.shape
     _resample(image.ravel(), height, width, matrix[0, 0], matrix[0, 1], matrix[1, 0], matrix[1, 1],
-              offset[0], offset[1], np.zeros((2, 0)), False, out.ravel())
+              offset[0], offset[1], np.zeros((2, 0, 0)), False, out.ravel())
 
 
 # ---------------------------------------------------------------------------
