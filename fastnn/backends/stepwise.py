@@ -1,0 +1,267 @@
+"""The step-by-step training driver, generic over a kernel module.
+
+Plain Python walks the rows of ``spec`` and calls one kernel per layer per batch.
+Bound to the NumPy kernels it *is* the NumPy backend's ``train_steps``/``forward``;
+bound to the Numba kernels it is the "step-by-step path" that the compiled loop in
+``numba_jit`` must reproduce number for number. Layer math (which kernel runs for
+which layer kind, in which order) lives here and in its compiled twin only.
+
+Buffers
+-------
+A ``Workspace`` holds every per-batch array, allocated once per (network layout,
+batch size) and reused by every step, so the loop allocates nothing big:
+
+``act``     flat; activation a_i of layer boundary i (a_0 = gathered input batch,
+            a_{i+1} = output of layer i) at ``offsets[i, 0]``, shape (n, width_i)
+``grad``    flat, same layout as ``act``: dL/da_i
+``aux``     flat; per-layer (n, n_out) cache at ``offsets[i, 1]``: dropout mask or
+            batch-norm xhat (-1: layer has none)
+``vec``     flat; per-layer (n_out,) cache at ``offsets[i, 2]``: batch-norm inv_std
+``labels``  (batch_size,) int64 gathered labels
+``backup``  copy of ``net.state`` taken before each step, restored when its loss is
+            not finite (batch-norm running statistics then keep their last good values)
+``empty``   (0, 0) array passed as ``dx`` where the input gradient is not needed
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from .spec import (ACT, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, OPT_ADAM, OPT_RMSPROP, OPT_SGD, P_OFF,
+                   P_OFF2, S_OFF, S_OFF2, ACTIVATION, dense_views)
+
+Workspace = namedtuple("Workspace", "batch_size act grad aux vec offsets labels backup empty")
+
+# Columns of Workspace.offsets.
+OFF_ACT, OFF_AUX, OFF_VEC = 0, 1, 2
+
+
+def widths(spec):
+    """Widths of the L + 1 layer boundaries: input width, then each layer's output width."""
+    return np.concatenate([spec[:1, N_IN], spec[:, N_OUT]]).astype(np.int64)
+
+
+def make_workspace(net, batch_size):
+    """Allocate the per-batch buffers of ``net`` (a NetBuffers) for batches of up to ``batch_size`` rows.
+
+    The dtype follows ``net.params`` (float32 in training; float64 for gradient checks).
+    """
+    spec = net.spec
+    dtype = net.params.dtype
+    n_layers = len(spec)
+    w = widths(spec)
+    offsets = np.full((n_layers + 1, 3), -1, dtype=np.int64)
+    offsets[:, OFF_ACT] = np.concatenate([[0], np.cumsum(w[:-1] * batch_size)])
+    n_aux = n_vec = 0
+    for i in range(n_layers):
+        if spec[i, KIND] in (DROPOUT, BATCHNORM):
+            offsets[i, OFF_AUX] = n_aux
+            n_aux += batch_size * spec[i, N_OUT]
+        if spec[i, KIND] == BATCHNORM:
+            offsets[i, OFF_VEC] = n_vec
+            n_vec += spec[i, N_OUT]
+    n_act = int(w.sum()) * batch_size
+    return Workspace(
+        batch_size, np.zeros(n_act, dtype), np.zeros(n_act, dtype), np.zeros(n_aux, dtype),
+        np.zeros(n_vec, dtype), offsets, np.zeros(batch_size, np.int64), np.zeros(len(net.state), net.state.dtype),
+        np.zeros((0, 0), dtype))
+
+
+_WORKSPACES = {}
+
+
+def get_workspace(net, batch_size):
+    """A cached workspace for this network layout, batch size and dtype (a few are kept).
+
+    The layout depends only on ``spec``, so networks of the same architecture share one.
+    Not safe for two threads training the same layout at once: pass ``workspace=``.
+    """
+    key = (net.spec.tobytes(), net.spec.shape, int(batch_size), net.params.dtype.str)
+    ws = _WORKSPACES.get(key)
+    if ws is None:
+        if len(_WORKSPACES) >= 8:
+            _WORKSPACES.pop(next(iter(_WORKSPACES)))
+        ws = _WORKSPACES[key] = make_workspace(net, batch_size)
+    return ws
+
+
+def boundary(ws, net, i, n, which="act"):
+    """View (n, width_i) of activation (``which='act'``) or gradient (``'grad'``) boundary i."""
+    w = net.spec[0, N_IN] if i == 0 else net.spec[i - 1, N_OUT]
+    o = ws.offsets[i, OFF_ACT]
+    return getattr(ws, which)[o:o + n * w].reshape(n, w)
+
+
+def layer_cache(ws, net, i, n):
+    """(aux, vec) of layer i in the workspace for a batch of n rows (None where unused)."""
+    d = net.spec[i, N_OUT]
+    oa, ov = ws.offsets[i, OFF_AUX], ws.offsets[i, OFF_VEC]
+    aux = ws.aux[oa:oa + n * d].reshape(n, d) if oa >= 0 else None
+    vec = ws.vec[ov:ov + d] if ov >= 0 else None
+    return aux, vec
+
+
+def make_cache(net, i, n):
+    """Fresh (aux, vec) arrays for layer i and n rows, in the dtype of ``net.params`` (for tests)."""
+    d = net.spec[i, N_OUT]
+    return np.zeros((n, d), net.params.dtype), np.zeros(d, net.params.dtype)
+
+
+def _bn_views(net, i):
+    _, n, _, p, p2, s, s2 = net.spec[i, :7]
+    return net.params[p:p + n], net.params[p2:p2 + n], net.state[s:s + n], net.state[s2:s2 + n]
+
+
+def layer_forward(kernels, net, i, x, out, cache, training, seed=0, step=0):
+    """Run layer ``i`` of ``net`` forward: out = layer(x).
+
+    Parameters
+    ----------
+    kernels : backend module (``numpy_ref`` or ``numba_jit``)
+    net : NetBuffers
+    i : int, layer index (row of ``net.spec``)
+    x : (n, n_in) array; out : (n, n_out) array, overwritten
+    cache : (aux, vec)
+        aux (n, n_out): dropout mask / batch-norm xhat, vec (n_out,): batch-norm inv_std;
+        written in training mode for ``layer_backward``; None where the layer needs none
+        (``make_cache`` or ``layer_cache`` build them).
+    training : bool
+        Training mode: dropout active, batch norm uses (and updates) batch statistics.
+    seed, step : int
+        Dropout masks use stream ``step * 64 + i`` of ``seed`` (step = global optimizer step).
+    """
+    row = net.spec[i]
+    kind = row[KIND]
+    if kind == DENSE:
+        W, b = dense_views(net, i)
+        kernels.dense_forward(x, W, b, row[ACT], out)
+    elif kind == ACTIVATION:
+        kernels.activation_forward(row[ACT], x, out)
+    elif kind == DROPOUT:
+        rate = net.fconf[i, 0]
+        if training and rate > 0:
+            kernels.dropout_forward(x, rate, seed, step * 64 + i, out, cache[0])
+        else:
+            np.copyto(out, x)
+    elif kind == BATCHNORM:
+        gamma, beta, rmean, rvar = _bn_views(net, i)
+        momentum, eps = net.fconf[i]
+        if training:
+            kernels.batchnorm_forward_train(x, gamma, beta, rmean, rvar, momentum, eps, out, cache[0], cache[1])
+        else:
+            kernels.batchnorm_forward_eval(x, gamma, beta, rmean, rvar, eps, out)
+    else:
+        raise ValueError(f"layer {i}: unknown kind {kind}")
+
+
+def layer_backward(kernels, net, i, x, y, dy, dx, cache):
+    """Backward of layer ``i`` after a training-mode ``layer_forward``.
+
+    x (n, n_in) the layer's input, y (n, n_out) its output, dy (n, n_out) = dL/dy
+    (OVERWRITTEN: dense layers turn it into dL/dz in place). Writes dx (n, n_in) = dL/dx
+    unless dx is an empty (0, 0) array, and overwrites this layer's slice of
+    ``net.grads`` (dense: dW, db; batch norm: dgamma, dbeta).
+    """
+    row = net.spec[i]
+    kind = row[KIND]
+    if kind == DENSE:
+        if row[ACT]:
+            kernels.activation_backward(row[ACT], y, dy, dy)
+        W, _ = dense_views(net, i)
+        n_in, n_out, p, p2 = row[N_IN], row[N_OUT], row[P_OFF], row[P_OFF2]
+        dW = net.grads[p:p + n_in * n_out].reshape(n_in, n_out)
+        kernels.dense_backward(x, W, dy, dx, dW, net.grads[p2:p2 + n_out])
+    elif dx.size == 0 and kind != BATCHNORM:
+        return
+    elif kind == ACTIVATION:
+        kernels.activation_backward(row[ACT], y, dy, dx)
+    elif kind == DROPOUT:
+        if net.fconf[i, 0] > 0:
+            kernels.dropout_backward(dy, cache[0], dx)
+        else:
+            np.copyto(dx, dy)
+    elif kind == BATCHNORM:
+        n, p, p2 = row[N_IN], row[P_OFF], row[P_OFF2]
+        kernels.batchnorm_backward(dy, cache[0], cache[1], net.params[p:p + n], dx, net.grads[p:p + n],
+                                   net.grads[p2:p2 + n])
+    else:
+        raise ValueError(f"layer {i}: unknown kind {kind}")
+
+
+def apply_update(kernels, net, opt, lr):
+    """One optimizer update of every parameter from ``net.grads``; increments ``opt.step``."""
+    hp = opt.hparams
+    if opt.code == OPT_SGD:
+        kernels.sgd_update(net.params, net.grads, opt.slots[0], lr, hp[0], bool(hp[1]), hp[2])
+    elif opt.code == OPT_RMSPROP:
+        kernels.rmsprop_update(net.params, net.grads, opt.slots[0], opt.slots[1], lr, hp[0], hp[1], hp[2], hp[3])
+    elif opt.code == OPT_ADAM:
+        kernels.adam_update(net.params, net.grads, opt.slots[0], opt.slots[1], lr, hp[0], hp[1], hp[2], hp[3],
+                            int(opt.step[0]) + 1)
+    else:
+        raise ValueError(f"unknown optimizer code {opt.code}")
+    opt.step[0] += 1
+
+
+def check_aug(aug):
+    """Augmentation is reserved (aug[0] != 0 means on) and not implemented yet."""
+    if aug is not None and len(aug) and aug[0] != 0:
+        raise NotImplementedError("on-the-fly augmentation is not implemented yet; pass aug with aug[0] == 0")
+
+
+def train_steps(kernels, x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
+                step_loss, step_correct, workspace=None):
+    """The contract's ``train_steps`` (see ``fastnn.backends``) with one kernel call per layer per batch.
+
+    Step s trains on rows order[start + s * batch_size : ...] (min(batch_size, n - pos) rows,
+    n = len(order)) with learning rate lr_steps[s]. Stops early when the rows run out.
+    When a step's loss is not finite, its loss is still written to step_loss[s] but no
+    update is applied (batch-norm running statistics are restored) and s is returned.
+    Returns the number of steps applied.
+    """
+    check_aug(aug)
+    ws = workspace if workspace is not None else get_workspace(net, batch_size)
+    n_total, n_layers = len(order), len(net.spec)
+    for s in range(n_steps):
+        pos = start + s * batch_size
+        if pos >= n_total:
+            return s
+        n = min(batch_size, n_total - pos)
+        idx = order[pos:pos + n]
+        a0 = boundary(ws, net, 0, n)
+        np.take(x, idx, axis=0, out=a0)
+        labels = ws.labels[:n]
+        np.take(y, idx, out=labels)
+        if len(ws.backup):
+            ws.backup[:] = net.state
+        g = int(opt.step[0])
+        for i in range(n_layers):
+            layer_forward(kernels, net, i, boundary(ws, net, i, n), boundary(ws, net, i + 1, n),
+                          layer_cache(ws, net, i, n), True, seed, g)
+        loss, correct = kernels.softmax_nll(boundary(ws, net, n_layers, n), labels, smoothing,
+                                            boundary(ws, net, n_layers, n, "grad"))
+        step_loss[s] = loss
+        step_correct[s] = correct
+        if not np.isfinite(loss):
+            if len(ws.backup):
+                net.state[:] = ws.backup
+            return s
+        for i in range(n_layers - 1, -1, -1):
+            dx = boundary(ws, net, i, n, "grad") if i else ws.empty
+            layer_backward(kernels, net, i, boundary(ws, net, i, n), boundary(ws, net, i + 1, n),
+                           boundary(ws, net, i + 1, n, "grad"), dx, layer_cache(ws, net, i, n))
+        apply_update(kernels, net, opt, lr_steps[s])
+    return n_steps
+
+
+def forward(kernels, x, net, out, batch_size, workspace=None):
+    """Inference-mode logits of every row of x (N, n_in) into out (N, k), batch_size rows at a time."""
+    ws = workspace if workspace is not None else get_workspace(net, batch_size)
+    n_layers = len(net.spec)
+    for pos in range(0, len(x), batch_size):
+        n = min(batch_size, len(x) - pos)
+        a = x[pos:pos + n]
+        for i in range(n_layers):
+            b = out[pos:pos + n] if i == n_layers - 1 else boundary(ws, net, i + 1, n)
+            layer_forward(kernels, net, i, a, b, (None, None), False)
+            a = b
