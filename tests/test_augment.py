@@ -37,8 +37,11 @@ def digits():
 def _both(x, rows, height, width, aug, seed, stream):
     out_nb = np.full((len(rows), height * width), np.nan, np.float32)
     out_np = np.full_like(out_nb, np.nan)
+    out_serial = np.full_like(out_nb, np.nan)
     A.augment_rows(x, rows, height, width, aug, seed, stream, out_nb)
+    A.augment_rows_serial(x, rows, height, width, aug, seed, stream, out_serial)
     A.augment_rows_numpy(x, rows, height, width, aug, seed, stream, out_np)
+    np.testing.assert_array_equal(out_serial, out_nb)
     return out_nb, out_np
 
 

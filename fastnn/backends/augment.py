@@ -60,8 +60,10 @@ batch size.
 
 Entry points
 ------------
-``augment_rows`` (compiled, ``prange`` over samples) and ``augment_rows_numpy``
-(the vectorised reference) have the same signature and results (to ~1e-6).
+``augment_rows`` (compiled, ``prange`` over samples), ``augment_rows_serial``
+(compiled, one thread) and ``augment_rows_numpy`` (the vectorised reference)
+have the same signature and results (to ~1e-6; the two compiled ones agree bit
+for bit).
 ``affine_sample`` / ``affine_sample_numpy`` resample one image by a given map.
 ``make_aug`` and ``check_aug`` build and validate the vector at the Python
 boundary; the kernels themselves do not validate.
@@ -214,6 +216,39 @@ def _elastic_field(k, i, height, width, alpha, gh, gw, disp, tmp):
                 d[r, c] = alpha * d[r, c]
 
 
+@njit(cache=True)
+def _augment_one(src, i, height, width, aug, k, gh, gw, scratch, out_row):
+    """Augment one flat image ``src`` (H*W,) float32, batch position ``i``, into ``out_row``.
+
+    ``gh``/``gw`` are the smoothing matrices and ``scratch`` a (2, 2, H, W) float64
+    buffer when the elastic field is on; otherwise any arrays (unused).
+    """
+    base = np.uint64(i) * np.uint64(DRAWS_PER_SAMPLE)
+    u_rot = _uniform64(k, base + np.uint64(DRAW_ROTATION))
+    u_scale = _uniform64(k, base + np.uint64(DRAW_SCALE))
+    u_ty = _uniform64(k, base + np.uint64(DRAW_SHIFT_Y))
+    u_tx = _uniform64(k, base + np.uint64(DRAW_SHIFT_X))
+    a, b, o0, o1 = _affine_params_nb(u_rot, u_scale, u_ty, u_tx, aug[AUG_SHIFT], aug[AUG_ROTATION],
+                                     aug[AUG_SCALE], (height - 1) / 2.0, (width - 1) / 2.0)
+    alpha = aug[AUG_ELASTIC_ALPHA]
+    if alpha > 0.0 and aug[AUG_ELASTIC_SIGMA] > 0.0:
+        _elastic_field(k, i, height, width, alpha, gh, gw, scratch[0], scratch[1])
+        _resample(src, height, width, a, b, -b, a, o0, o1, scratch[0], True, out_row)
+    else:
+        _resample(src, height, width, a, b, -b, a, o0, o1, scratch[0], False, out_row)
+
+
+@njit(cache=True)
+def _setup(height, width, aug, n_scratch):
+    """Smoothing matrices and an (n_scratch, 2, 2, H, W) scratch (empty-ish when the field is off)."""
+    sigma = aug[AUG_ELASTIC_SIGMA]
+    if aug[AUG_ELASTIC_ALPHA] > 0.0 and sigma > 0.0:
+        gh = _gaussian_matrix_nb(sigma, height)
+        gw = _gaussian_matrix_nb(sigma, width)
+        return gh, gw, np.empty((n_scratch, 2, 2, height, width))
+    return np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((n_scratch, 2, 2, 0, 0))
+
+
 @njit(cache=True, parallel=True)
 def augment_rows(x, rows, height, width, aug, seed, stream, out):
     """Augment the images ``x[rows]`` into ``out`` (compiled; callable from @njit code).
@@ -236,41 +271,38 @@ def augment_rows(x, rows, height, width, aug, seed, stream, out):
 
     Notes
     -----
-    Parallel over samples; each sample's result is independent of the thread
-    count. Allocates one (n, 2, 2, H, W) float64 scratch per call when the elastic
-    field is on, nothing per sample.
+    ``prange`` over samples; each sample's result is independent of the thread
+    count. Allocates one (n, 2, 2, H, W) float64 scratch per call when the
+    elastic field is on, nothing per sample. ``augment_rows_serial`` is the
+    same computation on the calling thread (for callers that are themselves
+    inside a ``prange``, or batches too small to be worth waking threads).
     """
     n = rows.shape[0]
-    hw = height * width
     if aug[AUG_ENABLED] == 0.0:
         for i in prange(n):
             out[i, :] = x[rows[i], :]
         return
     k = _mix(_mix(np.uint64(seed)) ^ np.uint64(stream))
-    max_shift = aug[AUG_SHIFT]
-    max_rot = aug[AUG_ROTATION]
-    max_scale = aug[AUG_SCALE]
-    alpha = aug[AUG_ELASTIC_ALPHA]
-    sigma = aug[AUG_ELASTIC_SIGMA]
-    use_field = alpha > 0.0 and sigma > 0.0
-    gh = _gaussian_matrix_nb(sigma, height) if use_field else np.zeros((0, 0))
-    gw = _gaussian_matrix_nb(sigma, width) if use_field else np.zeros((0, 0))
-    scratch = np.empty((n if use_field else 0, 2, 2, height, width))
-    no_field = np.zeros((2, 0, 0))
-    cy = (height - 1) / 2.0
-    cx = (width - 1) / 2.0
+    gh, gw, scratch = _setup(height, width, aug, n)
     for i in prange(n):
-        base = np.uint64(i) * np.uint64(DRAWS_PER_SAMPLE)
-        u_rot = _uniform64(k, base + np.uint64(DRAW_ROTATION))
-        u_scale = _uniform64(k, base + np.uint64(DRAW_SCALE))
-        u_ty = _uniform64(k, base + np.uint64(DRAW_SHIFT_Y))
-        u_tx = _uniform64(k, base + np.uint64(DRAW_SHIFT_X))
-        a, b, o0, o1 = _affine_params_nb(u_rot, u_scale, u_ty, u_tx, max_shift, max_rot, max_scale, cy, cx)
-        if use_field:
-            _elastic_field(k, i, height, width, alpha, gh, gw, scratch[i, 0], scratch[i, 1])
-            _resample(x[rows[i]], height, width, a, b, -b, a, o0, o1, scratch[i, 0], True, out[i])
-        else:
-            _resample(x[rows[i]], height, width, a, b, -b, a, o0, o1, no_field, False, out[i])
+        _augment_one(x[rows[i]], i, height, width, aug, k, gh, gw, scratch[i], out[i])
+
+
+@njit(cache=True)
+def augment_rows_serial(x, rows, height, width, aug, seed, stream, out):
+    """``augment_rows`` on the calling thread: same arguments, bit-identical results.
+
+    Allocates one (1, 2, 2, H, W) float64 scratch per call when the elastic field is on.
+    """
+    n = rows.shape[0]
+    if aug[AUG_ENABLED] == 0.0:
+        for i in range(n):
+            out[i, :] = x[rows[i], :]
+        return
+    k = _mix(_mix(np.uint64(seed)) ^ np.uint64(stream))
+    gh, gw, scratch = _setup(height, width, aug, 1)
+    for i in range(n):
+        _augment_one(x[rows[i]], i, height, width, aug, k, gh, gw, scratch[0], out[i])
 
 
 @njit(cache=True)
