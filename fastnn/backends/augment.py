@@ -58,6 +58,15 @@ Its elastic noise for component ``ch`` (0: dy, 1: dx) at flat pixel ``p`` uses
 ranges cannot meet for batches below 2**36 samples, and no index depends on the
 batch size.
 
+Suggested settings (checked by eye on grids of augmented digits)
+-----------------------------------------------------------------
+MNIST: ``make_aug(shift=2, rotation=15, scale=0.1, elastic_alpha=34,
+elastic_sigma=4)`` still reads as handwriting; (3, 25, 0.2, 60, 4) starts
+making ambiguous digits. KMNIST (characters fill the frame, dense strokes):
+``make_aug(shift=2, rotation=10, scale=0.1, elastic_alpha=20, elastic_sigma=4)``;
+alpha 34 smudges complex characters. Elastic alpha >= 100 at sigma 4 destroys
+both.
+
 Entry points
 ------------
 ``augment_rows`` (compiled, ``prange`` over samples), ``augment_rows_serial``
