@@ -1,0 +1,80 @@
+"""Smoke tests of ``fastnn-bench`` (fastnn/bench.py) on a tiny subset: it runs end to end,
+writes JSON and a PNG, and its NumPy baseline and independent reference do the same math.
+
+Speed is never asserted here; benchmarks/ holds the measurements.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from fastnn import bench
+from fastnn.backends import get_backend
+from fastnn.backends.spec import dense_views
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist():
+    try:
+        return bench.load_training_set("mnist", limit=512)
+    except Exception as e:  # the data set is not on this machine
+        pytest.skip(f"MNIST not available: {e}")
+
+
+def test_cli_runs_end_to_end(tmp_path, capsys, tiny_mnist):
+    argv = ["--dataset", "mnist", "--layers", "32", "16", "--batch-sizes", "8", "64", "--limit", "512",
+            "--runners", "numba", "numpy", "reference", "--repeats", "1", "--max-seconds", "0.2",
+            "--no-compile", "--peak-size", "128", "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "numba/numpy" in printed and "numpy/reference" in printed
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["batch_size"] for r in result["records"]] == [8, 64]
+    for rec in result["records"]:
+        assert rec["layers"] == [784, 32, 16, 10] and rec["n_samples"] == 512
+        assert set(rec["results"]) == {"numba", "numpy", "reference"}
+        for res in rec["results"].values():
+            assert res["samples_per_s"] > 0 and len(res["times"]) == 1
+            assert res["samples"] <= 512
+    assert result["machine"]["numpy"] == np.__version__
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--batch-sizes", "0"])
+    with pytest.raises(ValueError, match="unknown runner"):
+        bench.available_runners(["tensorflow"])
+
+
+def test_training_flops_per_sample():
+    # 784-128-64-10: forward 2*MACs, dW 2*MACs, dx 2*MACs except the input layer's.
+    macs = 784 * 128 + 128 * 64 + 64 * 10
+    assert bench.train_flops_per_sample([784, 128, 64, 10]) == 6 * macs - 2 * 784 * 128
+
+
+def test_reference_loop_matches_numpy_backend(tiny_mnist):
+    """The independent loop and fastnn's NumPy backend train identically (the baseline is fair)."""
+    x, y = tiny_mnist
+    weights = bench.he_weights([784, 32, 16, 10], seed=3)
+    order = bench.epoch_order(len(x), seed=1)
+    n_steps, bs = 6, 50
+
+    fast = bench.make_runner("numpy", x, y, weights, lr=0.05)
+    net, opt = fast.net, bench.build_sgd(fast.net)
+    fast_loss, fast_correct = np.zeros(n_steps), np.zeros(n_steps, np.int64)
+    applied = get_backend("numpy").train_steps(x, y, order, 0, n_steps, bs, net, opt, np.full(n_steps, 0.05), 0, 0.0,
+                                               np.zeros(8), fast_loss, fast_correct)
+    ref = bench.load_reference().ReferenceMLP(weights, lr=0.05)
+    ref_loss, ref_correct = np.zeros(n_steps), np.zeros(n_steps, np.int64)
+    assert applied == ref.train_steps(x, y, order, 0, n_steps, bs, ref_loss, ref_correct) == n_steps
+
+    np.testing.assert_allclose(ref_loss, fast_loss, rtol=1e-5)
+    np.testing.assert_array_equal(ref_correct, fast_correct)
+    assert ref_loss[-1] < ref_loss[0]  # it learns
+    for i in range(3):
+        W, b = dense_views(net, i)
+        np.testing.assert_allclose(ref.W[i], W, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(ref.b[i], b, rtol=1e-4, atol=1e-6)
+        assert not np.allclose(W, weights[i][0])  # the weights moved
