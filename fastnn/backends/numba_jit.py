@@ -50,6 +50,7 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 # numba.get_num_threads(), because that call makes a function uncacheable.)
 MAX_CHUNKS = 32
 _K_BLOCK = 128
+_R_BLOCK = 64
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -92,15 +93,52 @@ def matmul_blas(a, b, out):
 
 @njit(cache=True)
 def _sparse_rows_range(a, b, out, r0, r1):
+    # Non-zeros of a row are consumed four at a time: out[r] is loaded and stored once
+    # per four terms instead of once per term, while the additions keep the plain
+    # sequential order (((o + t0) + t1) + t2) + t3, so the result equals the one-term loop.
     kd, m = b.shape
     for r in range(r0, r1):
         for j in range(m):
             out[r, j] = 0
-        for k in range(kd):
-            v = a[r, k]
-            if v != 0:
+        k = 0
+        while k < kd:
+            # find up to four non-zeros k0 < k1 < k2 < k3
+            while k < kd and a[r, k] == 0:
+                k += 1
+            if k >= kd:
+                break
+            k0 = k
+            k += 1
+            while k < kd and a[r, k] == 0:
+                k += 1
+            if k >= kd:
+                v0 = a[r, k0]
                 for j in range(m):
-                    out[r, j] += v * b[k, j]
+                    out[r, j] += v0 * b[k0, j]
+                break
+            k1 = k
+            k += 1
+            while k < kd and a[r, k] == 0:
+                k += 1
+            if k >= kd:
+                v0, v1 = a[r, k0], a[r, k1]
+                for j in range(m):
+                    out[r, j] = (out[r, j] + v0 * b[k0, j]) + v1 * b[k1, j]
+                break
+            k2 = k
+            k += 1
+            while k < kd and a[r, k] == 0:
+                k += 1
+            if k >= kd:
+                v0, v1, v2 = a[r, k0], a[r, k1], a[r, k2]
+                for j in range(m):
+                    out[r, j] = ((out[r, j] + v0 * b[k0, j]) + v1 * b[k1, j]) + v2 * b[k2, j]
+                break
+            k3 = k
+            k += 1
+            v0, v1, v2, v3 = a[r, k0], a[r, k1], a[r, k2], a[r, k3]
+            for j in range(m):
+                out[r, j] = (((out[r, j] + v0 * b[k0, j]) + v1 * b[k1, j]) + v2 * b[k2, j]) + v3 * b[k3, j]
 
 
 @njit(cache=True, parallel=True)
@@ -194,18 +232,70 @@ def matmul(a, b, out):
         np.dot(a, b, out)
 
 
+@njit(cache=True, inline="always")
+def _group_cols(x, dz, dW, k, r0, r1):
+    # dW[k] += x[r, k] * dz[r] for r in [r0, r1) with x[r, k] != 0, four terms per pass
+    # of dW[k]; the additions stay in sequential r order (same bits as one at a time).
+    m = dz.shape[1]
+    r = r0
+    while r < r1:
+        while r < r1 and x[r, k] == 0:
+            r += 1
+        if r >= r1:
+            return
+        ra = r
+        r += 1
+        while r < r1 and x[r, k] == 0:
+            r += 1
+        if r >= r1:
+            va = x[ra, k]
+            for j in range(m):
+                dW[k, j] += va * dz[ra, j]
+            return
+        rb = r
+        r += 1
+        while r < r1 and x[r, k] == 0:
+            r += 1
+        if r >= r1:
+            va, vb = x[ra, k], x[rb, k]
+            for j in range(m):
+                dW[k, j] = (dW[k, j] + va * dz[ra, j]) + vb * dz[rb, j]
+            return
+        rc = r
+        r += 1
+        while r < r1 and x[r, k] == 0:
+            r += 1
+        if r >= r1:
+            va, vb, vc = x[ra, k], x[rb, k], x[rc, k]
+            for j in range(m):
+                dW[k, j] = ((dW[k, j] + va * dz[ra, j]) + vb * dz[rb, j]) + vc * dz[rc, j]
+            return
+        rd = r
+        r += 1
+        va, vb, vc, vd = x[ra, k], x[rb, k], x[rc, k], x[rd, k]
+        for j in range(m):
+            dW[k, j] = (((dW[k, j] + va * dz[ra, j]) + vb * dz[rb, j]) + vc * dz[rc, j]) + vd * dz[rd, j]
+
+
 @njit(cache=True)
 def _xt_dz_sparse_range(x, dz, dW, k0, k1):
+    # Rows of the batch in blocks of _R_BLOCK: that block of dz stays in L1 while every
+    # dW row of the range takes its terms from it.
     n = x.shape[0]
     m = dz.shape[1]
+    if n <= _R_BLOCK:
+        for k in range(k0, k1):
+            for j in range(m):
+                dW[k, j] = 0
+            _group_cols(x, dz, dW, k, 0, n)
+        return
     for k in range(k0, k1):
         for j in range(m):
             dW[k, j] = 0
-        for r in range(n):
-            v = x[r, k]
-            if v != 0:
-                for j in range(m):
-                    dW[k, j] += v * dz[r, j]
+    for r0 in range(0, n, _R_BLOCK):
+        r1 = min(n, r0 + _R_BLOCK)
+        for k in range(k0, k1):
+            _group_cols(x, dz, dW, k, r0, r1)
 
 
 @njit(cache=True, parallel=True)
@@ -326,24 +416,28 @@ def dense_backward(x, W, dz, dx, dW, db):
 
 @njit(cache=True)
 def _xt_dz_sgd_range(x, dz, dW, W, lr, k0, k1):
-    # dW[k] exactly as _xt_dz_sparse_range, then W[k] -= lr * dW[k]; rows of W whose
-    # input column is all zero are left alone (their update would be W - lr * 0 == W).
+    # dW[k] exactly as _xt_dz_sparse_range, then W[k] -= lr * dW[k]. For small batches,
+    # rows of W whose input column is all zero are skipped entirely: their update would
+    # be W - lr * 0 == W, and skipping them avoids a pass over the whole of W and dW.
     n = x.shape[0]
     m = dz.shape[1]
-    for k in range(k0, k1):
-        first = True
-        for r in range(n):
-            v = x[r, k]
-            if v != 0:
-                if first:
-                    for j in range(m):
-                        dW[k, j] = 0
-                    first = False
-                for j in range(m):
-                    dW[k, j] += v * dz[r, j]
-        if not first:
+    if n > _R_BLOCK:
+        _xt_dz_sparse_range(x, dz, dW, k0, k1)
+        for k in range(k0, k1):
             for j in range(m):
                 W[k, j] = W[k, j] - lr * dW[k, j]
+        return
+    for k in range(k0, k1):
+        r = 0
+        while r < n and x[r, k] == 0:
+            r += 1
+        if r == n:
+            continue
+        for j in range(m):
+            dW[k, j] = 0
+        _group_cols(x, dz, dW, k, r, n)
+        for j in range(m):
+            W[k, j] = W[k, j] - lr * dW[k, j]
 
 
 @njit(cache=True, parallel=True)
