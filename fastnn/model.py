@@ -8,8 +8,9 @@ of row indices (the data set is never copied), so the progress bar can show
 live loss and accuracy while the compiled loop does the work.
 
 Non-finite loss: the backend stops before applying a step whose loss is not
-finite. ``fit`` then stops training, keeps the last good weights (restoring the
-chunk-start snapshot if any weight itself went non-finite), records that epoch
+finite. ``fit`` then stops training and keeps the last good weights, those after
+one update fewer, the last that gave a finite loss (it restores the chunk-start
+snapshot and deterministically replays the chunk's steps up to there), records that epoch
 with ``loss = nan``, sets ``model.stop_reason`` / ``History.stop_reason`` and
 emits a ``RuntimeWarning`` suggesting a lower learning rate, as Keras'
 TerminateOnNaN does (no exception: the partly trained model stays usable).
@@ -167,6 +168,7 @@ class Sequential:
 
     # training ----------------------------------------------------------------
 
+    @np.errstate(over="ignore", invalid="ignore")  # divergence is reported once, by fit itself
     def fit(self, x, y, epochs=10, batch_size=128, validation_split=0.0, validation_data=None, callbacks=None,
             shuffle=True, seed=None, verbose=1):
         """Train on ``x`` (n, d) and integer labels ``y`` (n,); returns a History.
@@ -238,6 +240,7 @@ class Sequential:
         y_train = y  # rows >= n_train are never indexed by `order`
 
         cb.on_train_begin({"metrics": metrics, "epochs": epochs, "samples": n_train, "steps_per_epoch": steps_per_epoch})
+        prev = None  # the previous chunk, to replay up to the last good step if the next diverges at once
         for epoch in range(epochs):
             cb.on_epoch_begin(epoch, {})
             if shuffle:
@@ -248,7 +251,7 @@ class Sequential:
             while done < steps_per_epoch:
                 k = min(chunk, steps_per_epoch - done)
                 lrs = self.optimizer.learning_rates(epoch * steps_per_epoch + done, k, total_steps, steps_per_epoch)
-                snap = (net.params.copy(), net.state.copy(), opt.slots.copy(), opt.step.copy())
+                chunk_rec = (self._full_snapshot(), order, done * batch_size, lrs)
                 applied = int(backend.train_steps(x, y_train, order, done * batch_size, k, batch_size, net, opt, lrs,
                                                   dropout_seed, self.label_smoothing, self._aug(),
                                                   step_loss[done : done + k], step_correct[done : done + k]))
@@ -256,8 +259,15 @@ class Sequential:
                 last_lr = float(lrs[max(applied - 1, 0)])
                 if applied < k:
                     diverged = True
-                    self._handle_divergence(snap, epoch, done, lrs[applied])
+                    # The weights after `applied` updates gave a non-finite loss: go back to
+                    # those after one update fewer, the last that gave a finite loss.
+                    if applied > 0:
+                        self._replay(backend, x, y_train, batch_size, dropout_seed, chunk_rec, applied - 1)
+                    elif prev is not None:
+                        self._replay(backend, x, y_train, batch_size, dropout_seed, prev, len(prev[3]) - 1)
+                    self._stop_nonfinite(epoch, done, lrs[applied])
                     break
+                prev = chunk_rec
                 seen = sizes[:done].sum()
                 cb.on_chunk_end(epoch, {"loss": float(step_loss[:done] @ sizes[:done] / seen),
                                         "accuracy": float(step_correct[:done].sum() / seen), "samples": int(seen)})
@@ -289,15 +299,26 @@ class Sequential:
     def _infer_classes(self, labels_max):
         return None  # a Sequential's classes are its last layer's width
 
-    def _handle_divergence(self, snap, epoch, step, lr):
+    def _full_snapshot(self):
         net, opt = self.net, self.optimizer.buffers
-        if not (np.isfinite(net.params).all() and np.isfinite(net.state).all()):
-            net.params[...], net.state[...] = snap[0], snap[1]
-            opt.slots[...], opt.step[...] = snap[2], snap[3]
+        return net.params.copy(), net.state.copy(), opt.slots.copy(), opt.step.copy()
+
+    def _replay(self, backend, x, y, batch_size, seed, record, n_steps):
+        """Restore a chunk-start snapshot and redo its first ``n_steps`` steps (deterministic)."""
+        (params, state, slots, step), order, start, lrs = record
+        net, opt = self.net, self.optimizer.buffers
+        net.params[...], net.state[...], opt.slots[...], opt.step[...] = params, state, slots, step
+        if n_steps > 0:
+            scratch_loss, scratch_correct = np.zeros(n_steps), np.zeros(n_steps, dtype=np.int64)
+            backend.train_steps(x, y, order, start, n_steps, batch_size, net, opt, lrs[:n_steps], seed,
+                                self.label_smoothing, self._aug(), scratch_loss, scratch_correct)
+
+    def _stop_nonfinite(self, epoch, step, lr):
         self.stop_training = True
         self.stop_reason = (
             f"non-finite loss at epoch {epoch + 1}, step {step + 1} (learning rate {lr:.3g}); training stopped "
-            f"and the last finite weights kept. Try a lower learning rate (e.g. lr={self.optimizer.lr / 10:.3g})."
+            f"and the last weights that gave a finite loss kept. Try a lower learning rate "
+            f"(e.g. lr={self.optimizer.lr / 10:.3g}) or scale the inputs to about [0, 1]."
         )
         warnings.warn(self.stop_reason, RuntimeWarning, stacklevel=3)
 

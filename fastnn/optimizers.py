@@ -19,7 +19,6 @@ A schedule maps (step, total steps) to a learning rate; the model evaluates it
 for every optimizer step and passes the rates to the backend as a float64 array.
 """
 
-
 import numpy as np
 
 from .backends import spec as S

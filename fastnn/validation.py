@@ -228,7 +228,8 @@ def check_y(y, name="y", n_samples=None, n_classes=None):
         raise ValueError(f"{name} must have one label per sample ({n_samples}), got {y.shape[0]}")
     if np.issubdtype(y.dtype, np.floating):
         if not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
-            raise ValueError(f"{name} must hold integer class ids, got non-integer values such as {y[~np.isfinite(y) | (y != np.round(y))][0]!r}")
+            bad = float(y[~np.isfinite(y) | (y != np.round(y))][0])
+            raise ValueError(f"{name} must hold integer class ids, got non-integer values such as {bad!r}")
     elif y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{name} must hold integer class ids, got dtype {y.dtype}")
     y = np.ascontiguousarray(y, dtype=np.int64)
