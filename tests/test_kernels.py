@@ -1,0 +1,471 @@
+"""Kernel contract tests: every Numba kernel equals its NumPy twin, and gradients are right.
+
+Tolerances (float32 kernels; the backends differ only in summation order and libm):
+  matmul-like results       rtol 1e-5, atol 1e-5 * scale of the operands
+  elementwise kernels       rtol 2e-6, atol 1e-6 (sigmoid/tanh: libm ulps)
+  loss values               rtol 1e-6 (float64 accumulation of float32 terms)
+  dropout masks             exactly equal (same counter-based generator)
+  finite differences        float64 NumPy kernels, central differences, rel. error < 1e-6
+"""
+
+import inspect
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastnn.backends import get_backend, rng, spec as S, stepwise
+from fastnn.backends import numba_jit as nb
+from fastnn.backends import numpy_ref as npr
+
+ACTS = [S.ACT_NONE, S.ACT_RELU, S.ACT_SIGMOID, S.ACT_TANH]
+# (n, d_in, d_out): batch size 1, odd sizes, a row count that is not a multiple of anything.
+SHAPES = [(1, 7, 3), (5, 13, 9), (33, 50, 17), (70, 31, 129)]
+CONTRACT = ["matmul", "dense_forward", "dense_backward", "activation_forward", "activation_backward",
+            "softmax_nll", "log_softmax", "dropout_forward", "dropout_backward", "batchnorm_forward_train",
+            "batchnorm_forward_eval", "batchnorm_backward", "sgd_update", "rmsprop_update", "adam_update",
+            "train_steps", "forward", "make_workspace"]
+
+
+def data(n, d, seed=0, sparsity=0.0, zero_rows=()):
+    """float32 (n, d) standard normal data with a fraction of zeros and some all-zero rows."""
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((n, d)).astype(np.float32)
+    if sparsity:
+        x[r.random((n, d)) < sparsity] = 0
+    for i in zero_rows:
+        if i < n:
+            x[i] = 0
+    return x
+
+
+def close(a, b, rtol=1e-5, atol=1e-5):
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+# ----------------------------------------------------------------------------- contract
+
+
+def test_registry_and_same_signatures():
+    assert get_backend() is nb and get_backend("numpy") is npr
+    with pytest.raises(ValueError, match="backend must be one of"):
+        get_backend("torch")
+    for name in CONTRACT:
+        f_np, f_nb = getattr(npr, name), getattr(nb, name)
+        py = getattr(f_nb, "py_func", f_nb)
+        assert list(inspect.signature(f_np).parameters) == list(inspect.signature(py).parameters), name
+
+
+def test_rng_compiled_matches_python():
+    idx = np.arange(5000, dtype=np.uint64)
+    for seed, stream in [(0, 0), (7, 3 * 64 + 2), (2**40 + 5, 12345)]:
+        key = rng.key(seed, stream)
+        assert nb.rng_key(seed, stream) == key
+        expected = rng.uniform(key, idx)
+        got = np.array([nb.rng_uniform.py_func(np.uint64(key), int(i)) for i in idx[:50]])
+        np.testing.assert_array_equal(got, expected[:50])
+        mask = np.zeros((50, 100), np.float32)
+        nb.dropout_forward(np.ones((50, 100), np.float32), 0.0, seed, stream, np.zeros_like(mask), mask)
+        assert (mask == 1).all()
+
+
+# ------------------------------------------------------------------------------ matmul
+
+
+@pytest.mark.parametrize("n,k,m", SHAPES + [(128, 784, 128)])
+@pytest.mark.parametrize("sparsity", [0.0, 0.8])
+def test_matmul_variants(n, k, m, sparsity):
+    a = data(n, k, 1, sparsity, zero_rows=(0, n - 1))
+    b = data(k, m, 2)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-5 * np.sqrt(k)
+    for f in (nb.matmul, nb.matmul_blas, nb.matmul_blocked, nb.matmul_sparse_rows, npr.matmul):
+        out = np.full((n, m), np.nan, np.float32)
+        f(a, b, out)
+        close(out, ref, 1e-5, tol)
+    assert (out[0] == 0).all()
+    dz = data(n, m, 3)
+    dW = np.full((k, m), np.nan, np.float32)
+    nb.matmul_xt_sparse(a, dz, dW)
+    close(dW, a.T.astype(np.float64) @ dz, 1e-5, tol)
+
+
+def test_sparse_kernels_are_exact_sequential_sums():
+    """Zero skipping drops only zero terms: equal bits to the dense k-ordered loop on the same data."""
+    a = data(9, 40, 4, 0.7, zero_rows=(3,))
+    b = data(40, 33, 5)
+    out = np.zeros((9, 33), np.float32)
+    nb.matmul_sparse_rows(a, b, out)
+    ref = np.zeros((9, 33), np.float32)
+    for k in range(40):
+        ref += a[:, k:k + 1] * b[k]  # one float32 term at a time, in k order
+    np.testing.assert_array_equal(out, ref)
+    dz = data(9, 33, 6)
+    dW = np.zeros((40, 33), np.float32)
+    nb.matmul_xt_sparse(a, dz, dW)
+    ref = np.zeros((40, 33), np.float32)
+    for r in range(9):
+        ref += a[r][:, None] * dz[r]
+    np.testing.assert_array_equal(dW, ref)
+
+
+# ------------------------------------------------------------------------------- dense
+
+
+@pytest.mark.parametrize("n,d_in,d_out", SHAPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("sparsity", [0.0, 0.85])
+def test_dense_forward_backward_match(n, d_in, d_out, act, sparsity):
+    x = data(n, d_in, 1, sparsity, zero_rows=(0,))
+    W = data(d_in, d_out, 2) * 0.3
+    b = data(1, d_out, 3)[0]
+    outs = [np.full((n, d_out), np.nan, np.float32) for _ in range(2)]
+    npr.dense_forward(x, W, b, act, outs[0])
+    nb.dense_forward(x, W, b, act, outs[1])
+    close(outs[1], outs[0])
+    dz = data(n, d_out, 4)
+    grads = []
+    for kern in (npr, nb):
+        dx, dW, db = np.empty((n, d_in), np.float32), np.empty((d_in, d_out), np.float32), np.empty(d_out, np.float32)
+        kern.dense_backward(x, W, dz, dx, dW, db)
+        grads.append((dx, dW, db))
+        empty_dx = np.zeros((0, 0), np.float32)
+        dW2 = np.empty_like(dW)
+        kern.dense_backward(x, W, dz, empty_dx, dW2, db)
+        np.testing.assert_array_equal(dW2, dW)
+    for g_np, g_nb in zip(*grads):
+        close(g_nb, g_np)
+    close(grads[0][1], x.T.astype(np.float64) @ dz, 1e-5, 1e-4)
+
+
+@pytest.mark.parametrize("n", [1, 3, 100])
+@pytest.mark.parametrize("sparsity", [0.0, 0.8])
+def test_fused_sgd_first_layer_equals_backward_then_update(n, sparsity):
+    x = data(n, 50, 1, sparsity, zero_rows=(0,))
+    W = data(50, 20, 2)
+    dz = data(n, 20, 3)
+    W1, dW1, db1 = W.copy(), np.zeros((50, 20), np.float32), np.zeros(20, np.float32)
+    nb.dense_backward(x, W1, dz, np.zeros((0, 0), np.float32), dW1, db1)
+    nb.sgd_update(W1.reshape(-1), dW1.reshape(-1), np.zeros(W.size, np.float32), 0.05, 0.0, False, 0.0)
+    W2, dW2, db2 = W.copy(), np.zeros((50, 20), np.float32), np.zeros(20, np.float32)
+    nb.dense_backward_sgd(x, W2, dz, dW2, db2, 0.05)
+    np.testing.assert_array_equal(W2, W1)
+    np.testing.assert_array_equal(db2, db1)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_activations_match(act):
+    x = data(17, 23, 5) * 4
+    x[0] = 0
+    x[1, :3] = [1e4, -1e4, 50]
+    outs, dxs = [], []
+    dy = data(17, 23, 6)
+    for kern in (npr, nb):
+        out = np.empty_like(x)
+        kern.activation_forward(act, x, out)
+        dx = np.empty_like(x)
+        kern.activation_backward(act, out, dy, dx)
+        outs.append(out)
+        dxs.append(dx)
+    close(outs[1], outs[0], 2e-6, 1e-6)
+    close(dxs[1], dxs[0], 2e-6, 1e-6)
+    assert np.isfinite(outs[1]).all()
+    ref = {S.ACT_NONE: x, S.ACT_RELU: np.maximum(x, 0), S.ACT_TANH: np.tanh(x.astype(np.float64)),
+           S.ACT_SIGMOID: 0.5 * np.tanh(0.5 * x.astype(np.float64)) + 0.5}[act]
+    close(outs[1], ref, 2e-6, 1e-6)
+
+
+# -------------------------------------------------------------------------------- loss
+
+
+def softmax_nll_ref(logits, y, smoothing):
+    """Independent float64 reference."""
+    z = logits.astype(np.float64)
+    m = z.max(1, keepdims=True)
+    logp = z - m - np.log(np.exp(z - m).sum(1, keepdims=True))
+    n, k = z.shape
+    t = np.full((n, k), smoothing / k)
+    t[np.arange(n), y] += 1 - smoothing
+    return -(t * logp).sum(1).mean(), (np.exp(logp) - t) / n, int((z.argmax(1) == y).sum())
+
+
+@pytest.mark.parametrize("n,k", [(1, 10), (7, 3), (64, 10), (33, 47)])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_softmax_nll_matches(n, k, smoothing, scale):
+    logits = data(n, k, 7) * np.float32(scale)
+    if n > 2:
+        logits[1] = 0  # all-zero row: uniform softmax
+        logits[2, :] = -1e4
+        logits[2, 0] = 1e4
+    y = np.random.default_rng(1).integers(0, k, n)
+    ref_loss, ref_d, ref_c = softmax_nll_ref(logits, y, smoothing)
+    for kern in (npr, nb):
+        d = np.full_like(logits, np.nan)
+        loss, correct = kern.softmax_nll(logits, y, smoothing, d)
+        assert np.isfinite(loss) and correct == ref_c
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, atol=1e-6)
+        close(d, ref_d, 1e-5, 1e-7)
+        out = np.empty_like(logits)
+        kern.log_softmax(logits, out)
+        z = logits.astype(np.float64)
+        close(out, z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)),
+              1e-6, 1e-4 * max(scale, 1) / 1e4 + 1e-6)
+
+
+def test_softmax_nll_finite_differences():
+    r = np.random.default_rng(3)
+    logits = r.standard_normal((6, 5))
+    y = r.integers(0, 5, 6)
+    d = np.empty_like(logits)
+    npr.softmax_nll(logits, y, 0.1, d)
+    num = np.empty_like(logits)
+    h = 1e-6
+    for idx in np.ndindex(*logits.shape):
+        lp, lm = logits.copy(), logits.copy()
+        lp[idx] += h
+        lm[idx] -= h
+        num[idx] = (npr.softmax_nll(lp, y, 0.1, np.empty_like(lp))[0]
+                    - npr.softmax_nll(lm, y, 0.1, np.empty_like(lm))[0]) / (2 * h)
+    np.testing.assert_allclose(d, num, rtol=1e-6, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- dropout
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.5, 0.9])
+@pytest.mark.parametrize("n,d", [(1, 9), (64, 130)])
+def test_dropout_masks_identical(rate, n, d):
+    x = data(n, d, 8)
+    res = []
+    for kern in (npr, nb):
+        out, mask = np.empty_like(x), np.empty_like(x)
+        kern.dropout_forward(x, rate, 11, 3 * 64 + 2, out, mask)
+        dy = data(n, d, 9)
+        dx = np.empty_like(x)
+        kern.dropout_backward(dy, mask, dx)
+        res.append((out, mask, dx))
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
+    mask = res[0][1]
+    scale = np.float32(1 / (1 - rate))
+    assert set(np.unique(mask)) <= {np.float32(0), scale}
+    if n * d > 1000:
+        assert abs((mask == 0).mean() - rate) < 0.03
+    other = np.empty_like(x)
+    nb.dropout_forward(x, rate, 11, 3 * 64 + 3, np.empty_like(x), other)  # another stream, another mask
+    if 0 < rate and n * d > 100:
+        assert not np.array_equal(other, mask)
+
+
+# -------------------------------------------------------------------------- batch norm
+
+
+@pytest.mark.parametrize("n,d", [(1, 5), (2, 3), (33, 17), (128, 64)])
+def test_batchnorm_matches(n, d):
+    x = data(n, d, 10) * 3 + 1
+    x[0] = 0
+    gamma, beta = data(1, d, 11)[0], data(1, d, 12)[0]
+    res = []
+    for kern in (npr, nb):
+        rm, rv = np.full(d, 0.5, np.float32), np.full(d, 2.0, np.float32)
+        out, xhat, inv_std = np.empty_like(x), np.empty_like(x), np.empty(d, np.float32)
+        kern.batchnorm_forward_train(x, gamma, beta, rm, rv, 0.1, 1e-5, out, xhat, inv_std)
+        dy = data(n, d, 13)
+        dx, dg, db = np.empty_like(x), np.empty(d, np.float32), np.empty(d, np.float32)
+        kern.batchnorm_backward(dy, xhat, inv_std, gamma, dx, dg, db)
+        ev = np.empty_like(x)
+        kern.batchnorm_forward_eval(x, gamma, beta, rm, rv, 1e-5, ev)
+        res.append((out, xhat, inv_std, rm, rv, dx, dg, db, ev))
+    for a, b in zip(*res):
+        close(b, a, 1e-4, 1e-4)
+    # PyTorch semantics: biased variance to normalise, unbiased for the running estimate.
+    x64 = x.astype(np.float64)
+    close(res[1][3], 0.9 * 0.5 + 0.1 * x64.mean(0), 1e-5, 1e-5)
+    close(res[1][4], 0.9 * 2.0 + 0.1 * x64.var(0, ddof=1 if n > 1 else 0), 1e-5, 1e-5)
+    close(res[1][0], (x64 - x64.mean(0)) / np.sqrt(x64.var(0) + 1e-5) * gamma + beta, 1e-4, 1e-4)
+
+
+# -------------------------------------------------------------------------- optimizers
+
+
+def torch_like_reference(code, hp, p, grads_seq, lrs):
+    """Independent float64 transcription of torch.optim's update rules."""
+    p = p.astype(np.float64)
+    s1 = np.zeros_like(p)
+    s2 = np.zeros_like(p)
+    for t, (g, lr) in enumerate(zip(grads_seq, lrs), start=1):
+        g = g.astype(np.float64)
+        if code == S.OPT_SGD:
+            mom, nest, wd = hp[:3]
+            g = g + wd * p
+            if mom:
+                s1 = mom * s1 + g
+                g = g + mom * s1 if nest else s1
+            p = p - lr * g
+        elif code == S.OPT_RMSPROP:
+            alpha, eps, wd, mom = hp
+            g = g + wd * p
+            s1 = alpha * s1 + (1 - alpha) * g * g
+            avg = np.sqrt(s1) + eps
+            if mom:
+                s2 = mom * s2 + g / avg
+                p = p - lr * s2
+            else:
+                p = p - lr * g / avg
+        else:
+            b1, b2, eps, wd = hp
+            g = g + wd * p
+            s1 = b1 * s1 + (1 - b1) * g
+            s2 = b2 * s2 + (1 - b2) * g * g
+            denom = np.sqrt(s2) / np.sqrt(1 - b2**t) + eps
+            p = p - lr / (1 - b1**t) * s1 / denom
+    return p
+
+
+OPTIMIZERS = [
+    (S.OPT_SGD, [0.0, 0, 0.0, 0]), (S.OPT_SGD, [0.9, 0, 1e-2, 0]), (S.OPT_SGD, [0.9, 1, 1e-2, 0]),
+    (S.OPT_RMSPROP, [0.99, 1e-8, 0.0, 0.0]), (S.OPT_RMSPROP, [0.9, 1e-6, 1e-2, 0.5]),
+    (S.OPT_ADAM, [0.9, 0.999, 1e-8, 0.0]), (S.OPT_ADAM, [0.8, 0.99, 1e-6, 5e-3]),
+]
+
+
+def run_optimizer(kern, code, hp, p0, grads_seq, lrs):
+    p = p0.copy()
+    s = np.zeros((2, len(p)), np.float32)
+    for t, (g, lr) in enumerate(zip(grads_seq, lrs), start=1):
+        if code == S.OPT_SGD:
+            kern.sgd_update(p, g, s[0], lr, hp[0], bool(hp[1]), hp[2])
+        elif code == S.OPT_RMSPROP:
+            kern.rmsprop_update(p, g, s[0], s[1], lr, *hp)
+        else:
+            kern.adam_update(p, g, s[0], s[1], lr, *hp, t)
+    return p
+
+
+@pytest.mark.parametrize("code,hp", OPTIMIZERS)
+@pytest.mark.parametrize("size", [1, 1000, 70001])
+def test_optimizers_match_torch_rules(code, hp, size):
+    r = np.random.default_rng(size)
+    p0 = r.standard_normal(size).astype(np.float32)
+    grads_seq = [r.standard_normal(size).astype(np.float32) for _ in range(4)]
+    lrs = [0.01, 0.02, 0.015, 0.01]
+    ref = torch_like_reference(code, hp, p0, grads_seq, lrs)
+    for kern in (npr, nb):
+        close(run_optimizer(kern, code, hp, p0, grads_seq, lrs), ref, 1e-5, 1e-5)
+    np.testing.assert_allclose(run_optimizer(nb, code, hp, p0, grads_seq, lrs),
+                               run_optimizer(npr, code, hp, p0, grads_seq, lrs), rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------ finite differences
+
+FD_LAYERS = [
+    [("dense", 6, 4, S.ACT_NONE)], [("dense", 6, 4, S.ACT_RELU)], [("dense", 6, 4, S.ACT_SIGMOID)],
+    [("dense", 6, 4, S.ACT_TANH)], [("activation", 6, S.ACT_RELU)], [("activation", 6, S.ACT_SIGMOID)],
+    [("activation", 6, S.ACT_TANH)], [("dropout", 6, 0.4)], [("batchnorm", 6, 0.1, 1e-5)],
+]
+
+
+def as_float64(net):
+    return S.NetBuffers(net.spec, net.fconf, net.params.astype(np.float64), net.grads.astype(np.float64),
+                        net.state.astype(np.float64))
+
+
+@pytest.mark.parametrize("layers", FD_LAYERS, ids=lambda l: f"{l[0][0]}-{l[0][-1]}")
+def test_layer_backward_finite_differences(layers):
+    net = as_float64(S.allocate(layers))
+    r = np.random.default_rng(4)
+    net.params[:] = r.standard_normal(len(net.params))
+    n, d_in, d_out = 5, net.spec[0, S.N_IN], net.spec[0, S.N_OUT]
+    x = r.standard_normal((n, d_in))
+    R = r.standard_normal((n, d_out))
+
+    def objective():
+        out = np.zeros((n, d_out))
+        stepwise.layer_forward(npr, net, 0, x, out, stepwise.make_cache(net, 0, n), True, seed=5, step=3)
+        return (out * R).sum()
+
+    out = np.zeros((n, d_out))
+    cache = stepwise.make_cache(net, 0, n)
+    stepwise.layer_forward(npr, net, 0, x, out, cache, True, seed=5, step=3)
+    dx = np.zeros_like(x)
+    stepwise.layer_backward(npr, net, 0, x, out, R.copy(), dx, cache)
+    h = 1e-6
+    for arr, grad in [(x, dx), (net.params, net.grads)]:
+        num = np.zeros_like(arr)
+        for idx in np.ndindex(*arr.shape):
+            old = arr[idx]
+            arr[idx] = old + h
+            fp = objective()
+            arr[idx] = old - h
+            fm = objective()
+            arr[idx] = old
+            num[idx] = (fp - fm) / (2 * h)
+        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------- property-based tests
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 40), d_in=st.integers(1, 70), d_out=st.integers(1, 40), sparsity=st.floats(0, 1),
+       act=st.sampled_from(ACTS), seed=st.integers(0, 2**16))
+def test_property_dense_layer(n, d_in, d_out, sparsity, act, seed):
+    x = data(n, d_in, seed, sparsity)
+    W, b, dz = data(d_in, d_out, seed + 1), data(1, d_out, seed + 2)[0], data(n, d_out, seed + 3)
+    res = []
+    for kern in (npr, nb):
+        out = np.empty((n, d_out), np.float32)
+        kern.dense_forward(x, W, b, act, out)
+        dx, dW, db = np.empty_like(x), np.empty_like(W), np.empty_like(b)
+        kern.dense_backward(x, W, dz, dx, dW, db)
+        res.append((out, dx, dW, db))
+    for a, c in zip(*res):
+        close(c, a, 1e-5, 1e-5 * np.sqrt(max(n, d_in, d_out)) * 4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 20), k=st.integers(2, 30), scale=st.sampled_from([1e-3, 1.0, 30.0, 1e4]),
+       smoothing=st.sampled_from([0.0, 0.05, 0.3]), seed=st.integers(0, 2**16))
+def test_property_softmax_nll(n, k, scale, smoothing, seed):
+    logits = data(n, k, seed) * np.float32(scale)
+    y = np.random.default_rng(seed).integers(0, k, n)
+    ref_loss, ref_d, ref_c = softmax_nll_ref(logits, y, smoothing)
+    d = np.empty_like(logits)
+    loss, correct = nb.softmax_nll(logits, y, smoothing, d)
+    assert correct == ref_c
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-5)
+    close(d, ref_d, 1e-5, 1e-7)
+    # gradient rows of the mean loss sum to zero (softmax and target both sum to one)
+    close(d.sum(1), 0, 0, 1e-6)
+
+
+# ------------------------------------------------------------------- NUMBA_DISABLE_JIT
+
+
+def test_kernels_run_with_jit_disabled():
+    code = """
+import numpy as np
+from fastnn.backends import numba_jit as nb, numpy_ref as npr
+r = np.random.default_rng(0)
+x = r.standard_normal((6, 20)).astype(np.float32); x[x < 0.5] = 0
+W = r.standard_normal((20, 7)).astype(np.float32); b = np.ones(7, np.float32)
+o1, o2 = np.empty((6, 7), np.float32), np.empty((6, 7), np.float32)
+nb.dense_forward(x, W, b, 1, o1); npr.dense_forward(x, W, b, 1, o2)
+assert np.allclose(o1, o2, atol=1e-5)
+y = np.arange(6) % 7
+d1, d2 = np.empty_like(o1), np.empty_like(o1)
+assert abs(nb.softmax_nll(o1, y, 0.1, d1)[0] - npr.softmax_nll(o2, y, 0.1, d2)[0]) < 1e-5
+m1, m2 = np.empty_like(x), np.empty_like(x)
+nb.dropout_forward(x, 0.3, 1, 2, np.empty_like(x), m1); npr.dropout_forward(x, 0.3, 1, 2, np.empty_like(x), m2)
+assert (m1 == m2).all()
+print("ok")
+"""
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
