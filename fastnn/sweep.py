@@ -530,7 +530,7 @@ def _select(runs, patterns):
 
 def run_sweep(config, out=None, jobs=None, threads=None, force=False, timeout=None, only=None,
               plot=True, dry_run=False, log=print):
-    """Validate, run and tabulate a sweep; returns the list of result rows (dicts).
+    """Validate, run and tabulate a sweep; returns the result rows (dicts) of the selected runs.
 
     Raises SweepConfigError before anything runs when the file or any run's
     options are invalid. Failed runs do not raise: they appear in the rows.
@@ -593,6 +593,7 @@ def run_sweep(config, out=None, jobs=None, threads=None, force=False, timeout=No
             if summary is not None:
                 histories[name] = summary.get("history", {})
         plot_comparison(rows, histories, os.path.join(out, "comparison.png"), title=f"Sweep {stem}")
+    rows = [r for r in rows if r["run"] in selected]
     failed = [r["run"] for r in rows if r["status"] == "failed"]
     log(f"fastnn-sweep: results in {os.path.join(out, 'results.md')}"
         + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""))
