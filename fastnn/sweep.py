@@ -87,6 +87,7 @@ MD_ERROR_CHARS = 160
 RESULT_COLUMNS = ["run", "dataset", "layers", "activation", "optimizer", "lr", "weight_decay", "dropout",
                   "batch_norm", "epochs_run", "best_epoch", "train_accuracy", "val_accuracy", "test_accuracy",
                   "train_seconds", "wall_seconds", "samples_per_second", "reported", "delta", "status", "error"]
+META_COLUMNS = ["source", "note"]  # from meta; in the CSV and the comparison table
 
 
 class SweepConfigError(ValueError):
@@ -412,7 +413,8 @@ def result_row(name, run, run_dir):
     options, meta = run["options"], run["meta"]
     record = _read_json(os.path.join(run_dir, "sweep_run.json")) or {}
     summary = read_summary(run_dir) if record.get("status") == "ok" else None
-    row = dict.fromkeys(RESULT_COLUMNS, "")
+    row = dict.fromkeys(RESULT_COLUMNS + META_COLUMNS, "")
+    row.update({k: str(meta[k]) for k in META_COLUMNS if k in meta})
     row.update(run=name, dataset=options.get("dataset", "mnist"), layers=_label(options.get("layers", "")),
                activation=options.get("activation", ""), optimizer=options.get("optimizer", ""),
                lr=options.get("lr", ""), weight_decay=options.get("weight_decay", ""),
@@ -452,39 +454,62 @@ def _cell(value, digits=2):
     return str(value)
 
 
+MD_HEADS = {"train_accuracy": "train %", "val_accuracy": "val %", "test_accuracy": "test %",
+            "train_seconds": "train s", "wall_seconds": "wall s", "samples_per_second": "samples/s",
+            "reported": "reported %", "delta": "delta", "weight_decay": "wd", "batch_norm": "bn",
+            "epochs_run": "epochs", "best_epoch": "best"}
+MD_TEXT_COLUMNS = {"run", "dataset", "layers", "activation", "optimizer", "status", "error", "source", "note"}
+#: the short table of runs that carry a reported number or a source (e.g. for a README)
+COMPARISON_COLUMNS = ["run", "source", "reported", "test_accuracy", "delta", "val_accuracy", "epochs_run",
+                      "train_seconds", "wall_seconds"]
+
+
+def _md_cell(column, value):
+    if isinstance(value, float):
+        if column == "samples_per_second":
+            value = f"{value:,.0f}"
+        elif column == "delta":
+            value = f"{value:+.2f}"
+        elif column in ("lr", "weight_decay", "dropout"):
+            value = f"{value:g}"
+        elif column in ("train_seconds", "wall_seconds"):
+            value = f"{value:.1f}"
+    elif column == "error" and len(str(value)) > MD_ERROR_CHARS:  # the CSV keeps the whole line
+        value = str(value)[: MD_ERROR_CHARS - 3] + "..."
+    return _cell(value).replace("|", "\\|")
+
+
+def markdown_table(rows, columns):
+    """A Markdown table of ``rows`` (dicts) over ``columns``, numbers right-aligned and rounded."""
+    lines = ["| " + " | ".join(MD_HEADS.get(c, c) for c in columns) + " |",
+             "|" + "|".join("---" if c in MD_TEXT_COLUMNS else "---:" for c in columns) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c, row.get(c, "")) for c in columns) + " |" for row in rows]
+    return lines
+
+
 def write_results(rows, out_dir, title="sweep", header_lines=()):
-    """Write ``results.csv`` (full precision) and ``results.md`` (rounded) into ``out_dir``."""
+    """Write ``results.csv`` (full precision) and ``results.md`` (rounded) into ``out_dir``.
+
+    results.md holds the full table and, when some runs carry ``meta.reported`` or
+    ``meta.source``, a short table of those runs beside their reported numbers.
+    """
     csv_path = os.path.join(out_dir, "results.csv")
     with open(csv_path + ".tmp", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS + META_COLUMNS)
         w.writeheader()
         w.writerows(rows)
     os.replace(csv_path + ".tmp", csv_path)
 
-    shown = {"train_accuracy": "train %", "val_accuracy": "val %", "test_accuracy": "test %",
-             "train_seconds": "train s", "wall_seconds": "wall s", "samples_per_second": "samples/s",
-             "reported": "reported %", "delta": "delta", "weight_decay": "wd", "batch_norm": "bn",
-             "epochs_run": "epochs", "best_epoch": "best"}
-    heads = [shown.get(c, c) for c in RESULT_COLUMNS]
-    lines = [f"# {title}", "", *header_lines, "", "| " + " | ".join(heads) + " |",
-             "|" + "|".join("---:" if c not in ("run", "dataset", "layers", "activation", "optimizer", "status",
-                                                 "error") else "---" for c in RESULT_COLUMNS) + "|"]
-    for row in rows:
-        cells = []
-        for c in RESULT_COLUMNS:
-            v = row[c]
-            if c == "samples_per_second" and isinstance(v, float):
-                v = f"{v:,.0f}"
-            elif c == "delta" and isinstance(v, float):
-                v = f"{v:+.2f}"
-            elif c in ("lr", "weight_decay", "dropout") and isinstance(v, float):
-                v = f"{v:g}"
-            elif c in ("train_seconds", "wall_seconds") and isinstance(v, float):
-                v = f"{v:.1f}"
-            elif c == "error" and len(str(v)) > MD_ERROR_CHARS:  # the CSV keeps the whole line
-                v = str(v)[: MD_ERROR_CHARS - 3] + "..."
-            cells.append(_cell(v).replace("|", "\\|"))
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = [f"# {title}", "", *header_lines, "", *markdown_table(rows, RESULT_COLUMNS)]
+    compared = [r for r in rows if r.get("reported") != "" or r.get("source")]
+    if compared:
+        lines += ["", "## Compared with reported numbers", "",
+                  "source: where the configuration comes from; reported: its published test accuracy (%); "
+                  "test: fastnn's test accuracy (%) for the same configuration on the same data.", "",
+                  *markdown_table(compared, COMPARISON_COLUMNS)]
+        notes = [f"- {r['run']}: {r['note']}" for r in compared if r.get("note")]
+        if notes:
+            lines += ["", "Notes:", "", *notes]
     md_path = os.path.join(out_dir, "results.md")
     with open(md_path + ".tmp", "w") as f:
         f.write("\n".join(lines) + "\n")

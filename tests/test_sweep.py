@@ -191,6 +191,7 @@ layers = [16]
 lr = 0.01
 [runs.good.meta]
 reported = 40.0
+source = "a seed | with a pipe"
 
 [runs.broken]
 dataset = "{tmp_path / 'no_such_dataset'}"
@@ -233,6 +234,9 @@ def test_tiny_sweep_end_to_end_failure_and_resume(tmp_path, write_tiny_idx, caps
 
     md = (out / "results.md").read_text()
     assert "| good |" in md and "| broken |" in md and "failed" in md and "fastnn-train: error:" in md
+    compared = md.split("## Compared with reported numbers")[1]
+    assert "| good | a seed \\| with a pipe | 40.00 | " in compared and "broken" not in compared
+    assert good["source"] == "a seed | with a pipe"
     png = (out / "comparison.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
