@@ -17,7 +17,8 @@ What is measured
   All runners start from the same He-initialised weights and walk the same seeded
   permutation. Each is warmed up first (compilation is never timed), then timed
   ``repeats`` times, round-robin across runners so that machine noise hits them alike;
-  the median is reported, and ratios are computed from medians of the same run.
+  the median is reported, and ratios are computed from medians of the same run. An
+  epoch is run in up to 8 ``train_steps`` calls (as ``fit`` runs it in chunks).
   Where a full epoch would take longer than ``max_seconds`` (NumPy at batch 1, the
   1024-1024 network), a fixed number of steps is timed and samples/s extrapolated;
   the table marks such cells with ``*``.
@@ -133,6 +134,7 @@ def describe_machine():
         "numba": numba.__version__,
         "torch": _torch_version(),
         "threads": thread_info(),
+        "loadavg": _loadavg(),
         "env": {k: os.environ[k] for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
     }
     try:
@@ -146,6 +148,14 @@ def describe_machine():
         fn.restype = ctypes.c_char_p
         info["blas"] += f" ({fn().decode()} kernels)"
     return info
+
+
+def _loadavg():
+    """1-minute load average (None where unavailable): other work on the machine skews timings."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _torch_version():
@@ -242,7 +252,7 @@ def make_runner(kind, x, y, weights, lr=LR):
         from fastnn.backends import get_backend
 
         backend = get_backend(kind)
-        net, opt = build_net(weights), None
+        net = build_net(weights)
         opt = build_sgd(net)
         bufs = {}
 
@@ -363,30 +373,48 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
     max_seconds : float
         A runner whose full epoch would take longer times only as many steps as fit in
         about this long, then extrapolates (``extrapolated`` is True in its result).
+        A repeat that runs past 3x this (the machine got busier) stops early, at a chunk
+        boundary, and counts the steps it did.
 
     Returns
     -------
     dict of name -> {samples_per_s, epoch_s, times, steps, samples, extrapolated}
+        ``times``/``steps`` per repeat; samples/s is the median over repeats.
     """
     order = epoch_order(n_samples, seed)
     total = -(-n_samples // batch_size)
     plan = {name: plan_steps(run, order, batch_size, max_seconds) for name, run in runners.items()}
     times = {name: [] for name in runners}
+    steps = {name: [] for name in runners}
     for _ in range(repeats):  # round-robin so that noise bursts hit every runner alike
         for name, run in runners.items():
-            t = time.perf_counter()
-            done = run(order, 0, plan[name], batch_size)
-            times[name].append(time.perf_counter() - t)
-            if done != plan[name]:
-                raise RuntimeError(f"{name} applied {done} of {plan[name]} steps (non-finite loss?)")
+            done, sec = _timed_steps(run, order, batch_size, plan[name], 3 * max_seconds)
+            times[name].append(sec)
+            steps[name].append(done)
     out = {}
-    for name, ts in times.items():
-        steps = plan[name]
-        samples = min(steps * batch_size, n_samples)
-        sps = samples / statistics.median(ts)
-        out[name] = {"samples_per_s": sps, "epoch_s": n_samples / sps, "times": ts, "steps": steps,
-                     "samples": samples, "extrapolated": steps < total}
+    for name in runners:
+        rates = [min(d * batch_size, n_samples) / t for d, t in zip(steps[name], times[name])]
+        sps = statistics.median(rates)
+        out[name] = {"samples_per_s": sps, "epoch_s": n_samples / sps, "times": times[name], "steps": steps[name],
+                     "samples": min(max(steps[name]) * batch_size, n_samples),
+                     "extrapolated": min(steps[name]) < total}
     return out
+
+
+def _timed_steps(run, order, batch_size, n_steps, limit_s):
+    """Run ``n_steps`` steps from the start of ``order`` in at most 8 calls (continuing the
+    epoch); stop after a call that ends past ``limit_s``. Returns (steps done, seconds)."""
+    chunk = -(-n_steps // 8)
+    done, t0 = 0, time.perf_counter()
+    while done < n_steps:
+        k = min(chunk, n_steps - done)
+        got = run(order, done * batch_size, k, batch_size)
+        if got != k:
+            raise RuntimeError(f"applied {got} of {k} steps (non-finite loss?)")
+        done += k
+        if time.perf_counter() - t0 > limit_s:
+            break
+    return done, time.perf_counter() - t0
 
 
 def compile_times(hidden=(128, 64), batch_size=32, cache_dir=None):
@@ -473,7 +501,8 @@ def run_training_suite(configs, runners=RUNNERS, threads=(None,), max_seconds=2.
                 runs = {k: make_runner(k, x, y, weights) for k in kinds}
                 res = time_training(runs, len(x), bs, max_seconds=max_seconds, repeats=repeats)
                 rec = {"dataset": dataset, "layers": sizes, "batch_size": bs, "threads": tinfo, "n_samples": len(x),
-                       "flops_per_sample": train_flops_per_sample(sizes), "peak_gflops": peak, "results": res}
+                       "flops_per_sample": train_flops_per_sample(sizes), "peak_gflops": peak, "loadavg": _loadavg(),
+                       "results": res}
                 records.append(rec)
                 log(_one_line(rec))
     return records
@@ -500,7 +529,7 @@ def format_table(records):
         kinds = list(recs[0]["results"])
         peak = recs[0]["peak_gflops"]
         lines.append(f"\n### {dataset.upper()} {'-'.join(map(str, sizes))}, SGD lr {LR}, {threads} thread(s)"
-                     + (f", float32 matmul peak {peak:.0f} GFLOP/s" if peak else "") + "\n")
+                     + (f", float32 matmul peak {peak:.0f} GFLOP/s" if peak else "") + _load_note(recs) + "\n")
         head = ["batch"] + [f"{k} samples/s" for k in kinds]
         ratios = [(a, b) for a, b in (("numba", "numpy"), ("numba", "reference"), ("numpy", "reference"), ("numba", "torch"))
                   if a in kinds and b in kinds]
@@ -519,6 +548,11 @@ def format_table(records):
     lines.append("%peak: dense training FLOPs/sample x samples/s over the float32 matmul peak measured at that "
                  "thread count (large np.dot); zero-skipping kernels do less work than counted, so it can exceed 100%.")
     return "\n".join(lines)
+
+
+def _load_note(recs):
+    loads = [r.get("loadavg") for r in recs if r.get("loadavg") is not None]
+    return f" (load average up to {max(loads):.1f})" if loads else ""
 
 
 def plot_chart(records, path):
@@ -798,6 +832,10 @@ def main(argv=None):
     machine = describe_machine()
     print(f"machine: {machine['cpu']}, {machine['logical_cpus']} CPUs, {machine['blas']}, "
           f"numpy {machine['numpy']}, numba {machine['numba']}, torch {machine['torch']}")
+    load = machine["loadavg"]
+    if load is not None and load > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {load:.1f} on {os.cpu_count()} CPUs: other work will skew these timings "
+              "(multi-threaded ones most); compare ratios, or rerun on a quiet machine")
     if args.kernels:
         if args.threads:
             print(f"threads: {set_threads(args.threads[0])}")

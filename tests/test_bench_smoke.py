@@ -24,7 +24,7 @@ def tiny_mnist():
 
 def test_cli_runs_end_to_end(tmp_path, capsys, tiny_mnist):
     argv = ["--dataset", "mnist", "--layers", "32", "16", "--batch-sizes", "8", "64", "--limit", "512",
-            "--runners", "numba", "numpy", "reference", "--repeats", "1", "--max-seconds", "0.2",
+            "--runners", "numba", "numpy", "reference", "--repeats", "1", "--max-seconds", "0.1",
             "--no-compile", "--peak-size", "128", "--out", str(tmp_path)]
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
