@@ -350,19 +350,22 @@ def epoch_order(n_samples, seed=SEED):
     return np.random.default_rng(seed).permutation(n_samples).astype(np.int64)
 
 
-def plan_steps(run, order, batch_size, max_seconds):
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def plan_steps(run, order, batch_size, max_seconds, clock=time.perf_counter):
     """Warm ``run`` up, then choose how many steps to time: the whole epoch if it fits in
     ``max_seconds`` (by a short probe), else as many steps as fit (at least the probe's)."""
     total = -(-len(order) // batch_size)
     probe = min(total, max(2, 256 // batch_size))
     run(order, 0, probe, batch_size)  # warm-up: compilation, caches, buffer allocation
-    t = time.perf_counter()
+    t = clock()
     run(order, 0, probe, batch_size)
-    per_step = (time.perf_counter() - t) / probe
+    per_step = max(clock() - t, 1e-9) / probe
     return total if per_step * total <= max_seconds else max(probe, int(max_seconds / per_step))
 
 
-def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, seed=SEED):
+def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, seed=SEED, clock="wall"):
     """Median samples/s of each runner over one epoch (or a step-limited part of one).
 
     Parameters
@@ -375,6 +378,9 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
         about this long, then extrapolates (``extrapolated`` is True in its result).
         A repeat that runs past 3x this (the machine got busier) stops early, at a chunk
         boundary, and counts the steps it did.
+    clock : {'wall', 'cpu'}
+        ``cpu`` (process CPU time) is steadier on a shared machine, but only meaningful
+        single-threaded: with more threads it adds their times (and their spin-waits).
 
     Returns
     -------
@@ -383,12 +389,13 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
     """
     order = epoch_order(n_samples, seed)
     total = -(-n_samples // batch_size)
-    plan = {name: plan_steps(run, order, batch_size, max_seconds) for name, run in runners.items()}
+    clock = CLOCKS[clock]
+    plan = {name: plan_steps(run, order, batch_size, max_seconds, clock) for name, run in runners.items()}
     times = {name: [] for name in runners}
     steps = {name: [] for name in runners}
     for _ in range(repeats):  # round-robin so that noise bursts hit every runner alike
         for name, run in runners.items():
-            done, sec = _timed_steps(run, order, batch_size, plan[name], 3 * max_seconds)
+            done, sec = _timed_steps(run, order, batch_size, plan[name], 3 * max_seconds, clock)
             times[name].append(sec)
             steps[name].append(done)
     out = {}
@@ -401,20 +408,20 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
     return out
 
 
-def _timed_steps(run, order, batch_size, n_steps, limit_s):
+def _timed_steps(run, order, batch_size, n_steps, limit_s, clock):
     """Run ``n_steps`` steps from the start of ``order`` in at most 8 calls (continuing the
     epoch); stop after a call that ends past ``limit_s``. Returns (steps done, seconds)."""
     chunk = -(-n_steps // 8)
-    done, t0 = 0, time.perf_counter()
+    done, t0 = 0, clock()
     while done < n_steps:
         k = min(chunk, n_steps - done)
         got = run(order, done * batch_size, k, batch_size)
         if got != k:
             raise RuntimeError(f"applied {got} of {k} steps (non-finite loss?)")
         done += k
-        if time.perf_counter() - t0 > limit_s:
+        if clock() - t0 > limit_s:
             break
-    return done, time.perf_counter() - t0
+    return done, clock() - t0
 
 
 def compile_times(hidden=(128, 64), batch_size=32, cache_dir=None):
@@ -474,7 +481,7 @@ print(json.dumps(dict(import_s=t_import, first_step_s=t_first, import_to_first_s
 
 
 def run_training_suite(configs, runners=RUNNERS, threads=(None,), max_seconds=2.0, repeats=3, limit=None,
-                       peak_size=2048, log=print):
+                       peak_size=2048, clock="wall", log=print):
     """Time every (dataset, hidden layers, batch sizes) config at every thread count.
 
     ``configs`` is a list of (dataset, hidden tuple, batch sizes). The float32 matmul
@@ -499,10 +506,10 @@ def run_training_suite(configs, runners=RUNNERS, threads=(None,), max_seconds=2.
             for bs in batch_sizes:
                 # Fresh runners per batch size: every one starts from the same weights.
                 runs = {k: make_runner(k, x, y, weights) for k in kinds}
-                res = time_training(runs, len(x), bs, max_seconds=max_seconds, repeats=repeats)
+                res = time_training(runs, len(x), bs, max_seconds=max_seconds, repeats=repeats, clock=clock)
                 rec = {"dataset": dataset, "layers": sizes, "batch_size": bs, "threads": tinfo, "n_samples": len(x),
                        "flops_per_sample": train_flops_per_sample(sizes), "peak_gflops": peak, "loadavg": _loadavg(),
-                       "results": res}
+                       "clock": clock, "results": res}
                 records.append(rec)
                 log(_one_line(rec))
     return records
@@ -528,7 +535,8 @@ def format_table(records):
     for (threads, dataset, sizes), recs in groups.items():
         kinds = list(recs[0]["results"])
         peak = recs[0]["peak_gflops"]
-        lines.append(f"\n### {dataset.upper()} {'-'.join(map(str, sizes))}, SGD lr {LR}, {threads} thread(s)"
+        clock = " (CPU time)" if recs[0].get("clock") == "cpu" else ""
+        lines.append(f"\n### {dataset.upper()} {'-'.join(map(str, sizes))}, SGD lr {LR}, {threads} thread(s){clock}"
                      + (f", float32 matmul peak {peak:.0f} GFLOP/s" if peak else "") + _load_note(recs) + "\n")
         head = ["batch"] + [f"{k} samples/s" for k in kinds]
         ratios = [(a, b) for a, b in (("numba", "numpy"), ("numba", "reference"), ("numpy", "reference"), ("numba", "torch"))
@@ -575,10 +583,18 @@ def plot_chart(records, path):
             ax.bar(xs, [r["results"][k]["samples_per_s"] for r in recs], width, label=k)
         ax.set_xticks(range(len(recs)), [str(r["batch_size"]) for r in recs])
         ax.set_yscale("log")
+        values = [r["results"][k]["samples_per_s"] for r in recs for k in kinds]
+        # Bars on a log axis start at the axis floor: put it a decade below the smallest.
+        ax.set_ylim(10 ** math.floor(math.log10(min(values)) - 0.5), max(values) * 20)
+        for i, rec in enumerate(recs):
+            r = ratio(rec, "numba", "numpy")
+            if r:
+                ax.annotate(f"{r:.1f}x", (i, max(rec["results"][k]["samples_per_s"] for k in kinds)),
+                            textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
         ax.set_xlabel("batch size")
         ax.set_ylabel("samples/s")
-        ax.set_title(title)
-        ax.legend(fontsize=8)
+        ax.set_title(f"{title} (label: numba/numpy)")
+        ax.legend(fontsize=8, ncol=len(kinds), loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -800,6 +816,8 @@ def parse_args(argv=None):
     p.add_argument("--max-seconds", type=float, default=2.0,
                    help="time at most about this long per repeat; longer epochs are step-limited and extrapolated")
     p.add_argument("--full-epoch", action="store_true", help="never step-limit: time whole epochs")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall time (default), or process CPU time: steadier on a busy machine, 1 thread only")
     p.add_argument("--quick", action="store_true", help="a smaller comparison (2 cells, 1 repeat, 0.5 s)")
     p.add_argument("--limit", type=int, help="use only the first N training rows (smoke tests)")
     p.add_argument("--no-compile", action="store_true", help="skip the cold/cached compile-time probe")
@@ -813,6 +831,8 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} values must be >= 1, got {vals}")
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.clock == "cpu" and args.threads != [1]:
+        p.error("--clock cpu adds up every thread's time: use it with --threads 1")
     return args
 
 
@@ -856,12 +876,12 @@ def main(argv=None):
               f"cached {c['cached']['import_to_first_step_s']:.2f} s (import {c['cached']['import_s']:.2f} s)")
     t0 = time.perf_counter()
     records = run_training_suite(configs, args.runners, args.threads or (None,), args.max_seconds, args.repeats,
-                                 args.limit, args.peak_size)
+                                 args.limit, args.peak_size, args.clock)
     table = format_table(records)
     print(table)
     result = {"machine": machine, "compile": compile_info, "records": records,
               "settings": {"lr": LR, "seed": SEED, "repeats": args.repeats, "max_seconds": args.max_seconds,
-                           "limit": args.limit}, "seconds": time.perf_counter() - t0, "table": table}
+                           "limit": args.limit, "clock": args.clock}, "seconds": time.perf_counter() - t0, "table": table}
     (out / "bench.json").write_text(json.dumps(result, indent=1, default=float))
     plot_chart(records, out / "bench.png")
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'} ({result['seconds']:.0f} s of timing)")
