@@ -325,7 +325,8 @@ def matmul_xt_sparse(x, dz, dW):
 @njit(cache=True, inline="always")
 def _act(act, v):
     if act == ACT_RELU:
-        return v if v > 0 else np.float32(0)
+        # written so that NaN passes through, as np.maximum(x, 0) does
+        return np.float32(0) if v <= 0 else v
     if act == ACT_SIGMOID:
         return np.float32(np.tanh(v * np.float32(0.5))) * np.float32(0.5) + np.float32(0.5)
     if act == ACT_TANH:
