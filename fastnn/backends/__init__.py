@@ -48,6 +48,30 @@ train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed,
     writes each step's mean loss and correct count, and returns the number of steps
     applied; it stops before applying a step whose loss is not finite.
 forward(x, net, out, batch_size)         inference-mode logits for all rows of x
+
+Both also accept ``workspace=`` (keyword): the per-batch buffers from
+``make_workspace(net, batch_size)`` (``stepwise.Workspace``). By default a cached
+workspace per (layout, batch size, dtype) is used, so the hot loop never allocates.
+
+Extensions (compatible with the contract above)
+-----------------------------------------------
+- ``batchnorm_backward`` also skips ``dx`` when it is an empty (0, 0) array.
+- ``sgd_update`` etc. leave ``grads`` untouched; ``adam_update``'s ``step`` is the
+  1-based index of this update (t in the bias corrections).
+- Batch norm with a 1-row batch: running_var takes the biased variance (0) instead of
+  dividing by n - 1 = 0.
+- ``train_steps`` writes the non-finite loss of the step it refused into
+  ``step_loss[returned count]``, restores batch-norm running statistics, and stops
+  early (returns fewer steps) when ``order`` runs out of rows. With plain SGD
+  (momentum 0, weight decay 0) the Numba loop fuses the first dense layer's update
+  into its backward pass, so ``net.grads`` is scratch afterwards.
+- ``numba_jit`` also exports ``matmul_blas``, ``matmul_blocked``, ``matmul_sparse_rows``,
+  ``matmul_xt_sparse`` (x.T @ dz skipping zeros), ``dense_backward_sgd`` (fused first
+  layer), ``density``, ``train_steps_stepwise``/``forward_stepwise`` (the plain-Python
+  driver over Numba kernels) and ``warmup()`` (compile everything once, e.g. before
+  starting parallel jobs that share Numba's on-disk cache).
+- ``stepwise`` holds the per-layer functions ``layer_forward``/``layer_backward`` and
+  the generic driver both backends share.
 """
 
 from importlib import import_module

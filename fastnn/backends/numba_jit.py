@@ -963,3 +963,33 @@ def train_steps_stepwise(x, y, order, start, n_steps, batch_size, net, opt, lr_s
 def forward_stepwise(x, net, out, batch_size, workspace=None):
     """``forward`` by the plain-Python driver over these kernels."""
     stepwise.forward(sys.modules[__name__], x, net, out, batch_size, workspace)
+
+
+def warmup():
+    """Compile (or load from Numba's cache) the float32 specialisations training uses.
+
+    Runs a few steps of a tiny network with every layer kind and optimizer through the
+    compiled loop, the step-by-step path and ``forward``. Call it once before starting
+    several processes that share the on-disk cache, so they only read it.
+    """
+    from .spec import NetBuffers, OptBuffers, allocate
+
+    layers = [("dense", 12, 8, ACT_RELU), ("batchnorm", 8, 0.1, 1e-5), ("dropout", 8, 0.5),
+              ("activation", 8, ACT_TANH), ("dense", 8, 3, ACT_SIGMOID), ("dense", 3, 3, ACT_NONE)]
+    x = np.zeros((10, 12), np.float32)
+    x[:, :3] = 1.0
+    y = np.arange(10, dtype=np.int64) % 3
+    hps = {OPT_SGD: [(0.0, 0, 0.0, 0), (0.9, 1, 1e-4, 0)], OPT_RMSPROP: [(0.99, 1e-8, 0.0, 0.5)],
+           OPT_ADAM: [(0.9, 0.999, 1e-8, 0.0)]}
+    for code, settings in hps.items():
+        for hp in settings:
+            for run in (train_steps, train_steps_stepwise):
+                net = allocate(layers)
+                net = NetBuffers(net.spec, net.fconf, net.params + np.float32(0.1), net.grads, net.state)
+                opt = OptBuffers(code, np.array(hp, np.float64), np.zeros((2, len(net.params)), np.float32),
+                                 np.zeros(1, np.int64))
+                run(x, y, np.arange(10), 0, 3, 4, net, opt, np.full(3, 0.01), 0, 0.0, np.zeros(8), np.zeros(3),
+                    np.zeros(3, np.int64))
+    out = np.zeros((10, 3), np.float32)
+    forward(x, net, out, 4)
+    forward_stepwise(x, net, out, 4)
