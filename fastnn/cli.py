@@ -29,10 +29,10 @@ from .validation import (
 #: and >= 89% on KMNIST with ``--layers 128 64`` (numbers in the README).
 TRAIN_DEFAULTS = {
     "layers": [128, 64],
-    "epochs": 10,
+    "epochs": 5,
     "batch_size": 128,
     "optimizer": "adam",
-    "lr": 1e-3,
+    "lr": 3e-3,
     "weight_decay": 0.0,
     "schedule": "cosine",
 }
