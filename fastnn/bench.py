@@ -57,42 +57,55 @@ RUNNERS = ("numba", "numpy", "reference", "torch")
 BATCH_SIZES = (1, 8, 32, 128, 512)
 SEED = 0
 LR = 0.01
+# Timers: wall time, or process CPU time (steadier on a shared machine; 1 thread only).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 REFERENCE_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "reference_numpy_mlp.py"
 
 
 # ----------------------------------------------------------------------------- machine
 
 
+def _openblas_libs():
+    """{owner: (ctypes lib, symbol prefix, suffix)} for the OpenBLAS copies bundled with NumPy
+    and SciPy. NumPy's runs ``np.dot``; SciPy's runs ``np.dot`` *inside @njit* (Numba calls
+    BLAS through ``scipy.linalg.cython_blas``). Each has its own thread pool."""
+    found = {}
+    site = Path(np.__file__).resolve().parent.parent
+    for owner in ("numpy", "scipy"):
+        for path in sorted(glob.glob(str(site / f"{owner}.libs" / "*openblas*"))):
+            try:
+                lib = ctypes.CDLL(path)  # the same handle the package loaded (or will load)
+            except OSError:
+                continue
+            for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
+                                   ("openblas", "")):
+                if hasattr(lib, f"{prefix}_get_num_threads{suffix}"):
+                    found[owner] = (lib, prefix, suffix)
+                    break
+    return found
+
+
 def _openblas():
-    """ctypes handle of the OpenBLAS bundled with NumPy and its symbol suffix, or (None, '')."""
-    libdir = Path(np.__file__).resolve().parent.parent / "numpy.libs"
-    for path in sorted(glob.glob(str(libdir / "*openblas*"))):
-        try:
-            lib = ctypes.CDLL(path)  # the same handle NumPy already loaded
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
-            if hasattr(lib, f"{prefix}_get_num_threads{suffix}"):
-                return lib, (prefix, suffix)
-    return None, ("", "")
+    """NumPy's OpenBLAS as (lib, (prefix, suffix)), or (None, ('', ''))."""
+    lib, prefix, suffix = _openblas_libs().get("numpy", (None, "", ""))
+    return lib, (prefix, suffix)
 
 
 def blas_threads():
-    """Threads NumPy's OpenBLAS uses now, or None when it cannot be asked."""
-    lib, (prefix, suffix) = _openblas()
-    return None if lib is None else int(getattr(lib, f"{prefix}_get_num_threads{suffix}")())
+    """{owner: threads} of each bundled OpenBLAS (numpy: np.dot; scipy: np.dot in Numba code)."""
+    return {owner: int(getattr(lib, f"{prefix}_get_num_threads{suffix}")())
+            for owner, (lib, prefix, suffix) in _openblas_libs().items()}
 
 
 def set_threads(n):
-    """Use ``n`` threads in Numba, NumPy's OpenBLAS and PyTorch (if imported); returns what was set."""
+    """Use ``n`` threads in Numba, both bundled OpenBLAS copies and PyTorch (if imported); returns them."""
     import numba
 
     pool = numba.config.NUMBA_NUM_THREADS
     if n > pool:
         raise ValueError(f"--threads {n} exceeds Numba's thread pool of {pool}; run with NUMBA_NUM_THREADS={n}")
     numba.set_num_threads(n)
-    lib, (prefix, suffix) = _openblas()
-    if lib is not None:
+    for lib, prefix, suffix in _openblas_libs().values():
         getattr(lib, f"{prefix}_set_num_threads{suffix}")(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
@@ -166,7 +179,7 @@ def _torch_version():
     return torch.__version__
 
 
-def matmul_peak(n=2048, repeats=5):
+def matmul_peak(n=2048, repeats=5, clock=time.perf_counter):
     """Measured float32 matmul peak in GFLOP/s: median of ``repeats`` (n x n) @ (n x n) np.dot."""
     rng = np.random.default_rng(SEED)
     a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
@@ -174,9 +187,9 @@ def matmul_peak(n=2048, repeats=5):
     np.dot(a, b, out=c)  # warm-up: thread pool start, page faults
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock()
         np.dot(a, b, out=c)
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return 2.0 * n**3 / statistics.median(times) / 1e9
 
 
@@ -350,9 +363,6 @@ def epoch_order(n_samples, seed=SEED):
     return np.random.default_rng(seed).permutation(n_samples).astype(np.int64)
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
 def plan_steps(run, order, batch_size, max_seconds, clock=time.perf_counter):
     """Warm ``run`` up, then choose how many steps to time: the whole epoch if it fits in
     ``max_seconds`` (by a short probe), else as many steps as fit (at least the probe's)."""
@@ -494,7 +504,7 @@ def run_training_suite(configs, runners=RUNNERS, threads=(None,), max_seconds=2.
     data, records = {}, []
     for t in threads:
         tinfo = set_threads(t) if t else thread_info()
-        peak = matmul_peak(peak_size) if peak_size else None
+        peak = matmul_peak(peak_size, clock=CLOCKS[clock]) if peak_size else None
         if peak:
             log(f"threads {tinfo}: float32 matmul peak (np.dot {peak_size}^3) {peak:.1f} GFLOP/s")
         for dataset, hidden, batch_sizes in configs:
