@@ -577,8 +577,8 @@ def run_sweep(config, out=None, jobs=None, threads=None, force=False, timeout=No
         + (f", {skipped} already finished (skipped; --force reruns them)" if skipped else "")
         + f"; {parallel} at a time x {threads} thread(s); output in {out}")
 
-    header = [f"Config: `{config}`; {parallel} parallel run(s) x {threads} thread(s) each on "
-              f"{available_cores()} core(s). Accuracies in percent; delta = test - reported; "
+    header = [f"Config: `{config}`; last invocation: {parallel} parallel run(s) x {threads} thread(s) each on "
+              f"{available_cores()} core(s) (each run's own count is in its sweep_run.json). Accuracies in percent; delta = test - reported; "
               f"best = epoch of highest val accuracy (lowest loss without validation); "
               f"samples/s = median over epochs; wall s = whole process (data load, compile, training, plots)."]
     lock = threading.Lock()

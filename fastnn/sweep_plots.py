@@ -53,7 +53,6 @@ def plot_comparison(rows, histories, path, title="Sweep"):
     for yi, row in zip(y, rows):
         test = row.get("test_accuracy")
         if isinstance(test, float):
-            ax_bar.text(max(test, lo) + 0.1, yi, f"{test:.2f}", va="center", fontsize=7)
             if isinstance(row.get("val_accuracy"), float):
                 ax_bar.plot(row["val_accuracy"], yi, "x", color="0.3", markersize=4)
         else:
@@ -61,7 +60,9 @@ def plot_comparison(rows, histories, path, title="Sweep"):
         reported = row.get("reported")
         if reported not in ("", None):
             ax_bar.plot(float(reported), yi, "D", color="black", markersize=5)
-    ax_bar.set_yticks(y, [str(r["run"]) for r in rows], fontsize=7)
+    # the value sits in the tick label, where no marker can cover it
+    ax_bar.set_yticks(y, [f"{r['run']}  " + (f"{r['test_accuracy']:.2f}" if isinstance(r.get("test_accuracy"), float)
+                                              else "-") for r in rows], fontsize=7)
     ax_bar.set_xlim(lo, 100.5)
     ax_bar.set_xlabel("accuracy (%)")
     ax_bar.set_title("test accuracy (bar), val (x), reported (black diamond)", fontsize=9)
