@@ -183,6 +183,23 @@ def write_history_csv(history, path):
             w.writerow([epoch + 1] + [("" if col not in hist else repr(float(hist[col][row]))) for col in HISTORY_COLUMNS[1:]])
 
 
+def warm_up(model, x, y, batch_size, log=None):
+    """Compile the backend's kernels on a throwaway copy of ``model`` (a few rows), so that
+    the per-epoch times reported afterwards measure training, not JIT compilation.
+
+    Returns the seconds it took (mostly compilation on a cold cache).
+    """
+    t0 = time.perf_counter()
+    if log:
+        log("compiling the Numba kernels (instant when cached) ...")
+    twin = type(model).from_config(model.get_config())
+    twin.build(model.n_features_, model.n_classes_)
+    n = min(len(x), 2 * batch_size)
+    twin.fit(x[:n], np.minimum(y[:n], model.n_classes_ - 1), epochs=1, batch_size=batch_size, verbose=0)
+    twin.evaluate(x[:n], np.minimum(y[:n], model.n_classes_ - 1))
+    return time.perf_counter() - t0
+
+
 def _write_json(path, obj):
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
@@ -251,6 +268,7 @@ def _train(args):
         f"backend={args.backend}" + (f", threads={threads}" if threads else "") + f"; output in {out}")
 
     model.build(x_train.shape[1], max(info.n_classes, int(y_train.max()) + 1))
+    compile_seconds = warm_up(model, x_train, y_train, args.batch_size, log) if args.backend == "numba" else 0.0
     t0 = time.perf_counter()
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=args.val_split, callbacks=callbacks, seed=args.seed, verbose=args.verbose)
@@ -290,6 +308,7 @@ def _train(args):
         "epochs_run": len(history.epoch),
         "stop_reason": model.stop_reason,
         "train_seconds": train_seconds,
+        "compile_seconds": compile_seconds,
         "confusion_matrix": cm.tolist(),
         "backend": args.backend,
         "threads": threads,

@@ -36,6 +36,9 @@ def plot_curve(history, metric, path, title=None):
         values = hist.get(key)
         if values:
             ax.plot(np.arange(1, len(values) + 1), values, marker="o", label=label)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(title or metric)

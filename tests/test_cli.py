@@ -92,6 +92,18 @@ def test_run_dirs_are_timestamped_and_unique(tmp_path):
     assert make_run_dir(str(tmp_path / "given")) == str(tmp_path / "given")
 
 
+def test_warm_up_leaves_the_model_untouched():
+    from fastnn.cli import warm_up
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((50, 6)).astype(np.float32), rng.integers(0, 3, 50)
+    model = fastnn.MLP([4], dropout=0.1, backend="numpy").build(6, 3)
+    before = model.get_weights()
+    assert warm_up(model, x, y, 16) >= 0
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert model.optimizer.iterations == 0
+
+
 def _is_png(path):
     data = Path(path).read_bytes()
     return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
@@ -113,7 +125,7 @@ def test_train_and_evaluate_end_to_end_on_mnist(tmp_path, capsys):
     assert set(summary["final"]) == {"train", "val", "test"} and summary["final"]["val"]["accuracy"] > 0.8
     assert summary["dataset"]["n_train"] == 5400 and summary["dataset"]["n_val"] == 600
     assert summary["config"]["args"]["layers"] == [64] and summary["config"]["model"]["layers"] == [64]
-    assert summary["backend"] == "numpy" and summary["threads"] is None
+    assert summary["backend"] == "numpy" and summary["threads"] is None and summary["compile_seconds"] == 0
     assert set(summary["versions"]) >= {"fastnn", "numpy", "numba", "python"}
     assert summary["history"]["epoch"] == [1] and len(summary["history"]["val_accuracy"]) == 1
     assert summary["epochs"][0]["seconds"] > 0 and summary["epochs"][0]["samples_per_second"] > 0
