@@ -290,14 +290,81 @@ def matmul(a, b, out):
         np.dot(a, b, out)
 
 
+# Batches up to this many rows take the column-by-column x.T @ dz kernel below.
+_SMALL_BATCH = 16
+
+
+@njit(cache=True)
+def _xt_small_range(x, dz, dW, W, lr, k0, k1, fused):
+    # x.T @ dz for small batches, one input feature (row k of dW) at a time: find its
+    # non-zero rows; none: dW[k] = 0; one: dW[k] = v * dz[r] (== 0 + v * dz[r]); more:
+    # the sum in r order. ``fused``: also W[k] -= lr * dW[k], skipping features with
+    # no non-zero input (W - lr * 0 == W) and, with one, not storing dW[k] at all.
+    n = x.shape[0]
+    m = dz.shape[1]
+    for k in range(k0, k1):
+        r = 0
+        while r < n and x[r, k] == 0:
+            r += 1
+        if r == n:
+            if not fused:
+                for j in range(m):
+                    dW[k, j] = 0
+            continue
+        v = x[r, k]
+        r2 = r + 1
+        while r2 < n and x[r2, k] == 0:
+            r2 += 1
+        if r2 == n:
+            if fused:
+                for j in range(m):
+                    W[k, j] = W[k, j] - lr * (v * dz[r, j])
+            else:
+                for j in range(m):
+                    dW[k, j] = v * dz[r, j]
+            continue
+        v2 = x[r2, k]
+        for j in range(m):
+            dW[k, j] = v * dz[r, j] + v2 * dz[r2, j]
+        for rr in range(r2 + 1, n):
+            v = x[rr, k]
+            if v != 0:
+                for j in range(m):
+                    dW[k, j] += v * dz[rr, j]
+        if fused:
+            for j in range(m):
+                W[k, j] = W[k, j] - lr * dW[k, j]
+
+
+@njit(cache=True, parallel=True)
+def _xt_small_par(x, dz, dW, W, lr, fused, chunks):
+    kd = x.shape[1]
+    for c in prange(chunks):
+        _xt_small_range(x, dz, dW, W, lr, c * kd // chunks, (c + 1) * kd // chunks, fused)
+
+
+@njit(cache=True)
+def _xt_small(x, dz, dW, W, lr, fused):
+    kd = x.shape[1]
+    chunks = _n_chunks(kd, x.shape[0] * kd * dz.shape[1] // 4)
+    if chunks == 1:
+        _xt_small_range(x, dz, dW, W, lr, 0, kd, fused)
+    else:
+        _xt_small_par(x, dz, dW, W, lr, fused, chunks)
+
+
 @njit(cache=True)
 def matmul_xt_sparse(x, dz, dW):
     """dW = x.T @ dz skipping zero entries of x exactly; rows of dW split across threads.
 
     x (n, k), dz (n, m), dW (k, m); dW[k] sums x[r, k] * dz[r] in r order, in tiles of
-    four dW rows (four neighbouring input features share their non-zero rows).
+    four dW rows (four neighbouring input features share their non-zero rows), or
+    feature by feature for batches of up to 16 rows.
     """
-    _rows(x.T, dz, dW, True, True)
+    if x.shape[0] <= _SMALL_BATCH:
+        _xt_small(x, dz, dW, dW, np.float32(0), False)
+    else:
+        _rows(x.T, dz, dW, True, True)
 
 
 # ------------------------------------------------------------------------- activations
@@ -401,16 +468,7 @@ def _xt_dz_sgd_range(x, dz, dW, W, lr, k0, k1):
     # dW rows k0..k1 exactly as matmul_xt_sparse, then W[k] -= lr * dW[k]. Tiles of W
     # rows whose inputs are all zero in this batch are skipped entirely (their update
     # would be W - lr * 0 == W), which avoids a pass over the whole of W and dW.
-    n = x.shape[0]
     m = dz.shape[1]
-    if n == 1:
-        # dW[k] = 0 + x * dz has the bits of x * dz: update W directly, leave dW alone.
-        for k in range(k0, k1):
-            v = x[0, k]
-            if v != 0:
-                for j in range(m):
-                    W[k, j] = W[k, j] - lr * (v * dz[0, j])
-        return
     xt = x.T
     k = k0
     while k < k1:
@@ -445,7 +503,9 @@ def dense_backward_sgd(x, W, dz, dW, db, lr):
     """
     _colsum(dz, db)
     lr32 = np.float32(lr)
-    if _prefer_sparse(x):
+    if x.shape[0] <= _SMALL_BATCH and _prefer_sparse(x):
+        _xt_small(x, dz, dW, W, lr32, True)
+    elif _prefer_sparse(x):
         kd = x.shape[1]
         chunks = _n_chunks((kd + 3) // 4, x.shape[0] * kd * dz.shape[1] // 4)
         if chunks == 1:
