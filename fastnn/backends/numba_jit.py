@@ -9,13 +9,25 @@ backends differ only by summation order and libm rounding.
 Matrix products
 ---------------
 ``matmul_blas``         np.dot inside @njit: the same BLAS NumPy uses.
-``matmul_blocked``      hand-written: k-blocked, 4-row register tiles, rows in parallel.
-``matmul_sparse_rows``  hand-written, exact zero skipping: out[r] += a[r, k] * b[k] only
-                        where a[r, k] != 0 (MNIST inputs are ~81% zeros), rows in parallel.
-``matmul``              the contract's entry: picks zero skipping when ``a`` is sparse
+``matmul_blocked``      hand-written: 4 x 4 register tiles (four rows of out take four
+                        terms per pass), rows split across threads. ~60% of BLAS speed.
+``matmul_sparse_rows``  the same tiles with exact zero skipping: a term t is skipped when
+                        a[r, t] is zero in all four rows of the tile (MNIST: ~81% zeros).
+``matmul_xt_sparse``    x.T @ dz with zero skipping (the first layer's weight gradient):
+                        feature by feature for batches <= 16, else tiles of four features.
+``matmul``              the contract's entry: zero skipping when ``a`` is sparse
                         (density <= SPARSE_MAX_DENSITY, counted in one cheap pass), else BLAS.
 
-``dense_forward`` and ``dense_backward`` make the same choice for x @ W and x.T @ dz.
+All hand-written variants add the terms one at a time in index order starting from
+zero, so they return the same bits whatever the tiling, skipping or thread count
+(adding a skipped 0 * b term to such a sum changes nothing while b is finite).
+
+``dense_forward`` / ``dense_backward`` make the same choice for x @ W and x.T @ dz:
+MNIST-like inputs skip zeros (about 1.3-1.5x faster than BLAS at batch 128 on one core,
+2x at batch 1, and far less memory traffic at small batches), hidden ReLU
+activations (~50% non-zero) go to BLAS; dz @ W.T always goes to BLAS.
+``dense_backward_sgd`` fuses the first layer's plain-SGD update into its backward pass
+and, for sparse inputs, touches only weight rows whose input is non-zero in the batch.
 
 Threads: ``prange`` splits only independent rows (or weight rows), each computed by one
 thread in a fixed order, so results do not depend on the thread count (BLAS aside)
