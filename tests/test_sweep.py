@@ -266,3 +266,12 @@ def test_is_finished_needs_summary_ok_status_and_same_argv(tmp_path):
     assert not sweep.is_finished(run_dir, ["--epochs", "3", "--out", str(run_dir)])  # the TOML changed
     (run_dir / "sweep_run.json").write_text(json.dumps({"argv": argv, "status": "incomplete"}))
     assert not sweep.is_finished(run_dir, argv)
+
+
+def test_run_one_records_a_timeout(tmp_path):
+    run_dir = tmp_path / "slow"
+    record = sweep.run_one("slow", ["--epochs", "1", "--out", str(run_dir)], str(run_dir), threads=1, timeout=0.01)
+    assert record["status"] == "failed" and record["returncode"] is None
+    assert record["error"] == "timed out after 0.01 s (--timeout)"
+    assert json.loads((run_dir / "sweep_run.json").read_text())["status"] == "failed"
+    assert not sweep.is_finished(run_dir, record["argv"])
