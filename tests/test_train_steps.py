@@ -169,17 +169,6 @@ def test_non_finite_loss_stops_before_update(path):
     np.testing.assert_array_equal(opt.slots, ref_opt.slots)
 
 
-@pytest.mark.parametrize("backend", [npr, nb])
-def test_augmentation_not_implemented(backend):
-    x, y = make_data(20, 200, 7)
-    net, opt = make_net(), make_opt("sgd", len(make_net().params))
-    aug = np.zeros(8)
-    aug[0] = 1
-    with pytest.raises(NotImplementedError, match="augmentation"):
-        backend.train_steps(x, y, np.arange(20), 0, 1, 8, net, opt, np.ones(1), 0, 0.0, aug, np.zeros(1),
-                            np.zeros(1, np.int64))
-
-
 def test_forward_agrees_in_inference_mode():
     x, y = make_data(90, 200, 7)
     out = train_all_paths("adam-wd", x, y, np.arange(90), 16, 5)

@@ -1,7 +1,7 @@
 """The Numba backend: compiled float32 kernels plus a compiled many-steps training loop.
 
 Same kernel names and signatures as ``numpy_ref`` (see ``fastnn.backends``). Each
-kernel is a module-level ``@njit(cache=True)`` function; ``kernel.py_func`` runs its
+kernel is a module-level ``@njit(cache=True, error_model="numpy")`` function; ``kernel.py_func`` runs its
 Python body. Hyperparameters are cast to float32 once per call and every elementwise
 operation is done in float32, in the same order as the NumPy twin, so the two
 backends differ only by summation order and libm rounding.
@@ -33,7 +33,9 @@ Threads: ``prange`` splits only independent rows (or weight rows), each computed
 thread in a fixed order, so results do not depend on the thread count (BLAS aside)
 and a single-threaded run is bit-reproducible. Small problems stay serial, because
 launching a parallel region costs about a microsecond. No ``fastmath``: reordering
-would break equality with the step-by-step path.
+would break equality with the step-by-step path. ``error_model="numpy"``: a float
+division by zero gives inf/nan as in NumPy instead of raising, and, more to the point,
+without the per-division check LLVM can vectorise the loops.
 
 Whole network: ``train_steps`` runs a compiled loop (``_train_loop``) over many batches,
 built from these same kernels; ``train_steps_stepwise`` is the plain-Python driver of
@@ -74,7 +76,7 @@ MAX_CHUNKS = 32
 # ----------------------------------------------------------------------------- helpers
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _n_chunks(n_items, work):
     """How many parallel chunks to split n_items into (1 = stay serial)."""
     if work < PARALLEL_MIN_WORK:
@@ -82,7 +84,7 @@ def _n_chunks(n_items, work):
     return max(1, min(MAX_CHUNKS, n_items))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def density(a):
     """Fraction of non-zero entries of a 2-D array (0.0 for an empty one)."""
     n, m = a.shape
@@ -96,7 +98,7 @@ def density(a):
     return nnz / (n * m)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _prefer_sparse(a):
     return density(a) <= SPARSE_MAX_DENSITY
 
@@ -104,7 +106,7 @@ def _prefer_sparse(a):
 # ----------------------------------------------------------------------------- matmul
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def matmul_blas(a, b, out):
     """out = a @ b through BLAS (np.dot). a (n, k), b (k, m), out (n, m) float32."""
     np.dot(a, b, out)
@@ -118,12 +120,12 @@ def matmul_blas(a, b, out):
 # 0 * b[t], and adding it cannot change a sum that started at +0 (for finite b).
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _any_nz4(a, i, t):
     return a[i, t] != 0 or a[i + 1, t] != 0 or a[i + 2, t] != 0 or a[i + 3, t] != 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _zero_rows(out, i, rows):
     m = out.shape[1]
     for r in range(i, i + rows):
@@ -131,7 +133,7 @@ def _zero_rows(out, i, rows):
             out[r, j] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _tile4(a, b, out, i, skip, lazy):
     """out[i:i+4] = a[i:i+4] @ b, terms t with a[i:i+4, t] all zero skipped when ``skip``.
 
@@ -192,7 +194,7 @@ def _tile4(a, b, out, i, skip, lazy):
     return found
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _row1(a, b, out, i, skip, lazy):
     """One-row version of _tile4: out[i] = a[i] @ b, four terms per pass over j."""
     kd, m = b.shape
@@ -238,7 +240,7 @@ def _row1(a, b, out, i, skip, lazy):
     return found
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rows_range(a, b, out, r0, r1, skip, tile):
     # ``tile``: four rows at a time. With zero skipping a term is then skipped only
     # where all four rows are zero (the union of four MNIST rows has ~2x the non-zeros
@@ -253,7 +255,7 @@ def _rows_range(a, b, out, r0, r1, skip, tile):
         i += 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _rows_par(a, b, out, skip, tile, chunks):
     # chunk boundaries on multiples of 4 keep every chunk's tiles full
     n = a.shape[0]
@@ -262,7 +264,7 @@ def _rows_par(a, b, out, skip, tile, chunks):
         _rows_range(a, b, out, min(n, 4 * (c * n4 // chunks)), min(n, 4 * ((c + 1) * n4 // chunks)), skip, tile)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rows(a, b, out, skip, tile):
     n = a.shape[0]
     work = n * b.shape[0] * b.shape[1]
@@ -273,7 +275,7 @@ def _rows(a, b, out, skip, tile):
         _rows_par(a, b, out, skip, tile, chunks)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def matmul_blocked(a, b, out):
     """out = a @ b with the hand-written 4 x 4-tiled kernel, no zero skipping; rows split across threads.
 
@@ -282,7 +284,7 @@ def matmul_blocked(a, b, out):
     _rows(a, b, out, False, True)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def matmul_sparse_rows(a, b, out):
     """out = a @ b skipping zero entries of ``a`` exactly (same bits as ``matmul_blocked``).
 
@@ -293,7 +295,7 @@ def matmul_sparse_rows(a, b, out):
     _rows(a, b, out, True, True)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def matmul(a, b, out):
     """out = a @ b: zero skipping for sparse ``a``, BLAS otherwise. a (n, k), b (k, m), out (n, m)."""
     if _prefer_sparse(a):
@@ -306,7 +308,7 @@ def matmul(a, b, out):
 _SMALL_BATCH = 16
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _xt_small_range(x, dz, dW, W, lr, k0, k1, fused):
     # x.T @ dz for small batches, one input feature (row k of dW) at a time: find its
     # non-zero rows; none: dW[k] = 0; one: dW[k] = v * dz[r] (== 0 + v * dz[r]); more:
@@ -348,14 +350,14 @@ def _xt_small_range(x, dz, dW, W, lr, k0, k1, fused):
                 W[k, j] = W[k, j] - lr * dW[k, j]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _xt_small_par(x, dz, dW, W, lr, fused, chunks):
     kd = x.shape[1]
     for c in prange(chunks):
         _xt_small_range(x, dz, dW, W, lr, c * kd // chunks, (c + 1) * kd // chunks, fused)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _xt_small(x, dz, dW, W, lr, fused):
     kd = x.shape[1]
     chunks = _n_chunks(kd, x.shape[0] * kd * dz.shape[1] // 4)
@@ -365,7 +367,7 @@ def _xt_small(x, dz, dW, W, lr, fused):
         _xt_small_par(x, dz, dW, W, lr, fused, chunks)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def matmul_xt_sparse(x, dz, dW):
     """dW = x.T @ dz skipping zero entries of x exactly; rows of dW split across threads.
 
@@ -382,7 +384,7 @@ def matmul_xt_sparse(x, dz, dW):
 # ------------------------------------------------------------------------- activations
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _act(act, v):
     if act == ACT_RELU:
         # written so that NaN passes through, as np.maximum(x, 0) does
@@ -394,7 +396,7 @@ def _act(act, v):
     return v
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _act_grad(act, y, dy):
     if act == ACT_RELU:
         return dy if y > 0 else np.float32(0) * dy
@@ -405,7 +407,7 @@ def _act_grad(act, y, dy):
     return dy
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def activation_forward(act, x, out):
     """out = act(x) elementwise, (n, d); x and out may be the same array."""
     n, d = x.shape
@@ -414,7 +416,7 @@ def activation_forward(act, x, out):
             out[r, j] = _act(act, x[r, j])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def activation_backward(act, y, dy, dx):
     """dx = dy * act'(.) via the output y; all (n, d); dx may be dy."""
     n, d = y.shape
@@ -426,7 +428,7 @@ def activation_backward(act, y, dy, dx):
 # ------------------------------------------------------------------------------ dense
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _bias_act_rows(out, b, act):
     n, m = out.shape
     for r in range(n):
@@ -434,7 +436,7 @@ def _bias_act_rows(out, b, act):
             out[r, j] = _act(act, out[r, j] + b[j])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dense_forward(x, W, b, act, out):
     """out = act(x @ W + b). x (n, d_in), W (d_in, d_out), b (d_out,), out (n, d_out).
 
@@ -449,7 +451,7 @@ def dense_forward(x, W, b, act, out):
     _bias_act_rows(out, b, act)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _colsum(dz, db):
     n, m = dz.shape
     for j in range(m):
@@ -459,7 +461,7 @@ def _colsum(dz, db):
             db[j] += dz[r, j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dense_backward(x, W, dz, dx, dW, db):
     """dW = x.T @ dz, db = dz.sum(0), dx = dz @ W.T (skipped when dx is (0, 0)).
 
@@ -475,7 +477,7 @@ def dense_backward(x, W, dz, dx, dW, db):
         np.dot(dz, W.T, dx)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _xt_dz_sgd_range(x, dz, dW, W, lr, k0, k1):
     # dW rows k0..k1 exactly as matmul_xt_sparse, then W[k] -= lr * dW[k]. Tiles of W
     # rows whose inputs are all zero in this batch are skipped entirely (their update
@@ -496,7 +498,7 @@ def _xt_dz_sgd_range(x, dz, dW, W, lr, k0, k1):
         k += rows
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _xt_dz_sgd_par(x, dz, dW, W, lr, chunks):
     kd = x.shape[1]
     k4 = (kd + 3) // 4
@@ -504,7 +506,7 @@ def _xt_dz_sgd_par(x, dz, dW, W, lr, chunks):
         _xt_dz_sgd_range(x, dz, dW, W, lr, min(kd, 4 * (c * k4 // chunks)), min(kd, 4 * ((c + 1) * k4 // chunks)))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dense_backward_sgd(x, W, dz, dW, db, lr):
     """First-layer backward fused with a plain SGD step on W (no momentum, no decay).
 
@@ -535,7 +537,7 @@ def dense_backward_sgd(x, W, dz, dW, db, lr):
 # ------------------------------------------------------------------------------- loss
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def log_softmax(logits, out):
     """out = log_softmax(logits) along axis 1, stable. (n, k) float32 each."""
     n, k = logits.shape
@@ -554,7 +556,7 @@ def log_softmax(logits, out):
             out[r, j] -= ls
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def softmax_nll(logits, y, smoothing, dlogits):
     """Fused stable log-softmax + mean NLL (label smoothing) + gradient; see numpy_ref.
 
@@ -604,7 +606,7 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _INV_2_24 = np.float32(1.0 / (1 << 24))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _mix(z):
     # SplitMix64 finaliser, bit for bit the one in rng.py.
     z = z + _GOLDEN
@@ -613,19 +615,19 @@ def _mix(z):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rng_key(seed, stream):
     """rng.key(seed, stream) in compiled code."""
     return _mix(_mix(np.uint64(seed)) ^ np.uint64(stream))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def rng_uniform(key, index):
     """rng.uniform(key, index) in compiled code: float32 in [0, 1)."""
     return np.float32(_mix(key + np.uint64(index)) >> np.uint64(40)) * _INV_2_24
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dropout_forward(x, rate, seed, stream, out, mask):
     """Inverted dropout with rng masks; see numpy_ref.dropout_forward. x, out, mask (n, d)."""
     n, d = x.shape
@@ -640,7 +642,7 @@ def dropout_forward(x, rate, seed, stream, out, mask):
             out[r, j] = x[r, j] * mk
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dropout_backward(dy, mask, dx):
     """dx = dy * mask; all (n, d)."""
     n, d = dy.shape
@@ -652,7 +654,7 @@ def dropout_backward(dy, mask, dx):
 # ------------------------------------------------------------------------- batch norm
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std):
     """Training-mode batch norm (PyTorch semantics); see numpy_ref. x, out, xhat (n, d); vectors (d,)."""
     n, d = x.shape
@@ -692,7 +694,7 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum,
             out[r, j] = xh * gamma[j] + beta[j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, out):
     """Inference-mode batch norm with the running statistics; overwrites out (n, d)."""
     n, d = x.shape
@@ -703,7 +705,7 @@ def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, out):
             out[r, j] = (x[r, j] - running_mean[j]) * scale + beta[j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def batchnorm_backward(dy, xhat, inv_std, gamma, dx, dgamma, dbeta):
     """Backward of training-mode batch norm; see numpy_ref. dx skipped when empty."""
     n, d = dy.shape
@@ -725,20 +727,36 @@ def batchnorm_backward(dy, xhat, inv_std, gamma, dx, dgamma, dbeta):
 # ------------------------------------------------------------------------- optimizers
 
 
-@njit(cache=True)
+# The update loops compute g = grad + weight_decay * p unconditionally (adding 0 * p
+# changes nothing for finite p) and test momentum/nesterov outside the loops: a branch
+# inside would keep LLVM from vectorising them.
+
+
+@njit(cache=True, error_model="numpy")
 def _sgd_range(params, grads, velocity, lr, momentum, nesterov, weight_decay, i0, i1):
-    for i in range(i0, i1):
-        g = grads[i]
-        if weight_decay != 0:
-            g = g + weight_decay * params[i]
-        if momentum != 0:
-            v = velocity[i] * momentum + g
-            velocity[i] = v
-            g = g + momentum * v if nesterov else v
-        params[i] = params[i] - lr * g
+    # Loops run over slices from 0: an index that might be negative would need
+    # wrap-around handling, which keeps LLVM from vectorising.
+    p, gr = params[i0:i1], grads[i0:i1]
+    if momentum == 0:
+        for i in range(p.shape[0]):
+            p[i] = p[i] - lr * (gr[i] + weight_decay * p[i])
+        return
+    vel = velocity[i0:i1]
+    if nesterov:
+        for i in range(p.shape[0]):
+            g = gr[i] + weight_decay * p[i]
+            v = vel[i] * momentum + g
+            vel[i] = v
+            p[i] = p[i] - lr * (g + momentum * v)
+    else:
+        for i in range(p.shape[0]):
+            g = gr[i] + weight_decay * p[i]
+            v = vel[i] * momentum + g
+            vel[i] = v
+            p[i] = p[i] - lr * v
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _sgd_par(params, grads, velocity, lr, momentum, nesterov, weight_decay, chunks):
     p = params.shape[0]
     for c in prange(chunks):
@@ -746,14 +764,14 @@ def _sgd_par(params, grads, velocity, lr, momentum, nesterov, weight_decay, chun
                    (c + 1) * p // chunks)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _elem_chunks(p):
     if p < PARALLEL_MIN_ELEMENTS:
         return 1
     return MAX_CHUNKS
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay):
     """PyTorch SGD step in place (params, velocity (P,)); see numpy_ref.sgd_update."""
     lr32, mom, wd = np.float32(lr), np.float32(momentum), np.float32(weight_decay)
@@ -764,24 +782,28 @@ def sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay):
         _sgd_par(params, grads, velocity, lr32, mom, nesterov, wd, chunks)
 
 
-@njit(cache=True)
-def _rmsprop_range(params, grads, sq, buf, lr, alpha, one_m_alpha, eps, weight_decay, momentum, i0, i1):
-    for i in range(i0, i1):
-        g = grads[i]
-        if weight_decay != 0:
-            g = g + weight_decay * params[i]
-        s = sq[i] * alpha + one_m_alpha * (g * g)
-        sq[i] = s
-        avg = np.sqrt(s) + eps
-        if momentum != 0:
-            b = buf[i] * momentum + g / avg
+@njit(cache=True, error_model="numpy")
+def _rmsprop_range(params, grads, square_avg, momentum_buf, lr, alpha, one_m_alpha, eps, weight_decay, momentum, i0,
+                   i1):
+    p, gr, sq = params[i0:i1], grads[i0:i1], square_avg[i0:i1]
+    if momentum != 0:
+        buf = momentum_buf[i0:i1]
+        for i in range(p.shape[0]):
+            g = gr[i] + weight_decay * p[i]
+            s = sq[i] * alpha + one_m_alpha * (g * g)
+            sq[i] = s
+            b = buf[i] * momentum + g / (np.sqrt(s) + eps)
             buf[i] = b
-            params[i] = params[i] - lr * b
-        else:
-            params[i] = params[i] - lr * (g / avg)
+            p[i] = p[i] - lr * b
+    else:
+        for i in range(p.shape[0]):
+            g = gr[i] + weight_decay * p[i]
+            s = sq[i] * alpha + one_m_alpha * (g * g)
+            sq[i] = s
+            p[i] = p[i] - lr * (g / (np.sqrt(s) + eps))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _rmsprop_par(params, grads, sq, buf, lr, alpha, one_m_alpha, eps, weight_decay, momentum, chunks):
     p = params.shape[0]
     for c in prange(chunks):
@@ -789,7 +811,7 @@ def _rmsprop_par(params, grads, sq, buf, lr, alpha, one_m_alpha, eps, weight_dec
                        c * p // chunks, (c + 1) * p // chunks)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rmsprop_update(params, grads, square_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum):
     """PyTorch RMSprop step in place; see numpy_ref.rmsprop_update."""
     a = (np.float32(lr), np.float32(alpha), np.float32(1.0 - alpha), np.float32(eps), np.float32(weight_decay),
@@ -802,21 +824,19 @@ def rmsprop_update(params, grads, square_avg, momentum_buf, lr, alpha, eps, weig
         _rmsprop_par(params, grads, square_avg, momentum_buf, a[0], a[1], a[2], a[3], a[4], a[5], chunks)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _adam_range(params, grads, m, v, step_size, b1, one_m_b1, b2, one_m_b2, bc2_sqrt, eps, weight_decay, i0, i1):
-    for i in range(i0, i1):
-        g = grads[i]
-        if weight_decay != 0:
-            g = g + weight_decay * params[i]
-        mi = m[i] * b1 + one_m_b1 * g
-        vi = v[i] * b2 + one_m_b2 * (g * g)
-        m[i] = mi
-        v[i] = vi
-        denom = np.sqrt(vi) / bc2_sqrt + eps
-        params[i] = params[i] - step_size * (mi / denom)
+    p, gr, ms, vs = params[i0:i1], grads[i0:i1], m[i0:i1], v[i0:i1]
+    for i in range(p.shape[0]):
+        g = gr[i] + weight_decay * p[i]
+        mi = ms[i] * b1 + one_m_b1 * g
+        vi = vs[i] * b2 + one_m_b2 * (g * g)
+        ms[i] = mi
+        vs[i] = vi
+        p[i] = p[i] - step_size * (mi / (np.sqrt(vi) / bc2_sqrt + eps))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def _adam_par(params, grads, m, v, step_size, b1, one_m_b1, b2, one_m_b2, bc2_sqrt, eps, weight_decay, chunks):
     p = params.shape[0]
     for c in prange(chunks):
@@ -824,7 +844,7 @@ def _adam_par(params, grads, m, v, step_size, b1, one_m_b1, b2, one_m_b2, bc2_sq
                     c * p // chunks, (c + 1) * p // chunks)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """PyTorch Adam step number ``step`` (1-based) in place; see numpy_ref.adam_update."""
     step_size = np.float32(lr / (1.0 - beta1**step))
@@ -842,14 +862,14 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step):
 # ------------------------------------------------------------------ compiled network
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _view(buf, off, n, w):
     if off < 0:
         return buf[0:0].reshape((0, w))
     return buf[off:off + n * w].reshape((n, w))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _layer_forward(spec, fconf, params, state, i, x, out, aux, vec, training, seed, step):
     # Compiled twin of stepwise.layer_forward.
     kind = spec[i, KIND]
@@ -875,7 +895,7 @@ def _layer_forward(spec, fconf, params, state, i, x, out, aux, vec, training, se
                                    state[s2:s2 + n_in], fconf[i, 1], out)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _layer_backward(spec, fconf, params, grads, i, x, y, dy, dx, aux, vec):
     # Compiled twin of stepwise.layer_backward.
     kind = spec[i, KIND]
@@ -898,7 +918,7 @@ def _layer_backward(spec, fconf, params, grads, i, x, y, dy, dx, aux, vec):
         batchnorm_backward(dy, aux, vec, params[p:p + n_in], dx, grads[p:p + n_in], grads[p2:p2 + n_in])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _update(opt_code, hp, params, grads, slots, lr, t):
     if opt_code == OPT_SGD:
         sgd_update(params, grads, slots[0], lr, hp[0], hp[1] != 0, hp[2])
@@ -908,7 +928,7 @@ def _update(opt_code, hp, params, grads, slots, lr, t):
         adam_update(params, grads, slots[0], slots[1], lr, hp[0], hp[1], hp[2], hp[3], t)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, grads, state, opt_code, hp, slots,
                 step, lr_steps, seed, smoothing, step_loss, step_correct, act, grad, aux, vec, offs, labels, backup,
                 empty):
@@ -967,7 +987,7 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
     return n_steps
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _forward_loop(x, spec, fconf, params, state, out, batch_size, act, offs, empty):
     n_layers = spec.shape[0]
     n_total = x.shape[0]
