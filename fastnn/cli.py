@@ -89,7 +89,20 @@ def build_train_parser():
     p.add_argument("--activation", choices=ACTIVATION_NAMES, default="relu", help="(default: relu)")
     p.add_argument("--dropout", type=_arg(float, UNIT_OPEN), default=0.0, help="dropout rate after hidden layers")
     p.add_argument("--batch-norm", action="store_true", help="batch normalisation before hidden activations")
+    p.add_argument("--architecture", default=None, metavar="SPEC",
+                   help="hidden layers as tokens instead of --layers/--dropout/--batch-norm, e.g. "
+                        "'dense:256,dropout:0.5,dense:128,dense:128,batchnorm' (dense layers use --activation)")
     p.add_argument("--label-smoothing", type=_arg(float, UNIT_OPEN), default=0.0)
+    p.add_argument("--aug-shift", type=_arg(float, NON_NEGATIVE_REAL), default=0.0, metavar="PX",
+                   help="augmentation: random shift of up to PX pixels (default: 0 = off)")
+    p.add_argument("--aug-rotation", type=_arg(float, NON_NEGATIVE_REAL), default=0.0, metavar="DEG",
+                   help="augmentation: random rotation of up to DEG degrees")
+    p.add_argument("--aug-scale", type=_arg(float, NON_NEGATIVE_REAL), default=0.0, metavar="FRAC",
+                   help="augmentation: random zoom in [1 - FRAC, 1 + FRAC]")
+    p.add_argument("--aug-elastic-alpha", type=_arg(float, NON_NEGATIVE_REAL), default=0.0, metavar="A",
+                   help="augmentation: elastic distortion strength (with --aug-elastic-sigma, e.g. 20 and 4)")
+    p.add_argument("--aug-elastic-sigma", type=_arg(float, NON_NEGATIVE_REAL), default=0.0, metavar="S",
+                   help="augmentation: elastic field smoothing in pixels")
     p.add_argument("--val-split", type=_arg(float, UNIT_OPEN), default=0.0,
                    help="fraction of the training set held out for validation (default: 0)")
     p.add_argument("--early-stopping", type=_arg(int, POSITIVE_INT), default=None, metavar="PATIENCE",
@@ -246,15 +259,23 @@ def _train(args):
     from .callbacks import EarlyStopping
     from .datasets import dataset_info, load_dataset
     from .metrics import confusion_matrix
-    from .model import MLP
+    from .layers import Dense, parse_architecture
+    from .model import AUGMENT_KEYS, MLP, Sequential
 
     # Everything that can be checked without data is checked before the (slow) load.
     if args.early_stopping is not None and args.val_split <= 0:
         raise ValueError("--early-stopping needs a validation set: pass --val-split, e.g. --val-split 0.1")
     threads = set_threads(args.threads) if args.backend == "numba" else None
-    model = MLP(layers=args.layers, activation=args.activation, optimizer=_make_optimizer(args),
-                dropout=args.dropout, batch_norm=args.batch_norm, label_smoothing=args.label_smoothing,
-                backend=args.backend, seed=args.seed)
+    augment = {k: getattr(args, "aug_" + k) for k in AUGMENT_KEYS}
+    common = dict(optimizer=_make_optimizer(args), label_smoothing=args.label_smoothing, augment=augment,
+                  backend=args.backend, seed=args.seed)
+    if args.architecture is None:
+        model = MLP(layers=args.layers, activation=args.activation, dropout=args.dropout, batch_norm=args.batch_norm,
+                    **common)
+    else:
+        if args.dropout or args.batch_norm or args.layers != TRAIN_DEFAULTS["layers"]:
+            raise ValueError("--architecture replaces --layers, --dropout and --batch-norm; give one or the other")
+        hidden = parse_architecture(args.architecture, args.activation)
     callbacks = [EarlyStopping("val_loss", patience=args.early_stopping, restore_best_weights=True)] \
         if args.early_stopping is not None else []
 
@@ -267,7 +288,10 @@ def _train(args):
     log(f"fastnn-train: {info.name} ({len(x_train)} train, {len(x_test)} test) from {info.directory}; "
         f"backend={args.backend}" + (f", threads={threads}" if threads else "") + f"; output in {out}")
 
-    model.build(x_train.shape[1], max(info.n_classes, int(y_train.max()) + 1))
+    n_classes = max(info.n_classes, int(y_train.max()) + 1)
+    if args.architecture is not None:
+        model = Sequential(hidden + [Dense(n_classes)], **common)
+    model.build(x_train.shape[1], n_classes)
     compile_seconds = warm_up(model, x_train, y_train, args.batch_size, log) if args.backend == "numba" else 0.0
     t0 = time.perf_counter()
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,

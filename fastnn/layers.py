@@ -140,6 +140,34 @@ LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, ReLU, Sigmoid, Tanh, Dropo
 ACTIVATION_LAYERS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 
 
+def parse_architecture(text, activation="relu"):
+    """Hidden layers from a compact string, for the command line and sweep files.
+
+    Comma-separated tokens: ``dense:UNITS`` (with ``activation``), ``dense:UNITS:ACT``,
+    ``relu``, ``sigmoid``, ``tanh``, ``dropout:RATE``, ``batchnorm``. The output layer is
+    not part of it. Example: ``"dense:256,dropout:0.5,dense:128,dense:128,batchnorm"``.
+    Returns a list of Layer; raises ValueError naming the bad token.
+    """
+    layers = []
+    for token in (t.strip() for t in str(text).split(",")):
+        name, *args = token.split(":")
+        try:
+            if name == "dense" and len(args) in (1, 2):
+                layers.append(Dense(int(args[0]), args[1] if len(args) == 2 else activation))
+            elif name == "dropout" and len(args) == 1:
+                layers.append(Dropout(float(args[0])))
+            elif name == "batchnorm" and not args:
+                layers.append(BatchNorm())
+            elif name in ACTIVATION_LAYERS and not args:
+                layers.append(ACTIVATION_LAYERS[name]())
+            else:
+                raise ValueError("unknown layer")
+        except ValueError as exc:
+            raise ValueError(f"architecture token {token!r} is not valid ({exc}); use dense:UNITS[:ACT], "
+                             f"dropout:RATE, batchnorm, relu, sigmoid or tanh, separated by commas") from None
+    return layers
+
+
 def layer_from_config(entry):
     """Rebuild a layer from ``{"class": name, "config": {...}}``."""
     try:

@@ -25,6 +25,7 @@ import numpy as np
 from . import layers as L
 from .backends import DEFAULT_BACKEND, get_backend
 from .backends import spec as S
+from .backends.augment import image_shape, make_aug
 from .callbacks import CallbackList, History, ProgressBar, Callback
 from .optimizers import Optimizer, Schedule, get_optimizer, optimizer_from_config, optimizer_to_config
 from .validation import (
@@ -36,6 +37,24 @@ from .validation import (
 #: enough that Python overhead per call is negligible
 CHUNK_SAMPLES = 8192
 EVAL_BATCH = 1024
+
+
+AUGMENT_KEYS = ("shift", "rotation", "scale", "elastic_alpha", "elastic_sigma")
+
+
+def augment_vector(augment):
+    """The backends' float64 (8,) augmentation vector for an ``augment`` dict (None: off)."""
+    if not augment:
+        return np.zeros(8, dtype=np.float64)
+    if not isinstance(augment, dict):
+        raise ValueError(f"augment must be a dict with keys from {AUGMENT_KEYS + ('image_shape',)} or None, "
+                         f"got {augment!r}")
+    unknown = set(augment) - set(AUGMENT_KEYS) - {"image_shape"}
+    if unknown:
+        raise ValueError(f"augment has unknown keys {sorted(unknown)}; allowed: {AUGMENT_KEYS + ('image_shape',)}")
+    h, w = augment.get("image_shape") or (0, 0)
+    settings = {k: check_value(f"augment[{k!r}]", augment.get(k, 0.0), Interval("real", 0)) for k in AUGMENT_KEYS}
+    return make_aug(**settings, height=h, width=w)
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -67,6 +86,12 @@ class Sequential:
         Configure an optimizer given by name (``lr=None``: its default; ``momentum``
         is used by 'sgd' and 'rmsprop'). Ignored when an Optimizer object is given.
     label_smoothing : float in [0, 1)
+    augment : dict or None
+        On-the-fly training augmentation of image rows, e.g. ``{"shift": 2, "rotation": 10,
+        "scale": 0.1, "elastic_alpha": 20, "elastic_sigma": 4}`` (pixels, degrees, zoom
+        fraction, elastic displacement scale and smoothing; missing keys are 0 = off;
+        ``"image_shape": (h, w)`` for non-square images). Seeded, applied per batch in
+        the backend's compiled loop; evaluation and prediction see the original images.
     backend : {'numba', 'numpy'}
     seed : int >= 0
         Seeds weight initialisation, shuffling and dropout (``fit(seed=...)`` overrides
@@ -74,20 +99,23 @@ class Sequential:
     """
 
     def __init__(self, layers=None, optimizer="adam", lr=None, weight_decay=0.0, momentum=0.0, schedule=None,
-                 label_smoothing=0.0, backend=DEFAULT_BACKEND, seed=0):
-        self._set_common(optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed)
+                 label_smoothing=0.0, augment=None, backend=DEFAULT_BACKEND, seed=0):
+        self._set_common(optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed, augment)
         layers = list(layers or [])
         for i, layer in enumerate(layers):
             if not isinstance(layer, L.Layer):
                 raise ValueError(f"layers[{i}] must be a fastnn layer (Dense, ReLU, Sigmoid, Tanh, Dropout, BatchNorm), got {layer!r}")
         self.layers = layers
 
-    def _set_common(self, optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed):
+    def _set_common(self, optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed,
+                    augment=None):
         check_params(dict(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, schedule=schedule,
                           label_smoothing=label_smoothing, backend=backend, seed=seed), COMMON_PARAMS)
         extra = {"momentum": momentum} if optimizer in ("sgd", "rmsprop") else {}
         self.optimizer = get_optimizer(optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule, **extra)
         self.label_smoothing, self.backend, self.seed = float(label_smoothing), backend, int(seed)
+        self.augment = dict(augment) if augment else None
+        self._aug_vector = augment_vector(self.augment)
         self.net = self.plan = None
         self.n_features_ = self.n_classes_ = None
         self.stop_training, self.stop_reason, self.history = False, None, None
@@ -292,9 +320,9 @@ class Sequential:
         return history
 
     def _aug(self):
-        # Data augmentation is not exposed yet; the backends take a float64 vector of
-        # augmentation settings, all zero meaning "none".
-        return np.zeros(8, dtype=np.float64)
+        if self._aug_vector[0] != 0:
+            image_shape(self._aug_vector, self.n_features_)  # a clear error for rows that are not images
+        return self._aug_vector
 
     def _infer_classes(self, labels_max):
         return None  # a Sequential's classes are its last layer's width
@@ -360,6 +388,7 @@ class Sequential:
 
     def _config_common(self):
         return {"optimizer": optimizer_to_config(self.optimizer), "label_smoothing": self.label_smoothing,
+                "augment": self.augment,
                 "backend": self.backend, "seed": self.seed}
 
     def get_config(self):
@@ -419,19 +448,19 @@ class MLP(Sequential):
         Dropout rate after every hidden layer (0: none).
     batch_norm : bool
         Batch normalisation before each hidden activation.
-    optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed
+    optimizer, lr, weight_decay, momentum, schedule, label_smoothing, augment, backend, seed
         As for :class:`Sequential`.
     n_classes : int or None
         Output width; None infers it from the labels on the first ``fit``.
     """
 
     def __init__(self, layers=(128, 64), activation="relu", optimizer="adam", lr=None, weight_decay=0.0,
-                 momentum=0.0, dropout=0.0, batch_norm=False, schedule=None, label_smoothing=0.0,
+                 momentum=0.0, dropout=0.0, batch_norm=False, schedule=None, label_smoothing=0.0, augment=None,
                  backend=DEFAULT_BACKEND, seed=0, n_classes=None):
         check_params(dict(layers=layers, activation=activation, dropout=dropout, batch_norm=batch_norm, n_classes=n_classes),
                      {"layers": Sizes(allow_empty=True), "activation": Options(*ACTIVATION_NAMES),
                       "dropout": UNIT_OPEN, "batch_norm": Boolean(), "n_classes": [Interval("int", 2), NoneValue()]})
-        self._set_common(optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed)
+        self._set_common(optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed, augment)
         self.hidden_units = tuple(int(u) for u in layers)
         self.activation, self.dropout, self.batch_norm = activation, float(dropout), bool(batch_norm)
         self.n_classes = n_classes

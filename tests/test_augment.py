@@ -239,8 +239,16 @@ def test_make_aug_sets_enabled_flag():
     ([1, 0, 200, 0, 0, 0, 0, 0], r"max_rotation_deg\) must be in \[0, 180\]"),
     ([1, 0, 0, 1.0, 0, 0, 0, 0], r"max_scale\) must be in \[0, 1\)"),
     ([1, 0, 0, 0, np.nan, 0, 0, 0], "finite"),
-    ([1, 0, 0, 0, 0, 0, 1, 0], "reserved"),
+    ([1, 0, 0, 0, 0, 0, 1, 0], r"image height, width"),
+    ([1, 0, 0, 0, 0, 0, 2.5, 3], r"image height, width"),
 ])
 def test_check_aug_rejects_bad_vectors(aug, match):
     with pytest.raises(ValueError, match=match):
         A.check_aug(aug)
+
+
+def test_image_shape_from_aug_or_square():
+    assert A.image_shape(A.make_aug(1), 784) == (28, 28)
+    assert A.image_shape(A.make_aug(1, height=20, width=30), 600) == (20, 30)
+    with pytest.raises(ValueError, match="not a 28x28 image"):
+        A.image_shape(A.make_aug(1), 785)

@@ -38,6 +38,10 @@ rmsprop_update(params, grads, square_avg, momentum_buf, lr, alpha, eps, weight_d
 adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step)
                                           PyTorch semantics (L2 weight decay added to the
                                           gradient); all update params and slots in place
+augment_rows(x, rows, height, width, aug, seed, stream, out)
+                                          out = randomly shifted/rotated/scaled/elastically
+                                          distorted images x[rows] (see augment.py); the
+                                          train_steps ``aug`` vector turns it on
 
 Whole-network entry points (see spec.py for NetBuffers / OptBuffers):
 

@@ -22,7 +22,8 @@ slot  name                meaning (0 disables that transform)
 4     elastic_alpha       displacement scale, in pixels per unit of smoothed
                           noise (Simard et al. 2003: 34 with sigma 4)
 5     elastic_sigma       Gaussian smoothing sigma of the elastic field, pixels
-6, 7  reserved            must be 0
+6, 7  height, width       image shape of a row (0, 0: a square image of
+                          sqrt(n_features) pixels); used by train_steps
 ====  ==================  ==================================================
 
 The elastic field is on only when both alpha > 0 and sigma > 0. It is
@@ -452,13 +453,14 @@ def augment_rows_numpy(x, rows, height, width, aug, seed, stream, out):
 # Python boundary.
 
 
-def make_aug(shift=0.0, rotation=0.0, scale=0.0, elastic_alpha=0.0, elastic_sigma=0.0):
+def make_aug(shift=0.0, rotation=0.0, scale=0.0, elastic_alpha=0.0, elastic_sigma=0.0, height=0, width=0):
     """Build a validated aug vector; ``enabled`` is 1 when any transform is on.
 
     Parameters are ``max_shift_px``, ``max_rotation_deg``, ``max_scale``,
-    ``elastic_alpha`` and ``elastic_sigma`` of the module docstring.
+    ``elastic_alpha`` and ``elastic_sigma`` of the module docstring, and the image
+    ``height`` and ``width`` (0, 0: square, inferred from the row length).
     """
-    aug = np.array([0.0, shift, rotation, scale, elastic_alpha, elastic_sigma, 0.0, 0.0])
+    aug = np.array([0.0, shift, rotation, scale, elastic_alpha, elastic_sigma, height, width], dtype=np.float64)
     aug[AUG_ENABLED] = float(np.any(aug[1:4] != 0.0) or (elastic_alpha > 0 and elastic_sigma > 0))
     return check_aug(aug)
 
@@ -475,7 +477,7 @@ def check_aug(aug):
     if a.shape != (AUG_LEN,):
         raise ValueError(f"aug must be a float vector of length {AUG_LEN} "
                          f"[enabled, max_shift_px, max_rotation_deg, max_scale, elastic_alpha, "
-                         f"elastic_sigma, 0, 0]; got shape {a.shape}")
+                         f"elastic_sigma, height, width]; got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"aug must be finite, got {a.tolist()}")
     if a[AUG_ENABLED] not in (0.0, 1.0):
@@ -490,6 +492,18 @@ def check_aug(aug):
         raise ValueError(f"aug[2] (max_rotation_deg) must be in [0, 180], got {a[AUG_ROTATION]}")
     if a[AUG_ELASTIC_SIGMA] > 64.0:
         raise ValueError(f"aug[5] (elastic_sigma) must be in [0, 64] pixels, got {a[AUG_ELASTIC_SIGMA]}")
-    if a[6] != 0.0 or a[7] != 0.0:
-        raise ValueError(f"aug[6] and aug[7] are reserved and must be 0, got {a[6]}, {a[7]}")
+    if (a[6] == 0.0) != (a[7] == 0.0) or a[6] < 0 or a[7] < 0 or a[6] != int(a[6]) or a[7] != int(a[7]):
+        raise ValueError(f"aug[6], aug[7] (image height, width) must be whole numbers >= 1, or both 0 for a "
+                         f"square image; got {a[6]}, {a[7]}")
     return a
+
+
+def image_shape(aug, n_features):
+    """(height, width) of one row of ``n_features`` pixels, from aug[6:8] or a square."""
+    h, w = int(aug[6]), int(aug[7])
+    if h == 0:
+        h = w = int(round(n_features ** 0.5))
+    if h * w != n_features:
+        raise ValueError(f"augmentation needs image rows: {n_features} features are not a {h}x{w} image; "
+                         f"give the image shape (aug[6], aug[7]) or turn augmentation off")
+    return h, w

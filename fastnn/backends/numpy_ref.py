@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from . import rng, stepwise
+from .augment import augment_rows_numpy as augment_rows  # noqa: F401  (kernel contract name)
 from .spec import ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_TANH
 
 NAME = "numpy"

@@ -27,6 +27,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from .augment import image_shape
 from .spec import (ACT, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, OPT_ADAM, OPT_RMSPROP, OPT_SGD, P_OFF,
                    P_OFF2, S_OFF, S_OFF2, ACTIVATION, dense_views)
 
@@ -203,10 +204,23 @@ def apply_update(kernels, net, opt, lr):
     opt.step[0] += 1
 
 
+# Augmentation uses the random stream step * 64 + 63; dropout uses step * 64 + layer (< 63 layers).
+AUG_STREAM = 63
+
+
 def check_aug(aug):
-    """Augmentation is reserved (aug[0] != 0 means on) and not implemented yet."""
+    """Raise NotImplementedError when augmentation is on (used by the compiled loop until it is wired in)."""
     if aug is not None and len(aug) and aug[0] != 0:
-        raise NotImplementedError("on-the-fly augmentation is not implemented yet; pass aug with aug[0] == 0")
+        raise NotImplementedError("the compiled loop does not augment yet; use backend='numpy'")
+
+
+def gather_batch(kernels, x, idx, aug, seed, g, out):
+    """out = x[idx], augmented (``fastnn.backends.augment``) when aug[0] != 0 at global step g."""
+    if aug[0] == 0:
+        np.take(x, idx, axis=0, out=out)
+    else:
+        h, w = image_shape(aug, x.shape[1])
+        kernels.augment_rows(x, idx, h, w, aug, seed, g * 64 + AUG_STREAM, out)
 
 
 def train_steps(kernels, x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
@@ -219,7 +233,6 @@ def train_steps(kernels, x, y, order, start, n_steps, batch_size, net, opt, lr_s
     update is applied (batch-norm running statistics are restored) and s is returned.
     Returns the number of steps applied.
     """
-    check_aug(aug)
     ws = workspace if workspace is not None else get_workspace(net, batch_size)
     n_total, n_layers = len(order), len(net.spec)
     for s in range(n_steps):
@@ -228,13 +241,12 @@ def train_steps(kernels, x, y, order, start, n_steps, batch_size, net, opt, lr_s
             return s
         n = min(batch_size, n_total - pos)
         idx = order[pos:pos + n]
-        a0 = boundary(ws, net, 0, n)
-        np.take(x, idx, axis=0, out=a0)
+        g = int(opt.step[0])
+        gather_batch(kernels, x, idx, aug, seed, g, boundary(ws, net, 0, n))
         labels = ws.labels[:n]
         np.take(y, idx, out=labels)
         if len(ws.backup):
             ws.backup[:] = net.state
-        g = int(opt.step[0])
         for i in range(n_layers):
             layer_forward(kernels, net, i, boundary(ws, net, i, n), boundary(ws, net, i + 1, n),
                           layer_cache(ws, net, i, n), True, seed, g)
