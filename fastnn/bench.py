@@ -151,8 +151,10 @@ def describe_machine():
         "env": {k: os.environ[k] for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
     }
     try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        config = np.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
         info["blas"] = f"{blas.get('name')} {blas.get('version')}"
+        info["simd"] = config.get("SIMD Extensions", {}).get("found")
     except Exception:  # older NumPy: no dict mode
         info["blas"] = "unknown"
     lib, (prefix, suffix) = _openblas()
@@ -743,29 +745,29 @@ def make_kernel_call(case, images):
     raise ValueError(f"unknown kernel group {group!r}")
 
 
-def time_call(fn, target_s=0.02, repeats=5):
+def time_call(fn, target_s=0.02, repeats=5, clock=time.perf_counter):
     """Seconds per call of ``fn`` in each of ``repeats`` timed loops of about ``target_s``, after a warm-up."""
     fn()  # warm-up: compilation, first touch
-    t = time.perf_counter()
+    t = clock()
     fn()
-    one = max(time.perf_counter() - t, 1e-7)
+    one = max(clock() - t, 1e-7)
     loops = max(1, int(target_s / one))
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock()
         for _ in range(loops):
             fn()
-        times.append((time.perf_counter() - t) / loops)
+        times.append((clock() - t) / loops)
     return times
 
 
-def run_kernel_suite(batch_sizes=BATCH_SIZES, shapes=MATMUL_SHAPES, repeats=5, log=print):
+def run_kernel_suite(batch_sizes=BATCH_SIZES, shapes=MATMUL_SHAPES, repeats=5, clock="wall", log=print):
     """Time every kernel case; returns a list of {group, impl, shape, batch, seconds (median), min_seconds, gflops}."""
     images = load_training_set("mnist", limit=1024)[0]
     records = []
     for case in kernel_cases(batch_sizes=batch_sizes, shapes=shapes):
         fn, flops = make_kernel_call(case, images)
-        times = time_call(fn, repeats=repeats)
+        times = time_call(fn, repeats=repeats, clock=CLOCKS[clock])
         sec = statistics.median(times)
         records.append({"group": case[0], "impl": case[1], "shape": list(case[2]), "batch": case[3],
                         "seconds": sec, "min_seconds": min(times), "gflops": flops / sec / 1e9 if flops else None})
@@ -860,7 +862,7 @@ def main(argv=None):
     else:
         configs = default_configs(args.quick)
     machine = describe_machine()
-    print(f"machine: {machine['cpu']}, {machine['logical_cpus']} CPUs, {machine['blas']}, "
+    print(f"machine: {machine['cpu']}, {machine['logical_cpus']} CPUs (SIMD {machine.get('simd')}), {machine['blas']}, "
           f"numpy {machine['numpy']}, numba {machine['numba']}, torch {machine['torch']}")
     load = machine["loadavg"]
     if load is not None and load > 0.5 * (os.cpu_count() or 1):
@@ -869,12 +871,12 @@ def main(argv=None):
     if args.kernels:
         if args.threads:
             print(f"threads: {set_threads(args.threads[0])}")
-        peak = matmul_peak(args.peak_size)
+        peak = matmul_peak(args.peak_size, clock=CLOCKS[args.clock])
         print(f"float32 matmul peak (np.dot {args.peak_size}^3): {peak:.1f} GFLOP/s")
-        records = run_kernel_suite(args.batch_sizes or BATCH_SIZES, repeats=max(args.repeats, 3))
+        records = run_kernel_suite(args.batch_sizes or BATCH_SIZES, repeats=max(args.repeats, 3), clock=args.clock)
         table = format_kernel_table(records, peak)
         print(table)
-        result = {"machine": machine, "peak_gflops": peak, "kernels": records, "table": table}
+        result = {"machine": machine, "peak_gflops": peak, "clock": args.clock, "kernels": records, "table": table}
         (out / "kernels.json").write_text(json.dumps(result, indent=1))
         print(f"\nwrote {out / 'kernels.json'}")
         return 0
