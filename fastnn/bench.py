@@ -165,6 +165,16 @@ def describe_machine():
     return info
 
 
+def _threading_layer():
+    """Numba's threading layer (omp, tbb or workqueue); known only after a parallel kernel ran."""
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return None
+
+
 def _loadavg():
     """1-minute load average (None where unavailable): other work on the machine skews timings."""
     try:
@@ -889,6 +899,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     records = run_training_suite(configs, args.runners, args.threads or (None,), args.max_seconds, args.repeats,
                                  args.limit, args.peak_size, args.clock)
+    machine["numba_threading_layer"] = _threading_layer()
     table = format_table(records)
     print(table)
     result = {"machine": machine, "compile": compile_info, "records": records,
