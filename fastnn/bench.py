@@ -32,8 +32,9 @@ What is measured
   activations, softmax+NLL and optimizer updates, for both backends.
 
 Threads: ``--threads 1 2`` measures each count in the same process, setting Numba's
-thread count, the bundled OpenBLAS's and PyTorch's alike. Without it the current
-settings are used (``NUMBA_NUM_THREADS`` is honoured) and recorded.
+thread count, both bundled OpenBLAS copies' (NumPy's, and SciPy's, which runs ``np.dot``
+inside Numba code) and PyTorch's alike. Without it, Numba's count (``NUMBA_NUM_THREADS``
+is honoured) is applied to all of them. The counts used are recorded.
 """
 
 import argparse
@@ -853,7 +854,7 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} values must be >= 1, got {vals}")
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
-    if args.clock == "cpu" and args.threads != [1]:
+    if args.clock == "cpu" and args.threads and args.threads != [1]:
         p.error("--clock cpu adds up every thread's time: use it with --threads 1")
     return args
 
@@ -897,7 +898,15 @@ def main(argv=None):
         print(f"numba import-to-first-step: cold {c['cold']['import_to_first_step_s']:.2f} s, "
               f"cached {c['cached']['import_to_first_step_s']:.2f} s (import {c['cached']['import_s']:.2f} s)")
     t0 = time.perf_counter()
-    records = run_training_suite(configs, args.runners, args.threads or (None,), args.max_seconds, args.repeats,
+    import numba
+
+    # One thread count for every engine: by default Numba's (NUMBA_NUM_THREADS honoured),
+    # applied to both OpenBLAS copies and PyTorch too, so that no column gets more cores.
+    threads = args.threads or [numba.get_num_threads()]
+    if args.clock == "cpu" and threads != [1]:
+        threads = [1]
+        print("--clock cpu: timing with 1 thread (CPU time would add up every thread's time)")
+    records = run_training_suite(configs, args.runners, threads, args.max_seconds, args.repeats,
                                  args.limit, args.peak_size, args.clock)
     machine["numba_threading_layer"] = _threading_layer()
     table = format_table(records)
