@@ -114,8 +114,8 @@ class Sequential:
         extra = {"momentum": momentum} if optimizer in ("sgd", "rmsprop") else {}
         self.optimizer = get_optimizer(optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule, **extra)
         self.label_smoothing, self.backend, self.seed = float(label_smoothing), backend, int(seed)
+        self._aug_vector = augment_vector(augment)
         self.augment = dict(augment) if augment else None
-        self._aug_vector = augment_vector(self.augment)
         self.net = self.plan = None
         self.n_features_ = self.n_classes_ = None
         self.stop_training, self.stop_reason, self.history = False, None, None

@@ -54,6 +54,8 @@ from numba.np.ufunc import parallel as _numba_parallel
 _numba_parallel._launch_threads()
 
 from . import stepwise
+from .augment import augment_rows, image_shape
+from .stepwise import AUG_STREAM
 from .spec import (ACT, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_TANH, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT,
                    OPT_ADAM, OPT_RMSPROP, OPT_SGD, P_OFF, P_OFF2, S_OFF, S_OFF2, ACTIVATION)
 
@@ -930,8 +932,8 @@ def _update(opt_code, hp, params, grads, slots, lr, t):
 
 @njit(cache=True, error_model="numpy")
 def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, grads, state, opt_code, hp, slots,
-                step, lr_steps, seed, smoothing, step_loss, step_correct, act, grad, aux, vec, offs, labels, backup,
-                empty):
+                step, lr_steps, seed, smoothing, aug, img_h, img_w, step_loss, step_correct, act, grad, aux, vec, offs,
+                labels, backup, empty):
     n_layers = spec.shape[0]
     n_total = order.shape[0]
     d0 = spec[0, N_IN]
@@ -944,13 +946,17 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
             return s
         n = min(batch_size, n_total - pos)
         a0 = _view(act, offs[0, 0], n, d0)
-        for r in range(n):
-            src = order[pos + r]
-            labels[r] = y[src]
-            for j in range(d0):
-                a0[r, j] = x[src, j]
-        backup[:] = state
         g = step[0]
+        for r in range(n):
+            labels[r] = y[order[pos + r]]
+        if aug[0] != 0:
+            augment_rows(x, order[pos:pos + n], img_h, img_w, aug, seed, g * 64 + AUG_STREAM, a0)
+        else:
+            for r in range(n):
+                src = order[pos + r]
+                for j in range(d0):
+                    a0[r, j] = x[src, j]
+        backup[:] = state
         for i in range(n_layers):
             w_in, w_out = spec[i, N_IN], spec[i, N_OUT]
             _layer_forward(spec, fconf, params, state, i, _view(act, offs[i, 0], n, w_in),
@@ -1018,10 +1024,11 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
     With plain SGD (momentum 0, weight decay 0) ``net.grads`` of the first dense layer's
     W is left as scratch.
     """
-    stepwise.check_aug(aug)
     ws = workspace if workspace is not None else stepwise.get_workspace(net, batch_size)
+    img_h, img_w = image_shape(aug, x.shape[1]) if aug[0] != 0 else (0, 0)
     return _train_loop(x, y, order, start, n_steps, batch_size, net.spec, net.fconf, net.params, net.grads,
-                       net.state, opt.code, opt.hparams, opt.slots, opt.step, lr_steps, seed, smoothing, step_loss,
+                       net.state, opt.code, opt.hparams, opt.slots, opt.step, lr_steps, seed, smoothing, aug, img_h,
+                       img_w, step_loss,
                        step_correct, ws.act, ws.grad, ws.aux, ws.vec, ws.offsets, ws.labels, ws.backup, ws.empty)
 
 

@@ -208,12 +208,6 @@ def apply_update(kernels, net, opt, lr):
 AUG_STREAM = 63
 
 
-def check_aug(aug):
-    """Raise NotImplementedError when augmentation is on (used by the compiled loop until it is wired in)."""
-    if aug is not None and len(aug) and aug[0] != 0:
-        raise NotImplementedError("the compiled loop does not augment yet; use backend='numpy'")
-
-
 def gather_batch(kernels, x, idx, aug, seed, g, out):
     """out = x[idx], augmented (``fastnn.backends.augment``) when aug[0] != 0 at global step g."""
     if aug[0] == 0:
