@@ -415,7 +415,8 @@ def result_row(name, run, run_dir):
     summary = read_summary(run_dir) if record.get("status") == "ok" else None
     row = dict.fromkeys(RESULT_COLUMNS + META_COLUMNS, "")
     row.update({k: str(meta[k]) for k in META_COLUMNS if k in meta})
-    row.update(run=name, dataset=options.get("dataset", "mnist"), layers=_label(options.get("layers", "")),
+    row.update(run=name, dataset=options.get("dataset", "mnist"),
+               layers=options.get("architecture") or _label(options.get("layers", "")),
                activation=options.get("activation", ""), optimizer=options.get("optimizer", ""),
                lr=options.get("lr", ""), weight_decay=options.get("weight_decay", ""),
                dropout=options.get("dropout", ""), batch_norm=options.get("batch_norm", ""))
@@ -433,7 +434,8 @@ def result_row(name, run, run_dir):
     pct = lambda part: 100.0 * final[part]["accuracy"] if final.get(part) else ""  # noqa: E731
     rates = [r for r in hist.get("samples_per_second") or [] if r is not None]
     row.update(dataset=summary.get("dataset", {}).get("name", row["dataset"]),
-               layers=_label(args.get("layers", row["layers"])), activation=args.get("activation", ""),
+               layers=args.get("architecture") or _label(args.get("layers", row["layers"])),
+               activation=args.get("activation", ""),
                optimizer=args.get("optimizer", "") + (" nesterov" if args.get("nesterov") else ""),
                lr=opt.get("config", {}).get("lr", args.get("lr", "")), weight_decay=args.get("weight_decay", ""),
                dropout=args.get("dropout", ""), batch_norm=args.get("batch_norm", ""),
