@@ -1,0 +1,107 @@
+"""The ``fastnn-bench`` command: argparse onto the functions of this package."""
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from .common import BATCH_SIZES, CLOCKS, LR, RUNNERS, SEED
+from .kernels import format_kernel_table, run_kernel_suite
+from .machine import describe_machine, matmul_peak, set_threads, _threading_layer
+from .report import format_table, plot_chart
+from .training import compile_times, default_configs, run_training_suite
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="fastnn-bench", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", nargs="+", help="datasets to time (default: the built-in comparison)")
+    p.add_argument("--layers", nargs="+", type=int, help="hidden layer widths, e.g. --layers 128 64")
+    p.add_argument("--batch-sizes", nargs="+", type=int, help=f"batch sizes (default {list(BATCH_SIZES)})")
+    p.add_argument("--runners", nargs="+", default=list(RUNNERS), help=f"subset of {list(RUNNERS)}")
+    p.add_argument("--threads", nargs="+", type=int, help="thread counts to compare, e.g. 1 2 (default: current)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per cell; the median is reported")
+    p.add_argument("--max-seconds", type=float, default=2.0,
+                   help="time at most about this long per repeat; longer epochs are step-limited and extrapolated")
+    p.add_argument("--full-epoch", action="store_true", help="never step-limit: time whole epochs")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall time (default), or process CPU time: steadier on a busy machine, 1 thread only")
+    p.add_argument("--quick", action="store_true", help="a smaller comparison (2 cells, 1 repeat, 0.5 s)")
+    p.add_argument("--limit", type=int, help="use only the first N training rows (smoke tests)")
+    p.add_argument("--no-compile", action="store_true", help="skip the cold/cached compile-time probe")
+    p.add_argument("--peak-size", type=int, default=2048, help="matrix size of the np.dot peak measurement (0: skip)")
+    p.add_argument("--kernels", action="store_true", help="time the per-kernel table instead of training")
+    p.add_argument("--out", default="bench_results", help="directory for bench.json and bench.png")
+    args = p.parse_args(argv)
+    for name in ("batch_sizes", "threads", "layers"):
+        vals = getattr(args, name) or []
+        if any(v < 1 for v in vals):
+            p.error(f"--{name.replace('_', '-')} values must be >= 1, got {vals}")
+    if args.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.clock == "cpu" and args.threads and args.threads != [1]:
+        p.error("--clock cpu adds up every thread's time: use it with --threads 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        args.repeats, args.max_seconds = 1, min(args.max_seconds, 0.5)
+    if args.full_epoch:
+        args.max_seconds = math.inf
+    if args.dataset or args.layers or args.batch_sizes:
+        configs = [(d, tuple(args.layers or (128, 64)), tuple(args.batch_sizes or BATCH_SIZES))
+                   for d in (args.dataset or ["mnist"])]
+    else:
+        configs = default_configs(args.quick)
+    machine = describe_machine()
+    print(f"machine: {machine['cpu']}, {machine['logical_cpus']} CPUs (SIMD {machine.get('simd')}), {machine['blas']}, "
+          f"numpy {machine['numpy']}, numba {machine['numba']}, torch {machine['torch']}")
+    load = machine["loadavg"]
+    if load is not None and load > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {load:.1f} on {os.cpu_count()} CPUs: other work will skew these timings "
+              "(multi-threaded ones most); compare ratios, or rerun on a quiet machine")
+    if args.kernels:
+        if args.threads:
+            print(f"threads: {set_threads(args.threads[0])}")
+        peak = matmul_peak(args.peak_size, clock=CLOCKS[args.clock])
+        print(f"float32 matmul peak (np.dot {args.peak_size}^3): {peak:.1f} GFLOP/s")
+        records = run_kernel_suite(args.batch_sizes or BATCH_SIZES, repeats=max(args.repeats, 3), clock=args.clock)
+        table = format_kernel_table(records, peak)
+        print(table)
+        result = {"machine": machine, "peak_gflops": peak, "clock": args.clock, "kernels": records, "table": table}
+        (out / "kernels.json").write_text(json.dumps(result, indent=1))
+        print(f"\nwrote {out / 'kernels.json'}")
+        return 0
+    compile_info = None
+    if not args.no_compile and "numba" in args.runners:
+        compile_info = compile_times()
+        c = compile_info
+        print(f"numba import-to-first-step: cold {c['cold']['import_to_first_step_s']:.2f} s, "
+              f"cached {c['cached']['import_to_first_step_s']:.2f} s (import {c['cached']['import_s']:.2f} s)")
+    t0 = time.perf_counter()
+    import numba
+
+    # One thread count for every engine: by default Numba's (NUMBA_NUM_THREADS honoured),
+    # applied to both OpenBLAS copies and PyTorch too, so that no column gets more cores.
+    threads = args.threads or [numba.get_num_threads()]
+    if args.clock == "cpu" and threads != [1]:
+        threads = [1]
+        print("--clock cpu: timing with 1 thread (CPU time would add up every thread's time)")
+    records = run_training_suite(configs, args.runners, threads, args.max_seconds, args.repeats,
+                                 args.limit, args.peak_size, args.clock)
+    machine["numba_threading_layer"] = _threading_layer()
+    table = format_table(records)
+    print(table)
+    result = {"machine": machine, "compile": compile_info, "records": records,
+              "settings": {"lr": LR, "seed": SEED, "repeats": args.repeats, "max_seconds": args.max_seconds,
+                           "limit": args.limit, "clock": args.clock}, "seconds": time.perf_counter() - t0, "table": table}
+    (out / "bench.json").write_text(json.dumps(result, indent=1, default=float))
+    plot_chart(records, out / "bench.png")
+    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'} ({result['seconds']:.0f} s of timing)")
+    return 0

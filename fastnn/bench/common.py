@@ -1,0 +1,13 @@
+"""Constants shared by the benchmark modules."""
+
+import time
+from pathlib import Path
+
+RUNNERS = ("numba", "numpy", "reference", "torch")
+BATCH_SIZES = (1, 8, 32, 128, 512)
+SEED = 0
+LR = 0.01
+# Timers: wall time, or process CPU time (steadier on a shared machine; 1 thread only).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+# The independent NumPy loop lives outside the package, in the source checkout's benchmarks/.
+REFERENCE_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "reference_numpy_mlp.py"

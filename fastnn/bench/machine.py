@@ -1,0 +1,159 @@
+"""The machine under test: CPU, versions, BLAS libraries, thread control, matmul peak.
+
+Thread counts are set without threadpoolctl: NumPy and SciPy each bundle an OpenBLAS
+whose C API (``*_set_num_threads``) is called through ctypes.
+"""
+
+import ctypes
+import glob
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import SEED
+
+
+def _openblas_libs():
+    """{owner: (ctypes lib, symbol prefix, suffix)} for the OpenBLAS copies bundled with NumPy
+    and SciPy. NumPy's runs ``np.dot``; SciPy's runs ``np.dot`` *inside @njit* (Numba calls
+    BLAS through ``scipy.linalg.cython_blas``). Each has its own thread pool."""
+    found = {}
+    site = Path(np.__file__).resolve().parent.parent
+    for owner in ("numpy", "scipy"):
+        for path in sorted(glob.glob(str(site / f"{owner}.libs" / "*openblas*"))):
+            try:
+                lib = ctypes.CDLL(path)  # the same handle the package loaded (or will load)
+            except OSError:
+                continue
+            for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
+                                   ("openblas", "")):
+                if hasattr(lib, f"{prefix}_get_num_threads{suffix}"):
+                    found[owner] = (lib, prefix, suffix)
+                    break
+    return found
+
+
+def _openblas():
+    """NumPy's OpenBLAS as (lib, (prefix, suffix)), or (None, ('', ''))."""
+    lib, prefix, suffix = _openblas_libs().get("numpy", (None, "", ""))
+    return lib, (prefix, suffix)
+
+
+def blas_threads():
+    """{owner: threads} of each bundled OpenBLAS (numpy: np.dot; scipy: np.dot in Numba code)."""
+    return {owner: int(getattr(lib, f"{prefix}_get_num_threads{suffix}")())
+            for owner, (lib, prefix, suffix) in _openblas_libs().items()}
+
+
+def set_threads(n):
+    """Use ``n`` threads in Numba, both bundled OpenBLAS copies and PyTorch (if imported); returns them."""
+    import numba
+
+    pool = numba.config.NUMBA_NUM_THREADS
+    if n > pool:
+        raise ValueError(f"--threads {n} exceeds Numba's thread pool of {pool}; run with NUMBA_NUM_THREADS={n}")
+    numba.set_num_threads(n)
+    for lib, prefix, suffix in _openblas_libs().values():
+        getattr(lib, f"{prefix}_set_num_threads{suffix}")(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    return thread_info()
+
+
+def thread_info():
+    import numba
+
+    info = {"numba": numba.get_num_threads(), "numba_pool": numba.config.NUMBA_NUM_THREADS, "blas": blas_threads()}
+    if "torch" in sys.modules:
+        info["torch"] = sys.modules["torch"].get_num_threads()
+    return info
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine():
+    """Versions, CPU, BLAS library and thread settings, for the results file."""
+    import numba
+
+    import fastnn
+
+    info = {
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "fastnn": fastnn.__version__,
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "torch": _torch_version(),
+        "threads": thread_info(),
+        "loadavg": _loadavg(),
+        "env": {k: os.environ[k] for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
+    }
+    try:
+        config = np.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
+        info["blas"] = f"{blas.get('name')} {blas.get('version')}"
+        info["simd"] = config.get("SIMD Extensions", {}).get("found")
+    except Exception:  # older NumPy: no dict mode
+        info["blas"] = "unknown"
+    lib, (prefix, suffix) = _openblas()
+    if lib is not None and hasattr(lib, f"{prefix}_get_corename{suffix}"):
+        fn = getattr(lib, f"{prefix}_get_corename{suffix}")
+        fn.restype = ctypes.c_char_p
+        info["blas"] += f" ({fn().decode()} kernels)"
+    return info
+
+
+def _threading_layer():
+    """Numba's threading layer (omp, tbb or workqueue); known only after a parallel kernel ran."""
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return None
+
+
+def _loadavg():
+    """1-minute load average (None where unavailable): other work on the machine skews timings."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _torch_version():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.__version__
+
+
+def matmul_peak(n=2048, repeats=5, clock=time.perf_counter):
+    """Measured float32 matmul peak in GFLOP/s: median of ``repeats`` (n x n) @ (n x n) np.dot."""
+    rng = np.random.default_rng(SEED)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    c = np.empty((n, n), dtype=np.float32)
+    np.dot(a, b, out=c)  # warm-up: thread pool start, page faults
+    times = []
+    for _ in range(repeats):
+        t = clock()
+        np.dot(a, b, out=c)
+        times.append(clock() - t)
+    return 2.0 * n**3 / statistics.median(times) / 1e9
+
