@@ -234,12 +234,19 @@ def batchnorm_backward(dy, xhat, inv_std, gamma, dx, dgamma, dbeta):
 # ------------------------------------------------------------------------- optimizers
 
 
+def _as(array, *scalars):
+    """Scalars in ``array``'s dtype: a float64 scalar (e.g. an element of lr_steps) would
+    otherwise promote every float32 temporary to float64 (NumPy 2 promotion rules)."""
+    return [array.dtype.type(v) for v in scalars]
+
+
 def sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay):
     """PyTorch SGD step, in place on params and velocity (all (P,)).
 
     g = grad + weight_decay * p; if momentum: v = momentum * v + g and
     g = g + momentum * v (nesterov) or g = v; p -= lr * g. ``grads`` is not modified.
     """
+    lr, momentum, weight_decay = _as(params, lr, momentum, weight_decay)
     g = grads
     if weight_decay:
         g = grads + weight_decay * params
@@ -256,9 +263,11 @@ def rmsprop_update(params, grads, square_avg, momentum_buf, lr, alpha, eps, weig
     g = grad + wd * p; sq = alpha * sq + (1 - alpha) * g^2; a = sqrt(sq) + eps;
     if momentum: buf = momentum * buf + g / a, p -= lr * buf; else p -= lr * g / a.
     """
+    lr, alpha, one_m_alpha, eps, weight_decay, momentum = _as(params, lr, alpha, 1.0 - alpha, eps, weight_decay,
+                                                              momentum)
     g = grads + weight_decay * params if weight_decay else grads
     square_avg *= alpha
-    square_avg += (1 - alpha) * (g * g)
+    square_avg += one_m_alpha * (g * g)
     avg = np.sqrt(square_avg)
     avg += eps
     if momentum:
@@ -274,15 +283,18 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step):
 
     g = grad + wd * p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    The bias corrections are computed in float64, then every factor is cast once.
     """
+    step_size, bc2_sqrt, b1, one_m_b1, b2, one_m_b2, eps, weight_decay = _as(
+        params, lr / (1.0 - beta1**step), math.sqrt(1.0 - beta2**step), beta1, 1.0 - beta1, beta2, 1.0 - beta2,
+        eps, weight_decay)
     g = grads + weight_decay * params if weight_decay else grads
-    m *= beta1
-    m += (1 - beta1) * g
-    v *= beta2
-    v += (1 - beta2) * (g * g)
-    step_size = lr / (1 - beta1**step)
+    m *= b1
+    m += one_m_b1 * g
+    v *= b2
+    v += one_m_b2 * (g * g)
     denom = np.sqrt(v)
-    denom /= math.sqrt(1 - beta2**step)
+    denom /= bc2_sqrt
     denom += eps
     params -= step_size * (m / denom)
 

@@ -21,6 +21,7 @@ batch size) and reused by every step, so the loop allocates nothing big:
 ``backup``  copy of ``net.state`` taken before each step, restored when its loss is
             not finite (batch-norm running statistics then keep their last good values)
 ``empty``   (0, 0) array passed as ``dx`` where the input gradient is not needed
+``views``   dict: batch rows n -> the per-boundary views of ``batch_views`` (Python path only)
 """
 
 from collections import namedtuple
@@ -28,10 +29,9 @@ from collections import namedtuple
 import numpy as np
 
 from .augment import image_shape
-from .spec import (ACT, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, OPT_ADAM, OPT_RMSPROP, OPT_SGD, P_OFF,
-                   P_OFF2, S_OFF, S_OFF2, ACTIVATION, dense_views)
+from .spec import ACTIVATION, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, OPT_ADAM, OPT_RMSPROP, OPT_SGD, dense_views
 
-Workspace = namedtuple("Workspace", "batch_size act grad aux vec offsets labels backup empty")
+Workspace = namedtuple("Workspace", "batch_size act grad aux vec offsets labels backup empty views")
 
 # Columns of Workspace.offsets.
 OFF_ACT, OFF_AUX, OFF_VEC = 0, 1, 2
@@ -65,7 +65,7 @@ def make_workspace(net, batch_size):
     return Workspace(
         batch_size, np.zeros(n_act, dtype), np.zeros(n_act, dtype), np.zeros(n_aux, dtype),
         np.zeros(n_vec, dtype), offsets, np.zeros(batch_size, np.int64), np.zeros(len(net.state), net.state.dtype),
-        np.zeros((0, 0), dtype))
+        np.zeros((0, 0), dtype), {})
 
 
 _WORKSPACES = {}
@@ -108,9 +108,26 @@ def make_cache(net, i, n):
     return np.zeros((n, d), net.params.dtype), np.zeros(d, net.params.dtype)
 
 
-def _bn_views(net, i):
-    _, n, _, p, p2, s, s2 = net.spec[i, :7]
-    return net.params[p:p + n], net.params[p2:p2 + n], net.state[s:s + n], net.state[s2:s2 + n]
+Bound = namedtuple("Bound", "kind act index p1 p2 g1 g2 s1 s2 f1 f2")
+"""One layer's kernel arguments, resolved once: kind/act codes (ints), ``index``; p1, p2 =
+(W, b) or (gamma, beta) views into params, g1, g2 the matching views into grads; s1, s2 =
+batch-norm running mean/var views into state; f1, f2 = fconf row (dropout rate; momentum, eps)."""
+
+
+def bind(net, i):
+    """Resolve layer ``i``'s parameter views and settings (a ``Bound``) once, outside the step loop."""
+    kind, n_in, n_out, p, p2, s, s2, act = (int(v) for v in net.spec[i])
+    f1, f2 = (float(v) for v in net.fconf[i])
+    p1 = p2v = g1 = g2 = s1 = s2v = None
+    if kind == DENSE:
+        p1, p2v = dense_views(net, i)
+        g1, g2 = net.grads[p:p + n_in * n_out].reshape(n_in, n_out), net.grads[p2:p2 + n_out]
+    elif kind == BATCHNORM:
+        p1, p2v, g1, g2 = net.params[p:p + n_in], net.params[p2:p2 + n_in], net.grads[p:p + n_in], net.grads[p2:p2 + n_in]
+        s1, s2v = net.state[s:s + n_in], net.state[s2:s2 + n_in]
+    elif kind not in (ACTIVATION, DROPOUT):
+        raise ValueError(f"layer {i}: unknown kind {kind}")
+    return Bound(kind, act, i, p1, p2v, g1, g2, s1, s2v, f1, f2)
 
 
 def layer_forward(kernels, net, i, x, out, cache, training, seed=0, step=0):
@@ -131,28 +148,25 @@ def layer_forward(kernels, net, i, x, out, cache, training, seed=0, step=0):
     seed, step : int
         Dropout masks use stream ``step * 64 + i`` of ``seed`` (step = global optimizer step).
     """
-    row = net.spec[i]
-    kind = row[KIND]
+    bound_forward(kernels, bind(net, i), x, out, cache, training, seed, step)
+
+
+def bound_forward(kernels, L, x, out, cache, training, seed=0, step=0):
+    """``layer_forward`` of a pre-resolved layer ``L`` (from ``bind``)."""
+    kind = L.kind
     if kind == DENSE:
-        W, b = dense_views(net, i)
-        kernels.dense_forward(x, W, b, row[ACT], out)
+        kernels.dense_forward(x, L.p1, L.p2, L.act, out)
     elif kind == ACTIVATION:
-        kernels.activation_forward(row[ACT], x, out)
+        kernels.activation_forward(L.act, x, out)
     elif kind == DROPOUT:
-        rate = net.fconf[i, 0]
-        if training and rate > 0:
-            kernels.dropout_forward(x, rate, seed, step * 64 + i, out, cache[0])
+        if training and L.f1 > 0:
+            kernels.dropout_forward(x, L.f1, seed, step * 64 + L.index, out, cache[0])
         else:
             np.copyto(out, x)
-    elif kind == BATCHNORM:
-        gamma, beta, rmean, rvar = _bn_views(net, i)
-        momentum, eps = net.fconf[i]
-        if training:
-            kernels.batchnorm_forward_train(x, gamma, beta, rmean, rvar, momentum, eps, out, cache[0], cache[1])
-        else:
-            kernels.batchnorm_forward_eval(x, gamma, beta, rmean, rvar, eps, out)
+    elif training:  # BATCHNORM
+        kernels.batchnorm_forward_train(x, L.p1, L.p2, L.s1, L.s2, L.f1, L.f2, out, cache[0], cache[1])
     else:
-        raise ValueError(f"layer {i}: unknown kind {kind}")
+        kernels.batchnorm_forward_eval(x, L.p1, L.p2, L.s1, L.s2, L.f2, out)
 
 
 def layer_backward(kernels, net, i, x, y, dy, dx, cache):
@@ -163,30 +177,26 @@ def layer_backward(kernels, net, i, x, y, dy, dx, cache):
     unless dx is an empty (0, 0) array, and overwrites this layer's slice of
     ``net.grads`` (dense: dW, db; batch norm: dgamma, dbeta).
     """
-    row = net.spec[i]
-    kind = row[KIND]
+    bound_backward(kernels, bind(net, i), x, y, dy, dx, cache)
+
+
+def bound_backward(kernels, L, x, y, dy, dx, cache):
+    """``layer_backward`` of a pre-resolved layer ``L`` (from ``bind``)."""
+    kind = L.kind
     if kind == DENSE:
-        if row[ACT]:
-            kernels.activation_backward(row[ACT], y, dy, dy)
-        W, _ = dense_views(net, i)
-        n_in, n_out, p, p2 = row[N_IN], row[N_OUT], row[P_OFF], row[P_OFF2]
-        dW = net.grads[p:p + n_in * n_out].reshape(n_in, n_out)
-        kernels.dense_backward(x, W, dy, dx, dW, net.grads[p2:p2 + n_out])
-    elif dx.size == 0 and kind != BATCHNORM:
+        if L.act:
+            kernels.activation_backward(L.act, y, dy, dy)
+        kernels.dense_backward(x, L.p1, dy, dx, L.g1, L.g2)
+    elif kind == BATCHNORM:
+        kernels.batchnorm_backward(dy, cache[0], cache[1], L.p1, dx, L.g1, L.g2)
+    elif dx.size == 0:
         return
     elif kind == ACTIVATION:
-        kernels.activation_backward(row[ACT], y, dy, dx)
-    elif kind == DROPOUT:
-        if net.fconf[i, 0] > 0:
-            kernels.dropout_backward(dy, cache[0], dx)
-        else:
-            np.copyto(dx, dy)
-    elif kind == BATCHNORM:
-        n, p, p2 = row[N_IN], row[P_OFF], row[P_OFF2]
-        kernels.batchnorm_backward(dy, cache[0], cache[1], net.params[p:p + n], dx, net.grads[p:p + n],
-                                   net.grads[p2:p2 + n])
+        kernels.activation_backward(L.act, y, dy, dx)
+    elif L.f1 > 0:  # DROPOUT
+        kernels.dropout_backward(dy, cache[0], dx)
     else:
-        raise ValueError(f"layer {i}: unknown kind {kind}")
+        np.copyto(dx, dy)
 
 
 def apply_update(kernels, net, opt, lr):
@@ -217,6 +227,18 @@ def gather_batch(kernels, x, idx, aug, seed, g, out):
         kernels.augment_rows(x, idx, h, w, aug, seed, g * 64 + AUG_STREAM, out)
 
 
+def batch_views(ws, net, n):
+    """Views for a batch of n rows: (acts, grads, caches), lists over the L + 1 boundaries
+    (acts, grads) and the L layers (caches); built once per (workspace, n) and kept."""
+    views = ws.views.get(n)
+    if views is None:
+        n_layers = len(net.spec)
+        views = ws.views[n] = ([boundary(ws, net, i, n) for i in range(n_layers + 1)],
+                               [boundary(ws, net, i, n, "grad") for i in range(n_layers + 1)],
+                               [layer_cache(ws, net, i, n) for i in range(n_layers)])
+    return views
+
+
 def train_steps(kernels, x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
                 step_loss, step_correct, workspace=None):
     """The contract's ``train_steps`` (see ``fastnn.backends``) with one kernel call per layer per batch.
@@ -228,34 +250,35 @@ def train_steps(kernels, x, y, order, start, n_steps, batch_size, net, opt, lr_s
     Returns the number of steps applied.
     """
     ws = workspace if workspace is not None else get_workspace(net, batch_size)
-    n_total, n_layers = len(order), len(net.spec)
+    n_total = len(order)
+    layers = [bind(net, i) for i in range(len(net.spec))]
+    backward_order = list(reversed(layers))
     for s in range(n_steps):
         pos = start + s * batch_size
         if pos >= n_total:
             return s
         n = min(batch_size, n_total - pos)
+        acts, grads, caches = batch_views(ws, net, n)
         idx = order[pos:pos + n]
         g = int(opt.step[0])
-        gather_batch(kernels, x, idx, aug, seed, g, boundary(ws, net, 0, n))
+        gather_batch(kernels, x, idx, aug, seed, g, acts[0])
         labels = ws.labels[:n]
         np.take(y, idx, out=labels)
         if len(ws.backup):
             ws.backup[:] = net.state
-        for i in range(n_layers):
-            layer_forward(kernels, net, i, boundary(ws, net, i, n), boundary(ws, net, i + 1, n),
-                          layer_cache(ws, net, i, n), True, seed, g)
-        loss, correct = kernels.softmax_nll(boundary(ws, net, n_layers, n), labels, smoothing,
-                                            boundary(ws, net, n_layers, n, "grad"))
+        for L in layers:
+            i = L.index
+            bound_forward(kernels, L, acts[i], acts[i + 1], caches[i], True, seed, g)
+        loss, correct = kernels.softmax_nll(acts[-1], labels, smoothing, grads[-1])
         step_loss[s] = loss
         step_correct[s] = correct
         if not np.isfinite(loss):
             if len(ws.backup):
                 net.state[:] = ws.backup
             return s
-        for i in range(n_layers - 1, -1, -1):
-            dx = boundary(ws, net, i, n, "grad") if i else ws.empty
-            layer_backward(kernels, net, i, boundary(ws, net, i, n), boundary(ws, net, i + 1, n),
-                           boundary(ws, net, i + 1, n, "grad"), dx, layer_cache(ws, net, i, n))
+        for L in backward_order:
+            i = L.index
+            bound_backward(kernels, L, acts[i], acts[i + 1], grads[i + 1], grads[i] if i else ws.empty, caches[i])
         apply_update(kernels, net, opt, lr_steps[s])
     return n_steps
 
@@ -264,10 +287,11 @@ def forward(kernels, x, net, out, batch_size, workspace=None):
     """Inference-mode logits of every row of x (N, n_in) into out (N, k), batch_size rows at a time."""
     ws = workspace if workspace is not None else get_workspace(net, batch_size)
     n_layers = len(net.spec)
+    layers = [bind(net, i) for i in range(n_layers)]
     for pos in range(0, len(x), batch_size):
         n = min(batch_size, len(x) - pos)
         a = x[pos:pos + n]
         for i in range(n_layers):
             b = out[pos:pos + n] if i == n_layers - 1 else boundary(ws, net, i + 1, n)
-            layer_forward(kernels, net, i, a, b, (None, None), False)
+            bound_forward(kernels, layers[i], a, b, (None, None), False)
             a = b
