@@ -22,12 +22,16 @@ All hand-written variants add the terms one at a time in index order starting fr
 zero, so they return the same bits whatever the tiling, skipping or thread count
 (adding a skipped 0 * b term to such a sum changes nothing while b is finite).
 
-``dense_forward`` / ``dense_backward`` make the same choice for x @ W and x.T @ dz:
-MNIST-like inputs skip zeros (about 1.3-1.5x faster than BLAS at batch 128 on one core,
-2x at batch 1, and far less memory traffic at small batches), hidden ReLU
-activations (~50% non-zero) go to BLAS; dz @ W.T always goes to BLAS.
+``dense_forward`` / ``dense_backward`` / ``dense_backward_sgd``: for a sparse x
+(density <= SPARSE_MAX_DENSITY, MNIST-like pixels) x @ W and x.T @ dz run over the
+batch's non-zero lists (``numba_sparse``: one AXPY of a W row per non-zero, sums
+contracted into fused multiply-adds in a fixed order); the compiled loop builds the
+lists once per batch straight from the data set rows and shares them between forward
+and backward, the standalone kernels build them in scratch. Dense x (hidden ReLU
+activations, ~50% non-zero) goes to BLAS; dz @ W.T always goes to BLAS.
 ``dense_backward_sgd`` fuses the first layer's plain-SGD update into its backward pass
 and, for sparse inputs, touches only weight rows whose input is non-zero in the batch.
+The 4 x 4 tile kernels above remain for ``matmul`` and as exported variants.
 
 Threads: ``prange`` splits only independent rows (or weight rows), each computed by one
 thread in a fixed order, so results do not depend on the thread count (BLAS aside)
@@ -55,17 +59,13 @@ _numba_parallel._launch_threads()
 
 from . import stepwise
 from .augment import augment_rows, image_shape
+from .numba_sparse import SPARSE_MAX_DENSITY, bucket_dw, csr_alloc, csr_build, csr_forward, sparse_enough
 from .stepwise import AUG_STREAM
 from .spec import (ACT, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_TANH, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT,
                    OPT_ADAM, OPT_RMSPROP, OPT_SGD, P_OFF, P_OFF2, S_OFF, S_OFF2, ACTIVATION)
 
 NAME = "numba"
 
-# Inputs at or below this fraction of non-zeros take the zero-skipping matmul. The
-# hand-written tiles run at ~60% of BLAS speed per term and a skipped term needs all
-# four rows of a tile zero, so skipping pays off for MNIST-like inputs (density ~0.19)
-# but not for ReLU activations (~0.5), which go to BLAS.
-SPARSE_MAX_DENSITY = 0.35
 # Multiply-adds below which a kernel stays serial (a parallel launch costs ~1 us).
 PARALLEL_MIN_WORK = 1 << 17
 # Elements below which an elementwise pass (optimizer update) stays serial.
@@ -442,12 +442,15 @@ def _bias_act_rows(out, b, act):
 def dense_forward(x, W, b, act, out):
     """out = act(x @ W + b). x (n, d_in), W (d_in, d_out), b (d_out,), out (n, d_out).
 
-    Sparse x (density <= SPARSE_MAX_DENSITY) takes the exact zero-skipping kernel,
-    dense x takes BLAS: skipping zeros does a fraction of the work at near-BLAS
-    efficiency per term, while for dense data BLAS's tuned tiles win.
+    Sparse x (density <= SPARSE_MAX_DENSITY) lists its non-zeros (``numba_sparse``,
+    scratch allocated here; the compiled loop reuses a workspace instead) and adds
+    one row of W per non-zero; dense x takes BLAS.
     """
     if _prefer_sparse(x):
-        matmul_sparse_rows(x, W, out)
+        n, d = x.shape
+        rp, ci, cv, blen, brow, bval = csr_alloc(n, d)
+        csr_build(x, rp, n, False, rp, ci, cv, blen, brow, bval)
+        csr_forward(rp, ci, cv, W, out, n)
     else:
         np.dot(x, W, out)
     _bias_act_rows(out, b, act)
@@ -467,45 +470,19 @@ def _colsum(dz, db):
 def dense_backward(x, W, dz, dx, dW, db):
     """dW = x.T @ dz, db = dz.sum(0), dx = dz @ W.T (skipped when dx is (0, 0)).
 
-    x (n, d_in), W (d_in, d_out), dz (n, d_out); overwrites dW, db and dx. x.T @ dz
-    skips zeros of a sparse x exactly (the first layer's pixels), else uses BLAS.
+    x (n, d_in), W (d_in, d_out), dz (n, d_out); overwrites dW, db and dx. For a sparse
+    x, dW sums each feature's non-zero rows (``numba_sparse.bucket_dw``), else BLAS.
     """
     _colsum(dz, db)
     if _prefer_sparse(x):
-        matmul_xt_sparse(x, dz, dW)
+        n, d = x.shape
+        rp, ci, cv, blen, brow, bval = csr_alloc(n, d)
+        nnz = csr_build(x, rp, n, False, rp, ci, cv, blen, brow, bval)
+        bucket_dw(blen, brow, bval, dz, dW, dW, np.float32(0), False, nnz)
     else:
         np.dot(x.T, dz, dW)
     if dx.shape[0] > 0:
         np.dot(dz, W.T, dx)
-
-
-@njit(cache=True, error_model="numpy")
-def _xt_dz_sgd_range(x, dz, dW, W, lr, k0, k1):
-    # dW rows k0..k1 exactly as matmul_xt_sparse, then W[k] -= lr * dW[k]. Tiles of W
-    # rows whose inputs are all zero in this batch are skipped entirely (their update
-    # would be W - lr * 0 == W), which avoids a pass over the whole of W and dW.
-    m = dz.shape[1]
-    xt = x.T
-    k = k0
-    while k < k1:
-        rows = 4 if k + 4 <= k1 else 1
-        if rows == 4:
-            touched = _tile4(xt, dz, dW, k, True, True)
-        else:
-            touched = _row1(xt, dz, dW, k, True, True)
-        if touched:
-            for r in range(k, k + rows):
-                for j in range(m):
-                    W[r, j] = W[r, j] - lr * dW[r, j]
-        k += rows
-
-
-@njit(cache=True, error_model="numpy", parallel=True)
-def _xt_dz_sgd_par(x, dz, dW, W, lr, chunks):
-    kd = x.shape[1]
-    k4 = (kd + 3) // 4
-    for c in prange(chunks):
-        _xt_dz_sgd_range(x, dz, dW, W, lr, min(kd, 4 * (c * k4 // chunks)), min(kd, 4 * ((c + 1) * k4 // chunks)))
 
 
 @njit(cache=True, error_model="numpy")
@@ -519,15 +496,11 @@ def dense_backward_sgd(x, W, dz, dW, db, lr):
     """
     _colsum(dz, db)
     lr32 = np.float32(lr)
-    if x.shape[0] <= _SMALL_BATCH and _prefer_sparse(x):
-        _xt_small(x, dz, dW, W, lr32, True)
-    elif _prefer_sparse(x):
-        kd = x.shape[1]
-        chunks = _n_chunks((kd + 3) // 4, x.shape[0] * kd * dz.shape[1] // 4)
-        if chunks == 1:
-            _xt_dz_sgd_range(x, dz, dW, W, lr32, 0, kd)
-        else:
-            _xt_dz_sgd_par(x, dz, dW, W, lr32, chunks)
+    if _prefer_sparse(x):
+        n, d = x.shape
+        rp, ci, cv, blen, brow, bval = csr_alloc(n, d)
+        nnz = csr_build(x, rp, n, False, rp, ci, cv, blen, brow, bval)
+        bucket_dw(blen, brow, bval, dz, dW, W, lr32, True, nnz)
     else:
         np.dot(x.T, dz, dW)
         kd, m = W.shape
@@ -933,13 +906,20 @@ def _update(opt_code, hp, params, grads, slots, lr, t):
 @njit(cache=True, error_model="numpy")
 def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, grads, state, opt_code, hp, slots,
                 step, lr_steps, seed, smoothing, aug, img_h, img_w, step_loss, step_correct, act, grad, aux, vec, offs,
-                labels, backup, empty):
+                labels, backup, empty, lists):
     n_layers = spec.shape[0]
     n_total = order.shape[0]
     d0 = spec[0, N_IN]
+    first_dense = spec[0, KIND] == DENSE
     # Plain SGD on a dense first layer: fuse its weight update into the backward pass.
-    fuse = opt_code == OPT_SGD and hp[0] == 0 and hp[2] == 0 and spec[0, KIND] == DENSE
-    w0_end = spec[0, N_IN] * spec[0, N_OUT]
+    fuse = opt_code == OPT_SGD and hp[0] == 0 and hp[2] == 0 and first_dense
+    n0 = spec[0, N_OUT] if first_dense else 0
+    w0_end = d0 * n0
+    W0 = params[:w0_end].reshape((d0, n0))
+    dW0 = grads[:w0_end].reshape((d0, n0))
+    b0 = params[w0_end:w0_end + n0]
+    db0 = grads[w0_end:w0_end + n0]
+    rp, ci, cv, blen, brow, bval = lists
     for s in range(n_steps):
         pos = start + s * batch_size
         if pos >= n_total:
@@ -947,28 +927,45 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
         n = min(batch_size, n_total - pos)
         a0 = _view(act, offs[0, 0], n, d0)
         g = step[0]
+        rows = order[pos:pos + n]
         for r in range(n):
-            labels[r] = y[order[pos + r]]
+            labels[r] = y[rows[r]]
+        # The first dense layer works from the batch's non-zero lists, built straight from
+        # the data set rows (the dense batch is then never written) or from the augmented batch.
+        sparse0 = False
+        nnz = 0
         if aug[0] != 0:
-            augment_rows(x, order[pos:pos + n], img_h, img_w, aug, seed, g * 64 + AUG_STREAM, a0)
+            augment_rows(x, rows, img_h, img_w, aug, seed, g * 64 + AUG_STREAM, a0)
+            if first_dense:
+                nnz = csr_build(a0, rows, n, False, rp, ci, cv, blen, brow, bval)
+                sparse0 = sparse_enough(nnz, n, d0)
         else:
-            for r in range(n):
-                src = order[pos + r]
-                for j in range(d0):
-                    a0[r, j] = x[src, j]
-        backup[:] = state
+            if first_dense:
+                nnz = csr_build(x, rows, n, True, rp, ci, cv, blen, brow, bval)
+                sparse0 = sparse_enough(nnz, n, d0)
+            if not sparse0:
+                for r in range(n):
+                    a0[r, :] = x[rows[r]]
+        if backup.shape[0] > 0:
+            backup[:] = state
         for i in range(n_layers):
             w_in, w_out = spec[i, N_IN], spec[i, N_OUT]
-            _layer_forward(spec, fconf, params, state, i, _view(act, offs[i, 0], n, w_in),
-                           _view(act, offs[i + 1, 0], n, w_out), _view(aux, offs[i, 1], n, w_out),
-                           vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out], True, seed, g)
+            if i == 0 and sparse0:
+                a1 = _view(act, offs[1, 0], n, w_out)
+                csr_forward(rp, ci, cv, W0, a1, n)
+                _bias_act_rows(a1, b0, spec[0, ACT])
+            else:
+                _layer_forward(spec, fconf, params, state, i, _view(act, offs[i, 0], n, w_in),
+                               _view(act, offs[i + 1, 0], n, w_out), _view(aux, offs[i, 1], n, w_out),
+                               vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out], True, seed, g)
         w_last = spec[n_layers - 1, N_OUT]
         loss, correct = softmax_nll(_view(act, offs[n_layers, 0], n, w_last), labels[:n], smoothing,
                                     _view(grad, offs[n_layers, 0], n, w_last))
         step_loss[s] = loss
         step_correct[s] = correct
         if not np.isfinite(loss):
-            state[:] = backup
+            if backup.shape[0] > 0:
+                state[:] = backup
             return s
         lr = lr_steps[s]
         for i in range(n_layers - 1, -1, -1):
@@ -976,11 +973,16 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
             xi = _view(act, offs[i, 0], n, w_in)
             yi = _view(act, offs[i + 1, 0], n, w_out)
             dy = _view(grad, offs[i + 1, 0], n, w_out)
-            if i == 0 and fuse:
+            if i == 0 and sparse0:
+                # dense_backward(_sgd) on the lists built above: same kernels, same bits
                 if spec[0, ACT] != ACT_NONE:
                     activation_backward(spec[0, ACT], yi, dy, dy)
-                dense_backward_sgd(xi, params[:w0_end].reshape((w_in, w_out)), dy,
-                                   grads[:w0_end].reshape((w_in, w_out)), grads[w0_end:w0_end + w_out], lr)
+                _colsum(dy, db0)
+                bucket_dw(blen, brow, bval, dy, dW0, W0, np.float32(lr), fuse, nnz)
+            elif i == 0 and fuse:
+                if spec[0, ACT] != ACT_NONE:
+                    activation_backward(spec[0, ACT], yi, dy, dy)
+                dense_backward_sgd(xi, W0, dy, dW0, db0, lr)
             else:
                 dx = _view(grad, offs[i, 0], n, w_in) if i > 0 else empty
                 _layer_backward(spec, fconf, params, grads, i, xi, yi, dy, dx, _view(aux, offs[i, 1], n, w_out),
@@ -1029,7 +1031,25 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
     return _train_loop(x, y, order, start, n_steps, batch_size, net.spec, net.fconf, net.params, net.grads,
                        net.state, opt.code, opt.hparams, opt.slots, opt.step, lr_steps, seed, smoothing, aug, img_h,
                        img_w, step_loss,
-                       step_correct, ws.act, ws.grad, ws.aux, ws.vec, ws.offsets, ws.labels, ws.backup, ws.empty)
+                       step_correct, ws.act, ws.grad, ws.aux, ws.vec, ws.offsets, ws.labels, ws.backup, ws.empty,
+                       _lists(batch_size, int(net.spec[0, N_IN])))
+
+
+_LISTS = {}
+
+
+def _lists(batch_size, d):
+    """Non-zero list buffers (``numba_sparse.csr_alloc``) for batches of up to batch_size rows of d features.
+
+    Cached per shape (a few kept). Like the cached workspaces, not safe for two threads at once.
+    """
+    key = (int(batch_size), int(d))
+    lists = _LISTS.get(key)
+    if lists is None:
+        if len(_LISTS) >= 4:
+            _LISTS.pop(next(iter(_LISTS)))
+        lists = _LISTS[key] = csr_alloc(batch_size, d)
+    return lists
 
 
 def forward(x, net, out, batch_size, workspace=None):
