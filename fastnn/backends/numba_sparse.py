@@ -73,9 +73,8 @@ def csr_build(x, rows, n, use_rows, rp, ci, cv, blen, brow, bval):
     for r in range(n):
         src = rows[r] if use_rows else r
         rp[r] = nnz
-        xr = x[src]
         for t in range(d):
-            v = xr[t]
+            v = x[src, t]
             if v != 0:
                 ci[nnz] = t
                 cv[nnz] = v
@@ -90,24 +89,25 @@ def csr_build(x, rows, n, use_rows, rp, ci, cv, blen, brow, bval):
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _forward_range(rp, ci, cv, W, out, r0, r1):
+    # 2-D indexing rather than row views: a view costs reference counting, which
+    # shows at batch size 1 (~100 non-zeros per step).
     m = W.shape[1]
     zero = np.float32(0)
     for r in range(r0, r1):
-        o = out[r]
         for j in range(m):
-            o[j] = zero
+            out[r, j] = zero
         k, e = rp[r], rp[r + 1]
         while k + 4 <= e:
-            w0, w1, w2, w3 = W[ci[k]], W[ci[k + 1]], W[ci[k + 2]], W[ci[k + 3]]
+            t0, t1, t2, t3 = ci[k], ci[k + 1], ci[k + 2], ci[k + 3]
             v0, v1, v2, v3 = cv[k], cv[k + 1], cv[k + 2], cv[k + 3]
             for j in range(m):
-                o[j] = (((o[j] + v0 * w0[j]) + v1 * w1[j]) + v2 * w2[j]) + v3 * w3[j]
+                out[r, j] = (((out[r, j] + v0 * W[t0, j]) + v1 * W[t1, j]) + v2 * W[t2, j]) + v3 * W[t3, j]
             k += 4
         while k < e:
-            w0 = W[ci[k]]
+            t0 = ci[k]
             v0 = cv[k]
             for j in range(m):
-                o[j] += v0 * w0[j]
+                out[r, j] += v0 * W[t0, j]
             k += 1
 
 
@@ -135,26 +135,26 @@ def csr_forward(rp, ci, cv, W, out, n):
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
-def _dw_row(brow, bval, e, dz, g):
-    # g = sum over k < e of bval[k] * dz[brow[k]], four terms per pass, in k order
+def _dw_row(brow, bval, t, e, dz, dW):
+    # dW[t] = sum over k < e of bval[t, k] * dz[brow[t, k]], four terms per pass, in k order
     m = dz.shape[1]
     zero = np.float32(0)
-    d0 = dz[brow[0]]
-    v0 = bval[0]
+    r0 = brow[t, 0]
+    v0 = bval[t, 0]
     for j in range(m):
-        g[j] = zero + v0 * d0[j]
+        dW[t, j] = zero + v0 * dz[r0, j]
     k = 1
     while k + 4 <= e:
-        d0, d1, d2, d3 = dz[brow[k]], dz[brow[k + 1]], dz[brow[k + 2]], dz[brow[k + 3]]
-        v0, v1, v2, v3 = bval[k], bval[k + 1], bval[k + 2], bval[k + 3]
+        r0, r1, r2, r3 = brow[t, k], brow[t, k + 1], brow[t, k + 2], brow[t, k + 3]
+        v0, v1, v2, v3 = bval[t, k], bval[t, k + 1], bval[t, k + 2], bval[t, k + 3]
         for j in range(m):
-            g[j] = (((g[j] + v0 * d0[j]) + v1 * d1[j]) + v2 * d2[j]) + v3 * d3[j]
+            dW[t, j] = (((dW[t, j] + v0 * dz[r0, j]) + v1 * dz[r1, j]) + v2 * dz[r2, j]) + v3 * dz[r3, j]
         k += 4
     while k < e:
-        d0 = dz[brow[k]]
-        v0 = bval[k]
+        r0 = brow[t, k]
+        v0 = bval[t, k]
         for j in range(m):
-            g[j] += v0 * d0[j]
+            dW[t, j] += v0 * dz[r0, j]
         k += 1
 
 
@@ -166,18 +166,18 @@ def _dw_range(blen, brow, bval, dz, dW, W, lr, fused, t0, t1):
     m = dz.shape[1]
     zero = np.float32(0)
     for t in range(t0, t1):
+        # no row views before this test: each view costs reference counting, and
+        # most features of a small batch are absent
         e = blen[t]
-        g = dW[t]
         if e == 0:
             if not fused:
                 for j in range(m):
-                    g[j] = zero
+                    dW[t, j] = zero
             continue
-        _dw_row(brow[t], bval[t], e, dz, g)
+        _dw_row(brow, bval, t, e, dz, dW)
         if fused:
-            w = W[t]
             for j in range(m):
-                w[j] = w[j] - lr * g[j]
+                W[t, j] = W[t, j] - lr * dW[t, j]
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
