@@ -22,10 +22,11 @@ mean at zero and running variance at one.
 import numpy as np
 
 from .backends import spec as S
-from .validation import ACTIVATION_NAMES, Interval, Options, NoneValue, POSITIVE_INT, UNIT_OPEN, check_value
+from .validation import (ACTIVATION_NAMES, Configurable, Interval, Options, NoneValue, POSITIVE_INT, UNIT_OPEN,
+                         check_value)
 
 
-class Layer:
+class Layer(Configurable):
     """Base class: a declaration of one layer of a Sequential network."""
 
     #: names of the learnable parameters, in get_weights order
@@ -33,25 +34,8 @@ class Layer:
     #: names of non-learned state (batch-norm running statistics), after the params
     state_names = ()
 
-    def get_config(self):
-        """Constructor arguments as a JSON-serialisable dict."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
     def output_width(self, n_in):
         return n_in
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    __hash__ = object.__hash__
 
 
 class Dense(Layer):

@@ -23,14 +23,14 @@ import numpy as np
 
 from .backends import spec as S
 from .validation import (
-    Interval, NoneValue, Boolean, InstanceOf, Options, SCHEDULE_NAMES, POSITIVE_REAL,
+    Configurable, Interval, NoneValue, Boolean, InstanceOf, Options, SCHEDULE_NAMES, POSITIVE_REAL,
     NON_NEGATIVE_REAL, POSITIVE_INT, check_params, check_value,
 )
 
 
 # Learning-rate schedules ----------------------------------------------------
 
-class Schedule:
+class Schedule(Configurable):
     """Base class: ``rates(lr, steps, total_steps, steps_per_epoch)`` -> float64 array."""
 
     name = "constant"
@@ -38,18 +38,6 @@ class Schedule:
     def rates(self, lr, steps, total_steps, steps_per_epoch):
         """Learning rate for each global step index in ``steps`` (int array, 0-based)."""
         return np.full(len(steps), lr, dtype=np.float64)
-
-    def get_config(self):
-        return {}
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    __hash__ = object.__hash__
 
 
 class Constant(Schedule):

@@ -239,3 +239,28 @@ def check_y(y, name="y", n_samples=None, n_classes=None):
             allowed = f"[0, {n_classes - 1}]" if n_classes is not None else ">= 0"
             raise ValueError(f"{name} labels must be in {allowed}, got values from {lo} to {hi}")
     return y
+
+
+class Configurable:
+    """Base of objects rebuilt from their constructor arguments (layers, schedules).
+
+    ``get_config()`` returns those arguments as a JSON-serialisable dict; ``repr`` and
+    ``==`` are derived from it.
+    """
+
+    def get_config(self):
+        """Constructor arguments as a JSON-serialisable dict."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    __hash__ = object.__hash__
