@@ -134,70 +134,177 @@ def csr_forward(rp, ci, cv, W, out, n):
         _forward_par(rp, ci, cv, W, out, n, chunks)
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@njit(cache=True, error_model="numpy", fastmath={"contract"}, inline="always")
 def _dw_row(brow, bval, t, e, dz, dW):
-    # dW[t] = sum over k < e of bval[t, k] * dz[brow[t, k]], four terms per pass, in k order
+    # dW[t] = sum over k < e of bval[t, k] * dz[brow[t, k]], in k order, up to four terms
+    # per pass over j. The first pass starts the sums at zero with all of its terms (a
+    # small batch has 1-4 rows per feature: one pass instead of one per row), and the
+    # last takes the 1-3 leftover terms together.
     m = dz.shape[1]
     zero = np.float32(0)
-    r0 = brow[t, 0]
-    v0 = bval[t, 0]
-    for j in range(m):
-        dW[t, j] = zero + v0 * dz[r0, j]
-    k = 1
-    while k + 4 <= e:
-        r0, r1, r2, r3 = brow[t, k], brow[t, k + 1], brow[t, k + 2], brow[t, k + 3]
-        v0, v1, v2, v3 = bval[t, k], bval[t, k + 1], bval[t, k + 2], bval[t, k + 3]
-        for j in range(m):
-            dW[t, j] = (((dW[t, j] + v0 * dz[r0, j]) + v1 * dz[r1, j]) + v2 * dz[r2, j]) + v3 * dz[r3, j]
-        k += 4
+    k = 0
     while k < e:
+        c = min(4, e - k)
         r0 = brow[t, k]
         v0 = bval[t, k]
-        for j in range(m):
-            dW[t, j] += v0 * dz[r0, j]
-        k += 1
+        r1, r2, r3 = r0, r0, r0
+        v1, v2, v3 = v0, v0, v0
+        if c > 1:
+            r1 = brow[t, k + 1]
+            v1 = bval[t, k + 1]
+        if c > 2:
+            r2 = brow[t, k + 2]
+            v2 = bval[t, k + 2]
+        if c > 3:
+            r3 = brow[t, k + 3]
+            v3 = bval[t, k + 3]
+        if k == 0:
+            if c == 4:
+                for j in range(m):
+                    dW[t, j] = (((zero + v0 * dz[r0, j]) + v1 * dz[r1, j]) + v2 * dz[r2, j]) + v3 * dz[r3, j]
+            elif c == 3:
+                for j in range(m):
+                    dW[t, j] = ((zero + v0 * dz[r0, j]) + v1 * dz[r1, j]) + v2 * dz[r2, j]
+            elif c == 2:
+                for j in range(m):
+                    dW[t, j] = (zero + v0 * dz[r0, j]) + v1 * dz[r1, j]
+            else:
+                for j in range(m):
+                    dW[t, j] = zero + v0 * dz[r0, j]
+        else:
+            if c == 4:
+                for j in range(m):
+                    dW[t, j] = (((dW[t, j] + v0 * dz[r0, j]) + v1 * dz[r1, j]) + v2 * dz[r2, j]) + v3 * dz[r3, j]
+            elif c == 3:
+                for j in range(m):
+                    dW[t, j] = ((dW[t, j] + v0 * dz[r0, j]) + v1 * dz[r1, j]) + v2 * dz[r2, j]
+            elif c == 2:
+                for j in range(m):
+                    dW[t, j] = (dW[t, j] + v0 * dz[r0, j]) + v1 * dz[r1, j]
+            else:
+                for j in range(m):
+                    dW[t, j] += v0 * dz[r0, j]
+        k += c
 
 
-@njit(cache=True, error_model="numpy")
-def _dw_range(blen, brow, bval, dz, dW, W, lr, fused, t0, t1):
-    # Only the sums are contracted into fused multiply-adds; the SGD step below is not,
-    # so it rounds as sgd_update's w - lr * (g + 0 * w) and the fused first layer equals
-    # backward-then-update bit for bit.
+# Features per block of _dw_range: the block's dW rows (16 KiB at 128 columns) are
+# still in L1 when its SGD step reads them back.
+_DW_BLOCK = 32
+# Multiply-adds from which the weight gradient works in blocks of features.
+_DW_BLOCKED_TERMS = 1 << 16
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _dw_block(blen, brow, bval, dz, dW, fused, t0, t1):
+    # dW rows t0:t1 (absent features: zero, or untouched when fused). _dw_row is inlined:
+    # a call per feature costs reference counting of its four arrays (~50 ns, more than
+    # the arithmetic of a feature at batch size 1).
     m = dz.shape[1]
     zero = np.float32(0)
     for t in range(t0, t1):
-        # no row views before this test: each view costs reference counting, and
-        # most features of a small batch are absent
         e = blen[t]
         if e == 0:
             if not fused:
                 for j in range(m):
                     dW[t, j] = zero
             continue
-        _dw_row(brow, bval, t, e, dz, dW)
-        if fused:
+        if e > 1 or not fused:  # fused one-term rows: see _sgd_block
+            _dw_row(brow, bval, t, e, dz, dW)
+
+
+@njit(cache=True, error_model="numpy")
+def _sgd_block(blen, brow, bval, dz, dW, W, lr, t0, t1):
+    # Not contracted (no fastmath): rounds as sgd_update's w - lr * (g + 0 * w), so the
+    # fused first layer equals backward-then-update bit for bit. A feature present in
+    # one row only has the one-term sum 0 + v * dz[r], rounded here exactly as the
+    # contracted fma(v, dz[r], 0) of _dw_row would round it: its gradient row is never
+    # stored (one pass over it instead of two).
+    m = W.shape[1]
+    zero = np.float32(0)
+    for t in range(t0, t1):
+        e = blen[t]
+        if e == 1:
+            r = brow[t, 0]
+            v = bval[t, 0]
+            for j in range(m):
+                W[t, j] = W[t, j] - lr * (zero + v * dz[r, j])
+        elif e > 1:
             for j in range(m):
                 W[t, j] = W[t, j] - lr * dW[t, j]
+
+
+@njit(cache=True, error_model="numpy")
+def _dw_range(blen, brow, bval, dz, dW, W, lr, fused, big, t0, t1):
+    # ``big``: blocks of _DW_BLOCK features; else all at once, because each call of a
+    # compiled function costs ~40 ns (reference counts of its array arguments), as much
+    # as the whole arithmetic of a batch of one image.
+    block = _DW_BLOCK if big else max(t1 - t0, 1)
+    for b0 in range(t0, t1, block):
+        b1 = min(b0 + block, t1)
+        _dw_block(blen, brow, bval, dz, dW, fused, b0, b1)
+        if fused:
+            _sgd_block(blen, brow, bval, dz, dW, W, lr, b0, b1)
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _dw_listed(rp, ci, n, brow, bval, blen, dz, dW):
+    # dW rows of the features present in the batch, visited in order of first appearance
+    # in the row lists (feature t first appears in row brow[t, 0]) rather than by a scan
+    # of all d features, whose unpredictable branch costs more than a small batch's
+    # arithmetic. Each row's sum is the same whatever the order rows are visited in.
+    for r in range(n):
+        for k in range(rp[r], rp[r + 1]):
+            t = ci[k]
+            if brow[t, 0] == r and blen[t] > 1:
+                _dw_row(brow, bval, t, blen[t], dz, dW)
+
+
+@njit(cache=True, error_model="numpy")
+def _sgd_listed(rp, ci, cv, n, brow, blen, dz, dW, W, lr):
+    # The SGD step of the rows _dw_listed wrote (see _sgd_block). A feature present in
+    # one row only (all of them at batch size 1) has the one-term sum 0 + v * dz[r],
+    # rounded here exactly as the contracted fma(v, dz[r], 0) would round it, so its
+    # gradient row is never stored: one pass instead of two.
+    m = W.shape[1]
+    zero = np.float32(0)
+    for r in range(n):
+        for k in range(rp[r], rp[r + 1]):
+            t = ci[k]
+            if brow[t, 0] == r:
+                if blen[t] == 1:
+                    v = cv[k]
+                    for j in range(m):
+                        W[t, j] = W[t, j] - lr * (zero + v * dz[r, j])
+                else:
+                    for j in range(m):
+                        W[t, j] = W[t, j] - lr * dW[t, j]
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def _dw_par(blen, brow, bval, dz, dW, W, lr, fused, chunks):
     d = blen.shape[0]
     for c in prange(chunks):
-        _dw_range(blen, brow, bval, dz, dW, W, lr, fused, c * d // chunks, (c + 1) * d // chunks)
+        _dw_range(blen, brow, bval, dz, dW, W, lr, fused, True, c * d // chunks, (c + 1) * d // chunks)
 
 
 @njit(cache=True, error_model="numpy")
-def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz):
+def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz, rp, ci, cv):
     """dW = x.T @ dz from the feature buckets of x; with ``fused`` also W -= lr * dW.
 
     blen (d,), brow/bval (d, >= n), dz (n, m), dW and W (d, m) float32, lr float32,
-    nnz = number of non-zeros (sizes the parallel split). Fused: rows of dW and W of
-    features absent from the batch are left untouched (dW is scratch).
+    nnz = number of non-zeros (sizes the parallel split), rp/ci/cv the row lists of the
+    same batch (``csr_build``). Fused: rows of dW and W of features absent from the
+    batch are left untouched (dW is scratch), and a batch with few non-zeros (fewer
+    than a quarter of the features) visits its features through the row lists.
     """
     d = blen.shape[0]
+    n = dz.shape[0]
+    if fused and 4 * nnz < d:
+        _dw_listed(rp, ci, n, brow, bval, blen, dz, dW)
+        _sgd_listed(rp, ci, cv, n, brow, blen, dz, dW, W, lr)
+        return
     chunks = _chunks(d, nnz * dz.shape[1])
     if chunks == 1:
-        _dw_range(blen, brow, bval, dz, dW, W, lr, fused, 0, d)
+        _dw_range(blen, brow, bval, dz, dW, W, lr, fused, nnz * dz.shape[1] >= _DW_BLOCKED_TERMS, 0, d)
     else:
         _dw_par(blen, brow, bval, dz, dW, W, lr, fused, chunks)
