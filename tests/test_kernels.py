@@ -469,3 +469,16 @@ print("ok")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+
+
+def test_dense_backward_one_row_weight_gradient_is_the_exact_outer_product():
+    # a one-row dense batch takes a hand-written outer product instead of BLAS
+    x = data(1, 37, 11)
+    dz = data(1, 19, 12)
+    dW, db = np.empty((37, 19), np.float32), np.empty(19, np.float32)
+    dx = np.empty((1, 37), np.float32)
+    W = data(37, 19, 13)
+    nb.dense_backward(x, W, dz, dx, dW, db)
+    np.testing.assert_array_equal(dW, x[0][:, None] * dz[0][None, :])
+    close(dx, dz @ W.T)
+    np.testing.assert_array_equal(db, dz[0])

@@ -300,7 +300,8 @@ def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz, rp, ci, cv):
     d = blen.shape[0]
     n = dz.shape[0]
     if fused and 4 * nnz < d:
-        _dw_listed(rp, ci, n, brow, bval, blen, dz, dW)
+        if n > 1:  # one row: every feature has one term, done by _sgd_listed alone
+            _dw_listed(rp, ci, n, brow, bval, blen, dz, dW)
         _sgd_listed(rp, ci, cv, n, brow, blen, dz, dW, W, lr)
         return
     chunks = _chunks(d, nnz * dz.shape[1])
