@@ -1057,13 +1057,7 @@ def _lists(batch_size, d):
 
     Cached per shape (a few kept). Like the cached workspaces, not safe for two threads at once.
     """
-    key = (int(batch_size), int(d))
-    lists = _LISTS.get(key)
-    if lists is None:
-        if len(_LISTS) >= 4:
-            _LISTS.pop(next(iter(_LISTS)))
-        lists = _LISTS[key] = csr_alloc(batch_size, d)
-    return lists
+    return stepwise.cached(_LISTS, (int(batch_size), int(d)), lambda: csr_alloc(batch_size, d), limit=4)
 
 
 def forward(x, net, out, batch_size, workspace=None):

@@ -78,12 +78,17 @@ def get_workspace(net, batch_size):
     Not safe for two threads training the same layout at once: pass ``workspace=``.
     """
     key = (net.spec.tobytes(), net.spec.shape, int(batch_size), net.params.dtype.str)
-    ws = _WORKSPACES.get(key)
-    if ws is None:
-        if len(_WORKSPACES) >= 8:
-            _WORKSPACES.pop(next(iter(_WORKSPACES)))
-        ws = _WORKSPACES[key] = make_workspace(net, batch_size)
-    return ws
+    return cached(_WORKSPACES, key, lambda: make_workspace(net, batch_size), limit=8)
+
+
+def cached(store, key, make, limit):
+    """``store[key]``, built by ``make()`` on a miss; the oldest entry is dropped beyond ``limit``."""
+    value = store.get(key)
+    if value is None:
+        if len(store) >= limit:
+            store.pop(next(iter(store)))
+        value = store[key] = make()
+    return value
 
 
 def boundary(ws, net, i, n, which="act"):
