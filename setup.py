@@ -14,17 +14,20 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fastnn", "fastnn.*"]),
     python_requires=">=3.10",
+    # Floors are the versions the test suite has passed with. numba 0.60 / numpy 1.26 failed
+    # (NumPy 1.x scalar promotion breaks the uint64 random-number hashing), so older stacks
+    # are not claimed.
     install_requires=[
-        "numba>=0.60",
-        "numpy>=1.26",
-        "scipy>=1.11",
-        "matplotlib>=3.8",
-        "tqdm>=4.66",
+        "numba>=0.68.1",
+        "numpy>=2.4",
+        "scipy>=1.17",
+        "matplotlib>=3.11",
+        "tqdm>=4.70",
         # tomllib is in the standard library from 3.11; sweeps read TOML files.
         'tomli>=2.0; python_version < "3.11"',
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-benchmark>=4.0", "hypothesis>=6.100"],
+        "test": ["pytest>=9.0", "pytest-benchmark>=5.3", "hypothesis>=6.170"],
     },
     entry_points={
         "console_scripts": [
