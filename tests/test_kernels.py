@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from fastnn.backends import get_backend, rng, spec as S, stepwise
 from fastnn.backends import numba_jit as nb
 from fastnn.backends import numpy_ref as npr
+from gradcheck import numeric
 
 ACTS = [S.ACT_NONE, S.ACT_RELU, S.ACT_SIGMOID, S.ACT_TANH]
 # (n, d_in, d_out): batch size 1, odd sizes, a row count that is not a multiple of anything.
@@ -394,18 +395,8 @@ def test_layer_backward_finite_differences(layers):
     stepwise.layer_forward(npr, net, 0, x, out, cache, True, seed=5, step=3)
     dx = np.zeros_like(x)
     stepwise.layer_backward(npr, net, 0, x, out, R.copy(), dx, cache)
-    h = 1e-6
     for arr, grad in [(x, dx), (net.params, net.grads)]:
-        num = np.zeros_like(arr)
-        for idx in np.ndindex(*arr.shape):
-            old = arr[idx]
-            arr[idx] = old + h
-            fp = objective()
-            arr[idx] = old - h
-            fm = objective()
-            arr[idx] = old
-            num[idx] = (fp - fm) / (2 * h)
-        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(grad, numeric(objective, arr), rtol=1e-6, atol=1e-7)
 
 
 # ---------------------------------------------------------------- property-based tests

@@ -12,9 +12,9 @@ import pytest
 from fastnn.backends import numpy_ref as K
 from fastnn.backends import spec as S
 from fastnn.backends import stepwise
+from gradcheck import numeric
 
 N, D_IN, D_OUT = 5, 4, 3
-EPS = 1e-6
 
 
 def net64(row, seed=0):
@@ -42,21 +42,6 @@ def analytic(net, x, r):
     net.grads[...] = np.nan  # backward must overwrite every gradient entry
     stepwise.layer_backward(K, net, 0, x, out, r.copy(), dx, cache)
     return dx, net.grads.copy()
-
-
-def numeric(f, arr):
-    """Central differences of scalar f() with respect to every entry of arr (perturbed in place)."""
-    grad = np.zeros_like(arr)
-    flat, g = arr.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + EPS
-        up = f()
-        flat[i] = old - EPS
-        down = f()
-        flat[i] = old
-        g[i] = (up - down) / (2 * EPS)
-    return grad
 
 
 def check_layer(row, x, seed=0):
