@@ -78,15 +78,7 @@ Extensions (compatible with the contract above)
   the generic driver both backends share.
 """
 
-import os
 from importlib import import_module
-
-# Numba's OpenMP workers spin while they wait for the next parallel region. When other
-# processes share the cores, every region then waits for a descheduled worker: measured on
-# a busy 2-core machine, a 784-128-64-10 MNIST epoch took ~40 s with 2 threads against
-# 1.4 s with passive (sleeping) waits, which cost only microseconds per region on an idle
-# machine. Set before Numba starts its thread pool; a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 BACKENDS = {"numba": "fastnn.backends.numba_jit", "numpy": "fastnn.backends.numpy_ref"}
 DEFAULT_BACKEND = "numba"
