@@ -114,6 +114,37 @@ def test_sparse_kernels_are_exact_sequential_sums():
     np.testing.assert_array_equal(dW, ref)
 
 
+def test_parallel_paths_give_the_serial_bits():
+    """Above the parallel thresholds the chunked kernels run; each output element is still
+    one sum in a fixed order, so they equal the single-chunk (serial) path bit for bit."""
+    from fastnn.backends import numba_sparse as sp
+
+    n, d, m = 256, 784, 256
+    x = data(n, d, 7, 0.8, zero_rows=(5,))
+    W, dz = data(d, m, 8), data(n, m, 9)
+    rp, ci, cv, blen, brow, bval = sp.csr_alloc(n, d)
+    nnz = sp.csr_build(x, rp, n, False, rp, ci, cv, blen, brow, bval)
+    assert nnz * m >= sp.PARALLEL_MIN_TERMS and n * d * m >= nb.PARALLEL_MIN_WORK  # really the parallel paths
+    out, ref = np.full((n, m), np.nan, np.float32), np.full((n, m), np.nan, np.float32)
+    sp.csr_forward(rp, ci, cv, W, out, n)
+    sp._forward_range(rp, ci, cv, W, ref, 0, n)
+    np.testing.assert_array_equal(out, ref)
+    close(out, x.astype(np.float64) @ W, 1e-5, 1e-4)
+    for fused in (False, True):
+        W1, W2 = W.copy(), W.copy()
+        dW1, dW2 = np.zeros((d, m), np.float32), np.zeros((d, m), np.float32)
+        sp.bucket_dw(blen, brow, bval, dz, dW1, W1, np.float32(0.05), fused, nnz, rp, ci, cv)
+        sp._dw_range(blen, brow, bval, dz, dW2, W2, np.float32(0.05), fused, True, 0, d)
+        np.testing.assert_array_equal(W1, W2)
+        if not fused:
+            np.testing.assert_array_equal(dW1, dW2)
+            close(dW1, x.T.astype(np.float64) @ dz, 1e-5, 1e-4)
+    dense = data(n, d, 10)
+    out = np.full((n, m), np.nan, np.float32)
+    nb.matmul_blocked(dense, W, out)
+    close(out, dense.astype(np.float64) @ W, 1e-5, 1e-3)
+
+
 # ------------------------------------------------------------------------------- dense
 
 
@@ -349,7 +380,7 @@ def run_optimizer(kern, code, hp, p0, grads_seq, lrs):
 
 
 @pytest.mark.parametrize("code,hp", OPTIMIZERS)
-@pytest.mark.parametrize("size", [1, 1000, 70001])
+@pytest.mark.parametrize("size", [1, 1000, nb.PARALLEL_MIN_ELEMENTS + 1001])  # the last is split across threads
 def test_optimizers_match_torch_rules(code, hp, size):
     r = np.random.default_rng(size)
     p0 = r.standard_normal(size).astype(np.float32)

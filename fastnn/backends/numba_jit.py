@@ -67,9 +67,9 @@ from .spec import (ACT, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_TANH, BATCHNORM, DE
 NAME = "numba"
 
 # Multiply-adds below which a kernel stays serial (a parallel launch costs ~1 us).
-PARALLEL_MIN_WORK = 1 << 17
+PARALLEL_MIN_WORK = 1 << 22
 # Elements below which an elementwise pass (optimizer update) stays serial.
-PARALLEL_MIN_ELEMENTS = 1 << 16
+PARALLEL_MIN_ELEMENTS = 1 << 18
 # Parallel loops split into this many independent chunks; the runtime deals them to
 # however many threads NUMBA_NUM_THREADS allows. (A fixed count, not
 # numba.get_num_threads(), because that call makes a function uncacheable.)

@@ -32,7 +32,7 @@ from numba import njit, prange
 # (0.19) and KMNIST's (0.32) density, but not for ReLU activations (~0.5).
 SPARSE_MAX_DENSITY = 0.35
 # Multiply-adds below which a list kernel stays serial.
-PARALLEL_MIN_TERMS = 1 << 18
+PARALLEL_MIN_TERMS = 1 << 21
 # Parallel loops split into this many chunks (a fixed count keeps results and caching
 # independent of the thread count; the runtime deals chunks to NUMBA_NUM_THREADS threads).
 MAX_CHUNKS = 32
