@@ -532,7 +532,9 @@ def build_parser():
     p.add_argument("--out", default=None, metavar="DIR",
                    help="sweep folder (default: runs/sweeps/<config stem>; reused, so reruns resume)")
     p.add_argument("--jobs", "-j", type=int, default=None,
-                   help="most runs at once (default: as many as cores, at most the number of runs)")
+                   help="most runs at once (default: as many as cores, at most the number of runs). Wide "
+                        "networks may not fit the shared cache twice: on a 2-core VM two 784-1600-10 runs "
+                        "each ran 8x slower than one alone, so time such runs with --jobs 1")
     p.add_argument("--threads", type=int, default=None,
                    help="Numba/BLAS threads per run (default: cores // parallel runs)")
     p.add_argument("--only", nargs="+", default=None, metavar="RUN",
