@@ -114,6 +114,35 @@ def test_sparse_kernels_are_exact_sequential_sums():
     np.testing.assert_array_equal(dW, ref)
 
 
+@pytest.mark.parametrize("m,j", [(64, 0), (130, 64), (16, 0), (37, 16)])
+def test_gather_axpy_is_the_fma_chain(m, j):
+    """The vector intrinsic equals the scalar k-ordered fma chain bit for bit (and the float64
+    sum to rounding): the first-layer kernels' exactness rests on it."""
+    from fastnn.backends import numba_sparse as sp, simd
+
+    r = np.random.default_rng(m + j)
+    M = data(50, m, 13)
+    idx = r.integers(0, 50, 300).astype(np.int32)  # repeats, any order
+    vals = data(1, 300, 14)[0]
+    width = simd.BLOCK if j + simd.BLOCK <= m else simd.BLOCK16
+    kernel = simd.gather_axpy if width == simd.BLOCK else simd.gather_axpy16
+    for k0, k1 in [(0, 300), (17, 18), (40, 40), (5, 261)]:
+        out = np.full((3, m), np.nan, np.float32)
+        ref = np.full((3, m), np.nan, np.float32)
+        _call_gather(kernel, out, 2, idx, vals, k0, k1, M, j)
+        sp._gather_tail(ref, 2, idx, vals, k0, k1, M, j)  # scalar fma chain over columns j:
+        np.testing.assert_array_equal(out[2, j:j + width], ref[2, j:j + width])
+        assert np.isnan(out[:2]).all() and np.isnan(out[2, :j]).all() and np.isnan(out[2, j + width:]).all()
+        exact = vals[k0:k1].astype(np.float64) @ M[idx[k0:k1], j:j + width].astype(np.float64)
+        close(out[2, j:j + width], exact, 1e-5, 1e-4)
+
+
+def _call_gather(kernel, *args):
+    from numba import njit
+
+    njit(lambda *a: kernel(*a))(*args)
+
+
 def test_parallel_paths_give_the_serial_bits():
     """Above the parallel thresholds the chunked kernels run; each output element is still
     one sum in a fixed order, so they equal the single-chunk (serial) path bit for bit."""
@@ -475,11 +504,11 @@ import numpy as np
 from fastnn.backends import numba_jit as nb, numpy_ref as npr
 r = np.random.default_rng(0)
 x = r.standard_normal((6, 20)).astype(np.float32); x[x < 0.5] = 0
-W = r.standard_normal((20, 7)).astype(np.float32); b = np.ones(7, np.float32)
-o1, o2 = np.empty((6, 7), np.float32), np.empty((6, 7), np.float32)
+W = r.standard_normal((20, 90)).astype(np.float32); b = np.ones(90, np.float32)  # 64 + 16 + 10 columns
+o1, o2 = np.empty((6, 90), np.float32), np.empty((6, 90), np.float32)
 nb.dense_forward(x, W, b, 1, o1); npr.dense_forward(x, W, b, 1, o2)
 assert np.allclose(o1, o2, atol=1e-5)
-y = np.arange(6) % 7
+y = np.arange(6) % 90
 d1, d2 = np.empty_like(o1), np.empty_like(o1)
 assert abs(nb.softmax_nll(o1, y, 0.1, d1)[0] - npr.softmax_nll(o2, y, 0.1, d2)[0]) < 1e-5
 m1, m2 = np.empty_like(x), np.empty_like(x)

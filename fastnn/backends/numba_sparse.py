@@ -7,9 +7,12 @@ forward product and the weight gradient run over those lists:
 ``csr_build``     one pass over the batch rows: row lists (CSR: ``rp``, ``ci``, ``cv``)
                   and per-feature buckets (``blen``, ``brow``, ``bval``: for feature t,
                   the rows r with x[r, t] != 0 in increasing r, and their values).
-``csr_forward``   out[r] = sum over non-zero t (increasing) of x[r, t] * W[t]: one
-                  contiguous AXPY of W's row per non-zero (four per pass over j).
-``bucket_dw``     dW[t] = sum over rows r of feature t (increasing) of x[r, t] * dz[r];
+``csr_forward``   out[r] = sum over non-zero t (increasing) of x[r, t] * W[t], 64 columns
+                  at a time held in vector registers across the whole list
+                  (``simd.gather_axpy``): per non-zero, four vector loads of W's row and
+                  four FMAs, and out is stored once.
+``bucket_dw``     dW[t] = sum over rows r of feature t (increasing) of x[r, t] * dz[r]
+                  (the same register-blocked gather over dz's rows);
                   optionally fused with plain SGD: W[t] -= lr * dW[t] only for features
                   present in the batch (W - lr * 0 == W), without touching the others.
 
@@ -27,9 +30,13 @@ costs ~44 us, see numba_jit.PARALLEL_MIN_WORK).
 import numpy as np
 from numba import njit, prange
 
+from .simd import BLOCK, BLOCK16, gather_axpy, gather_axpy16
+
 # Inputs at or below this fraction of non-zeros take the zero-skipping kernels. A term
-# of the list kernels costs ~2-3x a BLAS multiply-add, so they win well above MNIST's
-# (0.19) and KMNIST's (0.32) density, but not for ReLU activations (~0.5).
+# of the list kernels costs ~2x a BLAS multiply-add on one thread (they are bound by
+# loading W's rows from L2; 784x128: ~38 ps against ~20 ps), and BLAS scales better to
+# two threads, so they win at MNIST's (0.19) and KMNIST's (0.32) density, but not for
+# ReLU activations (~0.5).
 SPARSE_MAX_DENSITY = 0.35
 # Multiply-adds below which a list kernel stays serial (~100 us of work; a list term costs
 # about twice a dense multiply-add, hence half of numba_jit.PARALLEL_MIN_WORK).
@@ -89,27 +96,38 @@ def csr_build(x, rows, n, use_rows, rp, ci, cv, blen, brow, bval):
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
-def _forward_range(rp, ci, cv, W, out, r0, r1):
-    # 2-D indexing rather than row views: a view costs reference counting, which
-    # shows at batch size 1 (~100 non-zeros per step).
-    m = W.shape[1]
+def _gather_tail(out, r, idx, vals, k0, k1, M, j):
+    # out[r, j:] = sum over k in [k0, k1) of vals[k] * M[idx[k], j:], for the last
+    # m % 16 columns: the same fma chain as gather_axpy, in plain Numba (not inlined, so
+    # that its own fastmath flags apply).
+    m = M.shape[1]
     zero = np.float32(0)
-    for r in range(r0, r1):
-        for j in range(m):
-            out[r, j] = zero
-        k, e = rp[r], rp[r + 1]
-        while k + 4 <= e:
-            t0, t1, t2, t3 = ci[k], ci[k + 1], ci[k + 2], ci[k + 3]
-            v0, v1, v2, v3 = cv[k], cv[k + 1], cv[k + 2], cv[k + 3]
-            for j in range(m):
-                out[r, j] = (((out[r, j] + v0 * W[t0, j]) + v1 * W[t1, j]) + v2 * W[t2, j]) + v3 * W[t3, j]
-            k += 4
-        while k < e:
-            t0 = ci[k]
-            v0 = cv[k]
-            for j in range(m):
-                out[r, j] += v0 * W[t0, j]
-            k += 1
+    for c in range(j, m):
+        out[r, c] = zero
+    for k in range(k0, k1):
+        t = idx[k]
+        v = vals[k]
+        for c in range(j, m):
+            out[r, c] += v * M[t, c]
+
+
+@njit(cache=True, error_model="numpy")
+def _forward_range(rp, ci, cv, W, out, r0, r1):
+    # Column blocks outside, rows inside: a 64-column block of W (784 x 256 bytes)
+    # stays in L2 while every row of the chunk runs over its non-zero list.
+    m = W.shape[1]
+    j = 0
+    while j + BLOCK <= m:
+        for r in range(r0, r1):
+            gather_axpy(out, r, ci, cv, rp[r], rp[r + 1], W, j)
+        j += BLOCK
+    while j + BLOCK16 <= m:
+        for r in range(r0, r1):
+            gather_axpy16(out, r, ci, cv, rp[r], rp[r + 1], W, j)
+        j += BLOCK16
+    if j < m:
+        for r in range(r0, r1):
+            _gather_tail(out, r, ci, cv, rp[r], rp[r + 1], W, j)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
@@ -135,57 +153,21 @@ def csr_forward(rp, ci, cv, W, out, n):
         _forward_par(rp, ci, cv, W, out, n, chunks)
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"}, inline="always")
-def _dw_row(brow, bval, t, e, dz, dW):
-    # dW[t] = sum over k < e of bval[t, k] * dz[brow[t, k]], in k order, up to four terms
-    # per pass over j. The first pass starts the sums at zero with all of its terms (a
-    # small batch has 1-4 rows per feature: one pass instead of one per row), and the
-    # last takes the 1-3 leftover terms together.
+@njit(cache=True, error_model="numpy", inline="always")
+def _dw_row(brow_flat, bval_flat, cap, t, e, dz, dW):
+    # dW[t] = sum over k < e of bval[t, k] * dz[brow[t, k]], in k order (brow_flat and
+    # bval_flat: the (d, cap) buckets as flat views).
     m = dz.shape[1]
-    zero = np.float32(0)
-    k = 0
-    while k < e:
-        c = min(4, e - k)
-        r0 = brow[t, k]
-        v0 = bval[t, k]
-        r1, r2, r3 = r0, r0, r0
-        v1, v2, v3 = v0, v0, v0
-        if c > 1:
-            r1 = brow[t, k + 1]
-            v1 = bval[t, k + 1]
-        if c > 2:
-            r2 = brow[t, k + 2]
-            v2 = bval[t, k + 2]
-        if c > 3:
-            r3 = brow[t, k + 3]
-            v3 = bval[t, k + 3]
-        if k == 0:
-            if c == 4:
-                for j in range(m):
-                    dW[t, j] = (((zero + v0 * dz[r0, j]) + v1 * dz[r1, j]) + v2 * dz[r2, j]) + v3 * dz[r3, j]
-            elif c == 3:
-                for j in range(m):
-                    dW[t, j] = ((zero + v0 * dz[r0, j]) + v1 * dz[r1, j]) + v2 * dz[r2, j]
-            elif c == 2:
-                for j in range(m):
-                    dW[t, j] = (zero + v0 * dz[r0, j]) + v1 * dz[r1, j]
-            else:
-                for j in range(m):
-                    dW[t, j] = zero + v0 * dz[r0, j]
-        else:
-            if c == 4:
-                for j in range(m):
-                    dW[t, j] = (((dW[t, j] + v0 * dz[r0, j]) + v1 * dz[r1, j]) + v2 * dz[r2, j]) + v3 * dz[r3, j]
-            elif c == 3:
-                for j in range(m):
-                    dW[t, j] = ((dW[t, j] + v0 * dz[r0, j]) + v1 * dz[r1, j]) + v2 * dz[r2, j]
-            elif c == 2:
-                for j in range(m):
-                    dW[t, j] = (dW[t, j] + v0 * dz[r0, j]) + v1 * dz[r1, j]
-            else:
-                for j in range(m):
-                    dW[t, j] += v0 * dz[r0, j]
-        k += c
+    k0 = t * cap
+    j = 0
+    while j + BLOCK <= m:
+        gather_axpy(dW, t, brow_flat, bval_flat, k0, k0 + e, dz, j)
+        j += BLOCK
+    while j + BLOCK16 <= m:
+        gather_axpy16(dW, t, brow_flat, bval_flat, k0, k0 + e, dz, j)
+        j += BLOCK16
+    if j < m:
+        _gather_tail(dW, t, brow_flat, bval_flat, k0, k0 + e, dz, j)
 
 
 # Features per block of _dw_range: the block's dW rows (16 KiB at 128 columns) are
@@ -195,13 +177,15 @@ _DW_BLOCK = 32
 _DW_BLOCKED_TERMS = 1 << 16
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@njit(cache=True, error_model="numpy")
 def _dw_block(blen, brow, bval, dz, dW, fused, t0, t1):
     # dW rows t0:t1 (absent features: zero, or untouched when fused). _dw_row is inlined:
-    # a call per feature costs reference counting of its four arrays (~50 ns, more than
-    # the arithmetic of a feature at batch size 1).
+    # a call per feature costs reference counting of its arrays (~50 ns, more than the
+    # arithmetic of a feature at batch size 1).
     m = dz.shape[1]
     zero = np.float32(0)
+    cap = brow.shape[1]
+    brow_flat, bval_flat = brow.reshape(brow.size), bval.reshape(bval.size)
     for t in range(t0, t1):
         e = blen[t]
         if e == 0:
@@ -210,7 +194,7 @@ def _dw_block(blen, brow, bval, dz, dW, fused, t0, t1):
                     dW[t, j] = zero
             continue
         if e > 1 or not fused:  # fused one-term rows: see _sgd_block
-            _dw_row(brow, bval, t, e, dz, dW)
+            _dw_row(brow_flat, bval_flat, cap, t, e, dz, dW)
 
 
 @njit(cache=True, error_model="numpy")
@@ -247,17 +231,19 @@ def _dw_range(blen, brow, bval, dz, dW, W, lr, fused, big, t0, t1):
             _sgd_block(blen, brow, bval, dz, dW, W, lr, b0, b1)
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@njit(cache=True, error_model="numpy")
 def _dw_listed(rp, ci, n, brow, bval, blen, dz, dW):
     # dW rows of the features present in the batch, visited in order of first appearance
     # in the row lists (feature t first appears in row brow[t, 0]) rather than by a scan
     # of all d features, whose unpredictable branch costs more than a small batch's
     # arithmetic. Each row's sum is the same whatever the order rows are visited in.
+    cap = brow.shape[1]
+    brow_flat, bval_flat = brow.reshape(brow.size), bval.reshape(bval.size)
     for r in range(n):
         for k in range(rp[r], rp[r + 1]):
             t = ci[k]
             if brow[t, 0] == r and blen[t] > 1:
-                _dw_row(brow, bval, t, blen[t], dz, dW)
+                _dw_row(brow_flat, bval_flat, cap, t, blen[t], dz, dW)
 
 
 @njit(cache=True, error_model="numpy")

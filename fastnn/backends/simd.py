@@ -1,0 +1,135 @@
+"""Register-blocked gather-AXPY for the zero-skipping kernels (a Numba intrinsic).
+
+    gather_axpy(out, r, idx, vals, k0, k1, M, j)
+        out[r, j:j+64] = sum over k in [k0, k1) of vals[k] * M[idx[k], j:j+64]
+
+with the 64 sums kept in four 16-lane float32 vector registers for the whole list and
+stored once at the end (``gather_axpy16``: 16 columns, one register). Each term is one
+``llvm.fma`` per lane, in increasing k, starting from +0: exactly the rounding of the
+scalar loop ``s = 0; for k: s = fma(vals[k], M[idx[k], c], s)``, so it returns the same
+bits as the plain Numba kernels it replaces (which contract ``s + v * w`` to the same fma).
+
+Why an intrinsic: written in Numba, ``out[r, c] += v * M[t, c]`` reloads and stores
+``out`` for every term, because LLVM cannot prove that ``out`` and ``M`` do not overlap
+(it adds run-time overlap checks per list instead), and a tuple of 16 scalar
+accumulators is not vectorised either. Here each term costs four vector loads of M
+and four FMAs, and the four independent accumulation chains cover the FMA latency.
+
+Arguments: ``out`` and ``M`` 2-D float32 arrays with unit column stride (C order),
+``idx`` 1-D int32, ``vals`` 1-D float32, the rest integers. Nothing is bounds-checked:
+callers guarantee 0 <= k0 <= k1 <= len(idx), 0 <= idx[k] < M.shape[0],
+j + 64 <= M.shape[1] (j + 16 for the 16-column version) and the same for ``out``.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import config, types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+LANES = 16  # float32 lanes of one 512-bit vector (LLVM splits it into two on AVX2)
+
+
+def _check_types(out, idx, vals, M):
+    f32_2d = all(isinstance(a, types.Array) and a.dtype == types.float32 and a.ndim == 2 and a.layout == "C"
+                 for a in (out, M))
+    if not (f32_2d and isinstance(idx, types.Array) and idx.dtype == types.int32 and idx.ndim == 1
+            and isinstance(vals, types.Array) and vals.dtype == types.float32 and vals.ndim == 1):
+        raise TypingError("gather_axpy needs C-contiguous 2-D float32 out and M, 1-D int32 idx and "
+                          f"1-D float32 vals; got {out}, {idx}, {vals}, {M}")
+
+
+def _make_gather_axpy(n_vec):
+    width = n_vec * LANES
+
+    def impl(typingctx, out, r, idx, vals, k0, k1, M, j):
+        _check_types(out, idx, vals, M)
+        sig = types.void(out, r, idx, vals, k0, k1, M, j)
+
+        def codegen(context, builder, signature, args):
+            out_a, idx_a, vals_a, m_a = (context.make_array(signature.args[i])(context, builder, args[i])
+                                         for i in (0, 2, 3, 6))
+            i64 = ir.IntType(64)
+            vec = ir.VectorType(ir.FloatType(), LANES)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+                                                 "llvm.fma.v16f32")
+
+            def as_i64(i):
+                return context.cast(builder, args[i], signature.args[i], types.int64)
+
+            def row_stride(a):  # elements between rows (strides are in bytes)
+                return builder.sdiv(cgutils.unpack_tuple(builder, a.strides)[0], ir.Constant(i64, 4))
+
+            def vec_ptr(a, element):
+                return builder.bitcast(builder.gep(a.data, [element]), vec.as_pointer())
+
+            r_, k0_, k1_, j_ = as_i64(1), as_i64(4), as_i64(5), as_i64(7)
+            m_stride, out_stride = row_stride(m_a), row_stride(out_a)
+            entry = builder.block
+            head = builder.append_basic_block("gather_axpy.head")
+            body = builder.append_basic_block("gather_axpy.body")
+            done = builder.append_basic_block("gather_axpy.done")
+            builder.branch(head)
+
+            builder.position_at_end(head)
+            k = builder.phi(i64)
+            k.add_incoming(k0_, entry)
+            acc = []
+            for _ in range(n_vec):
+                a = builder.phi(vec)
+                a.add_incoming(ir.Constant(vec, None), entry)  # +0.0 in every lane
+                acc.append(a)
+            builder.cbranch(builder.icmp_signed("<", k, k1_), body, done)
+
+            builder.position_at_end(body)
+            t = builder.sext(builder.load(builder.gep(idx_a.data, [k])), i64)
+            v = builder.load(builder.gep(vals_a.data, [k]))
+            v_all = builder.insert_element(ir.Constant(vec, ir.Undefined), v, ir.Constant(ir.IntType(32), 0))
+            v_all = builder.shuffle_vector(v_all, ir.Constant(vec, ir.Undefined),
+                                           ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+            base = builder.add(builder.mul(t, m_stride), j_)
+            new = []
+            for q in range(n_vec):
+                w = builder.load(vec_ptr(m_a, builder.add(base, ir.Constant(i64, q * LANES))), align=4)
+                new.append(builder.call(fma, [v_all, w, acc[q]]))
+            for q in range(n_vec):
+                acc[q].add_incoming(new[q], body)
+            k.add_incoming(builder.add(k, ir.Constant(i64, 1)), body)
+            builder.branch(head)
+
+            builder.position_at_end(done)
+            out_base = builder.add(builder.mul(r_, out_stride), j_)
+            for q in range(n_vec):
+                builder.store(acc[q], vec_ptr(out_a, builder.add(out_base, ir.Constant(i64, q * LANES))), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    impl.__name__ = impl.__qualname__ = f"gather_axpy{width}" if n_vec != 4 else "gather_axpy"
+    return intrinsic(impl)
+
+
+#: columns per gather_axpy / gather_axpy16 call
+BLOCK, BLOCK16 = 4 * LANES, LANES
+
+
+def _make_interpreted(width):
+    # NUMBA_DISABLE_JIT: intrinsics cannot run in the interpreter; the same sums in float32
+    # NumPy (separately rounded products, so not the compiled bits; for debugging only).
+    def gather_axpy_py(out, r, idx, vals, k0, k1, M, j):
+        acc = np.zeros(width, np.float32)
+        for k in range(k0, k1):
+            acc += vals[k] * M[idx[k], j:j + width]
+        out[r, j:j + width] = acc
+
+    return gather_axpy_py
+
+
+if config.DISABLE_JIT:
+    gather_axpy, gather_axpy16 = _make_interpreted(BLOCK), _make_interpreted(BLOCK16)
+else:
+    #: 64 columns per call (four vector accumulators)
+    gather_axpy = _make_gather_axpy(4)
+    #: 16 columns per call (one vector accumulator), for the column tail
+    gather_axpy16 = _make_gather_axpy(1)
