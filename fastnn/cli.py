@@ -114,6 +114,7 @@ def build_train_parser():
                    help="train on the first N training images only (quick runs)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: a new runs/YYYYmmdd-HHMMSS folder)")
+    _tta_arg(p)
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="0 quiet, 1 a progress bar per epoch (default), 2 one line per epoch")
@@ -129,10 +130,18 @@ def build_evaluate_parser():
     p.add_argument("--gallery", default=None, metavar="FILE.png",
                    help="draw test images with predicted and true labels, misclassified first")
     p.add_argument("--gallery-size", type=_arg(int, POSITIVE_INT), default=64, metavar="N")
+    _tta_arg(p)
     return p
 
 
 # helpers -----------------------------------------------------------------------
+
+def _tta_arg(p):
+    p.add_argument("--tta", type=_arg(int, Interval("int", 0)), default=0, metavar="K",
+                   help="test-time augmentation: average the predictions of each image and K randomly shifted/"
+                        "rotated/zoomed copies (fastnn.model.TTA_AUGMENT) for the reported accuracies "
+                        "(default: 0 = off)")
+
 
 def set_threads(n):
     """``numba.set_num_threads(n)`` after checking 1 <= n <= NUMBA_NUM_THREADS; returns the count in use."""
@@ -302,10 +311,13 @@ def _train(args):
 
     n_val = int(len(x_train) * args.val_split)
     n_fit = len(x_train) - n_val
+    tta = dict(tta=args.tta, seed=args.seed)  # val and test only; the train row stays plain
     final = {"train": model.evaluate(x_train[:n_fit], y_train[:n_fit], return_dict=True),
-             "val": model.evaluate(x_train[n_fit:], y_train[n_fit:], return_dict=True) if n_val else None,
-             "test": model.evaluate(x_test, y_test, return_dict=True)}
-    cm = confusion_matrix(y_test, model.predict(x_test), model.n_classes_)
+             "val": model.evaluate(x_train[n_fit:], y_train[n_fit:], return_dict=True, **tta) if n_val else None,
+             "test": model.evaluate(x_test, y_test, return_dict=True, **tta)}
+    if args.tta:
+        final["test_no_tta"] = model.evaluate(x_test, y_test, return_dict=True)
+    cm = confusion_matrix(y_test, model.predict(x_test, **tta), model.n_classes_)
 
     model_path = model.save(os.path.join(out, "model.fastnn"))
     write_history_csv(history, os.path.join(out, "history.csv"))
@@ -321,6 +333,7 @@ def _train(args):
     summary = {
         "test_accuracy": final["test"]["accuracy"],
         "test_loss": final["test"]["loss"],
+        "tta": args.tta,
         "dataset": {"name": info.name, "directory": str(info.directory), "n_train": n_fit, "n_val": n_val,
                     "n_test": len(x_test), "image_shape": list(info.image_shape), "n_classes": model.n_classes_},
         "config": {"args": {k: v for k, v in vars(args).items()}, "model_class": type(model).__name__,
@@ -341,7 +354,8 @@ def _train(args):
         "files": files,
     }
     _write_json(os.path.join(out, "summary.json"), summary)
-    print(f"test accuracy: {final['test']['accuracy']:.4f}  test loss: {final['test']['loss']:.4f}  "
+    plain = f" (without TTA {final['test_no_tta']['accuracy']:.4f})" if args.tta else ""
+    print(f"test accuracy: {final['test']['accuracy']:.4f}{plain}  test loss: {final['test']['loss']:.4f}  "
           f"({len(history.epoch)} epochs, {train_seconds:.1f} s training)  saved to {model_path}", flush=True)
     return 0
 
@@ -367,10 +381,11 @@ def _evaluate(args):
         raise ValueError(f"the model expects {model.n_features_} features per image but {info.name} has {x_test.shape[1]}")
     if int(y_test.max()) >= model.n_classes_:
         raise ValueError(f"the model has {model.n_classes_} classes but {info.name} has labels up to {int(y_test.max())}")
-    loss, acc = model.evaluate(x_test, y_test, batch_size=args.batch_size)
-    pred = model.predict(x_test, batch_size=args.batch_size)
+    loss, acc = model.evaluate(x_test, y_test, batch_size=args.batch_size, tta=args.tta)
+    pred = model.predict(x_test, batch_size=args.batch_size, tta=args.tta)
     cm = confusion_matrix(y_test, pred, model.n_classes_)
-    print(f"{info.name} test set ({len(y_test)} images): accuracy {acc:.4f}  loss {loss:.4f}")
+    with_tta = f" with TTA ({args.tta} views)" if args.tta else ""
+    print(f"{info.name} test set ({len(y_test)} images){with_tta}: accuracy {acc:.4f}  loss {loss:.4f}")
     print(format_report(cm))
     if args.gallery:
         from .plotting import plot_gallery

@@ -40,6 +40,9 @@ EVAL_BATCH = 1024
 
 
 AUGMENT_KEYS = ("shift", "rotation", "scale", "elastic_alpha", "elastic_sigma")
+#: default test-time augmentation: half the training recipes' shifts, rotations and zooms, no
+#: elastic field (best of 7 variants on KMNIST validation; see benchmarks/sweeps/best.toml)
+TTA_AUGMENT = {"shift": 1.0, "rotation": 5.0, "scale": 0.05}
 
 
 def augment_vector(augment):
@@ -55,6 +58,15 @@ def augment_vector(augment):
     h, w = augment.get("image_shape") or (0, 0)
     settings = {k: check_value(f"augment[{k!r}]", augment.get(k, 0.0), Interval("real", 0)) for k in AUGMENT_KEYS}
     return make_aug(**settings, height=h, width=w)
+
+
+def _image_shape(aug, n_features, name):
+    """(height, width) of the rows an augmentation vector is applied to, or a ValueError for ``name``."""
+    try:
+        return image_shape(aug, n_features)
+    except ValueError:
+        raise ValueError(f"{name} needs image rows, but {n_features} features are not a square image; add "
+                         f"'image_shape': (height, width) to {name}, or leave it off") from None
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -321,7 +333,7 @@ class Sequential:
 
     def _aug(self):
         if self._aug_vector[0] != 0:
-            image_shape(self._aug_vector, self.n_features_)  # a clear error for rows that are not images
+            _image_shape(self._aug_vector, self.n_features_, "augment")  # rows that are not images
         return self._aug_vector
 
     def _infer_classes(self, labels_max):
@@ -360,24 +372,56 @@ class Sequential:
         get_backend(self.backend).forward(x, self.net, out, batch_size)
         return out
 
-    def predict_proba(self, x, batch_size=EVAL_BATCH):
-        """Class probabilities, float32 (n, n_classes) (inference mode: no dropout,
-        batch norm with running statistics)."""
-        logits = self._logits(x, batch_size)
+    def _probabilities(self, logits):
         logp = np.empty_like(logits)
         get_backend(self.backend).log_softmax(logits, logp)
         return np.exp(logp)
 
-    def predict(self, x, batch_size=EVAL_BATCH):
-        """Predicted class ids, int64 (n,)."""
+    def predict_proba(self, x, batch_size=EVAL_BATCH, tta=0, tta_augment=None, seed=0):
+        """Class probabilities, float32 (n, n_classes) (inference mode: no dropout,
+        batch norm with running statistics).
+
+        ``tta`` (int >= 0): test-time augmentation. Also classify ``tta`` randomly augmented
+        copies of every image and average the probabilities of all ``tta + 1`` views.
+        ``tta_augment`` is a dict like ``augment`` (default ``TTA_AUGMENT``: shifts up to
+        1 px, rotations up to 5 degrees, zooms up to 5%); ``seed`` makes the views
+        reproducible. Rows must be images (square, or ``image_shape`` in ``tta_augment``).
+        """
+        check_value("tta", tta, Interval("int", 0))
+        probs = self._probabilities(self._logits(x, batch_size))
+        if tta == 0:
+            return probs
+        check_value("seed", seed, Interval("int", 0))
+        aug = augment_vector(TTA_AUGMENT if tta_augment is None else tta_augment)
+        if aug[0] == 0:
+            raise ValueError(f"tta_augment must turn on at least one transform, got {tta_augment!r}")
+        x = check_x(x, "x", self.n_features_)
+        height, width = _image_shape(aug, self.n_features_, "tta_augment")
+        views, rows = np.empty_like(x), np.arange(len(x), dtype=np.int64)
+        total = probs.astype(np.float64)
+        for view in range(tta):
+            get_backend(self.backend).augment_rows(x, rows, height, width, aug, seed, view, views)
+            total += self._probabilities(self._logits(views, batch_size))
+        return (total / (tta + 1)).astype(np.float32)
+
+    def predict(self, x, batch_size=EVAL_BATCH, tta=0, tta_augment=None, seed=0):
+        """Predicted class ids, int64 (n,). ``tta``: see ``predict_proba``."""
+        if tta:
+            return self.predict_proba(x, batch_size, tta, tta_augment, seed).argmax(axis=1).astype(np.int64)
         return self._logits(x, batch_size).argmax(axis=1).astype(np.int64)
 
-    def evaluate(self, x, y, batch_size=EVAL_BATCH, return_dict=False):
+    def evaluate(self, x, y, batch_size=EVAL_BATCH, return_dict=False, tta=0, tta_augment=None, seed=0):
         """Mean loss (cross-entropy, with the model's label smoothing) and accuracy.
 
         Returns ``(loss, accuracy)``, or ``{"loss": ..., "accuracy": ...}`` with ``return_dict=True``.
+        With ``tta`` (see ``predict_proba``) both come from the averaged probabilities.
         """
-        logits = self._logits(x, batch_size)
+        if tta:
+            # log of the averaged probabilities as logits: their softmax is those probabilities
+            probs = self.predict_proba(x, batch_size, tta, tta_augment, seed)
+            logits = np.log(np.maximum(probs, np.float32(1e-30)))
+        else:
+            logits = self._logits(x, batch_size)
         y = check_y(y, "y", len(logits), self.n_classes_)
         dlogits = np.empty_like(logits)
         loss, correct = get_backend(self.backend).softmax_nll(logits, y, self.label_smoothing, dlogits)

@@ -86,7 +86,7 @@ THREAD_ENV_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS
 MD_ERROR_CHARS = 160
 RESULT_COLUMNS = ["run", "dataset", "layers", "activation", "optimizer", "lr", "weight_decay", "dropout",
                   "batch_norm", "epochs_run", "best_epoch", "train_accuracy", "val_accuracy", "test_accuracy",
-                  "train_seconds", "wall_seconds", "samples_per_second", "reported", "delta", "status", "error"]
+                  "tta", "test_no_tta", "train_seconds", "wall_seconds", "samples_per_second", "reported", "delta", "status", "error"]
 META_COLUMNS = ["source", "note"]  # from meta; in the CSV and the comparison table
 
 
@@ -441,6 +441,7 @@ def result_row(name, run, run_dir):
                dropout=args.get("dropout", ""), batch_norm=args.get("batch_norm", ""),
                epochs_run=summary.get("epochs_run", ""), best_epoch=_best_epoch(hist) or "",
                train_accuracy=pct("train"), val_accuracy=pct("val"), test_accuracy=100.0 * summary["test_accuracy"],
+               tta=summary.get("tta") or "", test_no_tta=pct("test_no_tta"),
                train_seconds=summary.get("train_seconds", ""), wall_seconds=record.get("wall_seconds", ""),
                samples_per_second=statistics.median(rates) if rates else "", status="ok")
     if reported != "" and reported is not None:
@@ -459,11 +460,11 @@ def _cell(value, digits=2):
 MD_HEADS = {"train_accuracy": "train %", "val_accuracy": "val %", "test_accuracy": "test %",
             "train_seconds": "train s", "wall_seconds": "wall s", "samples_per_second": "samples/s",
             "reported": "reported %", "delta": "delta", "weight_decay": "wd", "batch_norm": "bn",
-            "epochs_run": "epochs", "best_epoch": "best"}
+            "epochs_run": "epochs", "best_epoch": "best", "tta": "TTA views", "test_no_tta": "test % no TTA"}
 MD_TEXT_COLUMNS = {"run", "dataset", "layers", "activation", "optimizer", "status", "error", "source", "note"}
 #: the short table of runs that carry a reported number or a source (e.g. for a README)
-COMPARISON_COLUMNS = ["run", "source", "reported", "test_accuracy", "delta", "val_accuracy", "epochs_run",
-                      "train_seconds", "wall_seconds"]
+COMPARISON_COLUMNS = ["run", "source", "reported", "test_accuracy", "delta", "tta", "test_no_tta", "val_accuracy",
+                      "epochs_run", "train_seconds", "wall_seconds"]
 
 
 def _md_cell(column, value):

@@ -157,6 +157,25 @@ def test_train_and_evaluate_end_to_end_on_mnist(tmp_path, capsys):
 
 
 @needs_mnist
+def test_tta_flag_reports_both_accuracies(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--layers", "32", "--epochs", "1", "--train-limit", "3000", "--val-split", "0.1", "--backend", "numpy",
+            "--out", str(out), "--verbose", "0", "--no-plots", "--tta", "2"]
+    assert train_main(argv) == 0
+    assert "(without TTA 0." in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tta"] == 2 and set(summary["final"]) == {"train", "val", "test", "test_no_tta"}
+    model = fastnn.load(out / "model.fastnn")
+    (_, _), (x_test, y_test) = fastnn.load_dataset("mnist")
+    assert model.evaluate(x_test, y_test, tta=2)[1] == pytest.approx(summary["test_accuracy"])
+    assert model.evaluate(x_test, y_test)[1] == pytest.approx(summary["final"]["test_no_tta"]["accuracy"])
+    assert summary["test_accuracy"] != summary["final"]["test_no_tta"]["accuracy"]  # 2 views change some calls
+    assert evaluate_main([str(out / "model.fastnn"), "--dataset", "mnist", "--backend", "numpy", "--tta", "2"]) == 0
+    assert f"with TTA (2 views): accuracy {summary['test_accuracy']:.4f}" in capsys.readouterr().out
+    assert train_main(argv + ["--tta", "-1"]) == 2
+
+
+@needs_mnist
 def test_console_script_module_runs_without_traceback(tmp_path):
     """The real process: a bad value exits 2 with the argparse message."""
     code = "import sys; from fastnn.cli import train_main; sys.exit(train_main())"

@@ -357,6 +357,65 @@ def test_predict_proba_evaluate_against_manual(data):
     np.testing.assert_allclose(model.predict_proba(x, batch_size=1024), proba, rtol=1e-6)
 
 
+def _image_problem(n=120, side=8, seed=0):
+    """Two classes of 8x8 images: a bright bar in the top or the bottom half."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.random((n, side, side)).astype(np.float32) * 0.2
+    for i, label in enumerate(y):
+        rows = slice(1, 3) if label == 0 else slice(5, 7)
+        x[i, rows, 1:7] = 1.0
+    return x.reshape(n, side * side), y.astype(np.int64)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_test_time_augmentation_averages_augmented_views(backend):
+    from fastnn.backends.augment import augment_rows_numpy
+    from fastnn.model import TTA_AUGMENT, augment_vector
+
+    x, y = _image_problem()
+    model = MLP([16], backend=backend, seed=1)
+    model.fit(x, y, epochs=3, verbose=0)
+    plain = model.predict_proba(x)
+    np.testing.assert_array_equal(model.predict_proba(x, tta=0), plain)
+    tta = model.predict_proba(x, tta=3, seed=5)
+    assert tta.shape == plain.shape and tta.dtype == np.float32
+    np.testing.assert_allclose(tta.sum(1), 1, rtol=1e-5)
+    # independent reference: the NumPy augmentation of each view, classified one view at a time
+    aug = augment_vector(TTA_AUGMENT)
+    views = [x] + [np.empty_like(x) for _ in range(3)]
+    for k in range(3):
+        augment_rows_numpy(x, np.arange(len(x)), 8, 8, aug, 5, k, views[k + 1])
+    assert not np.array_equal(views[1], x) and not np.array_equal(views[1], views[2])
+    reference = np.mean([model.predict_proba(v).astype(np.float64) for v in views], axis=0)
+    np.testing.assert_allclose(tta, reference, atol=2e-6)
+    np.testing.assert_array_equal(model.predict_proba(x, tta=3, seed=5), tta)  # seeded
+    assert not np.array_equal(model.predict_proba(x, tta=3, seed=6), tta)
+    np.testing.assert_array_equal(model.predict(x, tta=3, seed=5), tta.argmax(1))
+    loss, acc = model.evaluate(x, y, tta=3, seed=5)
+    assert acc == pytest.approx(np.mean(tta.argmax(1) == y))
+    assert loss == pytest.approx(-np.log(tta[np.arange(len(y)), y].astype(np.float64)).mean(), rel=1e-4)
+    custom = model.predict_proba(x, tta=2, tta_augment={"shift": 2})
+    assert not np.allclose(custom, model.predict_proba(x, tta=2))
+
+
+def test_test_time_augmentation_bad_input_is_named():
+    x, y = blobs(60)  # 10 features: not an image
+    model = MLP([8], backend="numpy")
+    model.fit(x, y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="tta_augment needs image rows, but 10 features are not a square image"):
+        model.predict_proba(x, tta=2)
+    with pytest.raises(ValueError, match="tta must be"):
+        model.predict(x, tta=-1)
+    xi, yi = _image_problem(40)
+    model = MLP([8], backend="numpy")
+    model.fit(xi, yi, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="tta_augment must turn on at least one transform"):
+        model.predict_proba(xi, tta=2, tta_augment={"shift": 0})
+    with pytest.raises(ValueError, match="unknown keys"):
+        model.evaluate(xi, yi, tta=2, tta_augment={"flip": 1})
+
+
 def test_accepts_uint8_and_float64_inputs():
     x, y = blobs(100)
     xu8 = np.clip(x * 10 + 128, 0, 255).astype(np.uint8)
