@@ -268,6 +268,8 @@ class Sequential:
         self.stop_training, self.stop_reason = False, None
         backend = get_backend(self.backend)
         net, opt = self.net, self.optimizer.buffers
+        # augmented batches are listed from the augmented copies, never from x itself
+        inputs = backend.prepare_inputs(x) if self._aug()[0] == 0 else None
 
         steps_per_epoch = math.ceil(n_train / batch_size)
         total_steps = epochs * steps_per_epoch
@@ -294,7 +296,8 @@ class Sequential:
                 chunk_rec = (self._full_snapshot(), order, done * batch_size, lrs)
                 applied = int(backend.train_steps(x, y_train, order, done * batch_size, k, batch_size, net, opt, lrs,
                                                   dropout_seed, self.label_smoothing, self._aug(),
-                                                  step_loss[done : done + k], step_correct[done : done + k]))
+                                                  step_loss[done : done + k], step_correct[done : done + k],
+                                                  inputs=inputs))
                 done += applied
                 last_lr = float(lrs[max(applied - 1, 0)])
                 if applied < k:

@@ -143,6 +143,58 @@ def _call_gather(kernel, *args):
     njit(lambda *a: kernel(*a))(*args)
 
 
+def _byte_images(n, d, seed, sparsity=0.7):
+    r = np.random.default_rng(seed)
+    k = r.integers(1, 256, (n, d)).astype(np.uint8)
+    k[r.random((n, d)) < sparsity] = 0
+    k[::5] = 0  # all-zero rows
+    return k, (k / np.float32(255)).astype(np.float32)  # the scaling load_dataset uses
+
+
+@pytest.mark.parametrize("d", [784, 13, 8, 1])
+def test_encode_bytes_finds_the_codes_or_refuses(d):
+    from fastnn.backends import numba_sparse as sp
+
+    k, x = _byte_images(40, d, d)
+    x[3, 0] = -0.0
+    codes = np.full((40, sp.byte_row_length(d)), 7, np.uint8)
+    assert sp.encode_bytes(x, codes)
+    k[3, 0] = 0
+    np.testing.assert_array_equal(codes[:, :d], k)
+    assert (codes[:, d:] == 0).all() and codes.shape[1] % 8 == 0
+    np.testing.assert_array_equal(sp.BYTE_VALUES[codes[:, :d]], x)
+    for bad in (0.5, 1.5, -0.25, np.nan, np.inf, np.float32(3 / 255) + np.float32(1e-6)):
+        y = x.copy()
+        y[39, d - 1] = bad
+        assert not sp.encode_bytes(y, codes), bad
+        assert nb.prepare_inputs(y) is None
+    np.testing.assert_array_equal(nb.prepare_inputs(x)[:, :d], k)
+
+
+@pytest.mark.parametrize("n,d", [(1, 784), (7, 13), (64, 784), (50, 17)])
+def test_csr_build_bytes_lists_exactly_what_csr_build_lists(n, d):
+    from fastnn.backends import numba_sparse as sp
+
+    _, x = _byte_images(300, d, n + d)
+    codes = nb.prepare_inputs(x)
+    rows = np.random.default_rng(n).choice(300, n).astype(np.int64)  # random order, repeats allowed
+    a, b = sp.csr_alloc(n, d), sp.csr_alloc(n, d)
+    for lists in (a, b):
+        for buf in lists:
+            buf[...] = 99
+    nnz = sp.csr_build(x, rows, n, True, *a)
+    assert sp.csr_build_bytes(codes, d, rows, n, *b) == nnz
+    rp, ci, cv, blen, brow, bval = a
+    np.testing.assert_array_equal(b[0][:n + 1], rp[:n + 1])
+    np.testing.assert_array_equal(b[1][:nnz], ci[:nnz])
+    np.testing.assert_array_equal(b[2][:nnz], cv[:nnz])
+    np.testing.assert_array_equal(b[3], blen)
+    for t in range(d):
+        np.testing.assert_array_equal(b[4][t, :blen[t]], brow[t, :blen[t]])
+        np.testing.assert_array_equal(b[5][t, :blen[t]], bval[t, :blen[t]])
+    assert nnz == np.count_nonzero(x[rows])
+
+
 def test_parallel_paths_give_the_serial_bits():
     """Above the parallel thresholds the chunked kernels run; each output element is still
     one sum in a fixed order, so they equal the single-chunk (serial) path bit for bit."""

@@ -416,6 +416,32 @@ def test_test_time_augmentation_bad_input_is_named():
         model.evaluate(xi, yi, tta=2, tta_augment={"flip": 1})
 
 
+def test_fit_prepares_byte_inputs_once_and_they_change_nothing(monkeypatch):
+    from fastnn.backends import numba_jit
+
+    x, y = _image_problem(200)
+    x = (np.rint(x * 255) / np.float32(255)).astype(np.float32)  # 8-bit images
+    calls = []
+    real = numba_jit.prepare_inputs
+
+    def spy(data):
+        calls.append(real(data))
+        return calls[-1]
+
+    weights = []
+    for prepare in (spy, lambda data: None):
+        monkeypatch.setattr(numba_jit, "prepare_inputs", prepare)
+        model = MLP([16], optimizer="sgd", lr=0.1, seed=2)
+        model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+        weights.append(model.get_weights())
+    assert len(calls) == 1 and calls[0] is not None  # once per fit, and the data were byte-valued
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))
+    calls.clear()
+    monkeypatch.setattr(numba_jit, "prepare_inputs", spy)
+    MLP([16], augment={"shift": 1}).fit(x, y, epochs=1, verbose=0)
+    assert calls == []  # augmented batches are listed from their copies
+
+
 def test_accepts_uint8_and_float64_inputs():
     x, y = blobs(100)
     xu8 = np.clip(x * 10 + 128, 0, 255).astype(np.uint8)

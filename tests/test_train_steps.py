@@ -226,6 +226,29 @@ def load_mnist_rows(n):
     return (x / np.float32(255)).astype(np.float32), y.astype(np.int64)
 
 
+@pytest.mark.parametrize("opt_name", ["sgd", "adam-wd"])
+def test_byte_inputs_train_bit_for_bit_like_floats(opt_name):
+    """prepare_inputs only changes where the first layer's lists come from: same bits."""
+    x, y = load_mnist_rows(640)
+    codes = nb.prepare_inputs(x)
+    assert codes is not None and codes.shape == (640, 784)
+    layers = [("dense", 784, 64, S.ACT_RELU), ("dense", 64, 10, S.ACT_NONE)]
+    base, order = make_net(layers), np.random.default_rng(0).permutation(640)
+    results = []
+    for inputs in (None, codes):
+        net, opt = copy_net(base), make_opt(opt_name, len(base.params))
+        loss, correct = np.zeros(12), np.zeros(12, np.int64)
+        assert nb.train_steps(x, y, order, 0, 12, 50, net, opt, np.full(12, 0.05), 3, 0.1, np.zeros(8), loss,
+                              correct, inputs=inputs) == 12
+        results.append((net.params, loss))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    with pytest.raises(ValueError, match="were not prepared from this x"):
+        nb.train_steps(x[:100], y, order, 0, 1, 50, net, opt, np.full(1, 0.05), 3, 0.1, np.zeros(8), loss, correct,
+                       inputs=codes)
+    assert npr.prepare_inputs(x) is None
+
+
 def test_real_mnist_rows():
     x, y = load_mnist_rows(640)
     layers = [("dense", 784, 32, S.ACT_RELU), ("dense", 32, 10, S.ACT_NONE)]

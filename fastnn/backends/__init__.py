@@ -53,6 +53,13 @@ train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed,
     applied; it stops before applying a step whose loss is not finite.
 forward(x, net, out, batch_size)         inference-mode logits for all rows of x
 
+prepare_inputs(x) -> inputs             once per data set (e.g. per fit): anything the
+                                          backend precomputes from x to train faster, or
+                                          None; pass it as ``train_steps(..., inputs=)``
+                                          with that same x. It never changes results.
+                                          (numba: one-byte pixel codes when every value
+                                          of x is k/255; numpy: always None)
+
 Both also accept ``workspace=`` (keyword): the per-batch buffers from
 ``make_workspace(net, batch_size)`` (``stepwise.Workspace``). By default a cached
 workspace per (layout, batch size, dtype) is used, so the hot loop never allocates.

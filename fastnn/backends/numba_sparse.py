@@ -7,6 +7,10 @@ forward product and the weight gradient run over those lists:
 ``csr_build``     one pass over the batch rows: row lists (CSR: ``rp``, ``ci``, ``cv``)
                   and per-feature buckets (``blen``, ``brow``, ``bval``: for feature t,
                   the rows r with x[r, t] != 0 in increasing r, and their values).
+``csr_build_bytes`` the same lists from one-byte pixel codes (``encode_bytes``): when every
+                  input is k / 255 (8-bit images, as ``load_dataset`` returns them), a
+                  random row is 784 bytes instead of 3136, eight zero pixels are skipped
+                  with one comparison, and the next rows are prefetched.
 ``csr_forward``   out[r] = sum over non-zero t (increasing) of x[r, t] * W[t], 64 columns
                   at a time held in vector registers across the whole list
                   (``simd.gather_axpy``): per non-zero, four vector loads of W's row and
@@ -30,7 +34,7 @@ costs ~44 us, see numba_jit.PARALLEL_MIN_WORK).
 import numpy as np
 from numba import njit, prange
 
-from .simd import BLOCK, BLOCK16, gather_axpy, gather_axpy16
+from .simd import BLOCK, BLOCK16, gather_axpy, gather_axpy16, prefetch_row
 
 # Inputs at or below this fraction of non-zeros take the zero-skipping kernels. A term
 # of the list kernels costs ~2x a BLAS multiply-add on one thread (they are bound by
@@ -91,6 +95,76 @@ def csr_build(x, rows, n, use_rows, rp, ci, cv, blen, brow, bval):
                 brow[t, k] = r
                 bval[t, k] = v
                 blen[t] = k + 1
+    rp[n] = nnz
+    return nnz
+
+
+#: float32 value of each byte code: k / 255 correctly rounded (as load_dataset divides)
+BYTE_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
+# Rows of csr_build_bytes prefetched ahead of the one being listed.
+_PREFETCH_ROWS = 3
+
+
+def byte_row_length(d):
+    """Bytes per row of the codes for d features: d rounded up to whole 8-byte words."""
+    return -(-d // 8) * 8
+
+
+@njit(cache=True, error_model="numpy")
+def encode_bytes(x, codes):
+    """codes[i, :d] = k where x[i, t] == BYTE_VALUES[k]; False if some value is none of them.
+
+    x (N, d) float32; codes (N, byte_row_length(d)) uint8, its padding bytes set to 0.
+    A False result leaves codes partly written (the caller drops it).
+    """
+    n, d = x.shape
+    zero, one, scale, half = np.float32(0), np.float32(1), np.float32(255), np.float32(0.5)
+    for i in range(n):
+        mismatch = False
+        for t in range(d):  # branch-free, so that it vectorises
+            v = x[i, t]
+            c = v if v > zero else zero  # clamped to [0, 1], NaN to 0: the conversion stays defined
+            k = np.int32((c if c < one else one) * scale + half)
+            codes[i, t] = k
+            mismatch |= np.float32(k) / scale != v  # also NaN: != is true
+        if mismatch:
+            return False
+        for t in range(d, codes.shape[1]):
+            codes[i, t] = 0
+    return True
+
+
+@njit(cache=True, error_model="numpy")
+def csr_build_bytes(codes, d, rows, n, rp, ci, cv, blen, brow, bval):
+    """``csr_build`` of the batch x[rows[:n]] from its byte codes (``encode_bytes``); same lists, same count.
+
+    codes (N, byte_row_length(d)) uint8; d the number of features.
+    """
+    for t in range(d):
+        blen[t] = 0
+    words = codes.view(np.uint64)  # eight pixels per comparison with zero
+    for r in range(min(_PREFETCH_ROWS, n)):
+        prefetch_row(codes, rows[r])
+    nnz = 0
+    for r in range(n):
+        src = rows[r]
+        if r + _PREFETCH_ROWS < n:
+            prefetch_row(codes, rows[r + _PREFETCH_ROWS])
+        rp[r] = nnz
+        for w in range(words.shape[1]):
+            if words[src, w] == 0:
+                continue
+            for t in range(8 * w, 8 * w + 8):
+                k = codes[src, t]
+                if k != 0:
+                    v = BYTE_VALUES[k]
+                    ci[nnz] = t
+                    cv[nnz] = v
+                    nnz += 1
+                    b = blen[t]
+                    brow[t, b] = r
+                    bval[t, b] = v
+                    blen[t] = b + 1
     rp[n] = nnz
     return nnz
 

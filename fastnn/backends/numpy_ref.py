@@ -304,8 +304,13 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step):
 make_workspace = stepwise.make_workspace
 
 
+def prepare_inputs(x):
+    """The contract's per-data-set preparation: nothing to precompute here."""
+    return None
+
+
 def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
-                step_loss, step_correct, workspace=None):
+                step_loss, step_correct, workspace=None, inputs=None):
     """The contract's ``train_steps`` (see ``fastnn.backends``), run by ``stepwise.train_steps``."""
     return stepwise.train_steps(sys.modules[__name__], x, y, order, start, n_steps, batch_size, net, opt,
                                 lr_steps, seed, smoothing, aug, step_loss, step_correct, workspace)

@@ -1,4 +1,5 @@
-"""Register-blocked gather-AXPY for the zero-skipping kernels (a Numba intrinsic).
+"""Two Numba intrinsics for the zero-skipping kernels: a register-blocked gather-AXPY
+and a cache prefetch.
 
     gather_axpy(out, r, idx, vals, k0, k1, M, j)
         out[r, j:j+64] = sum over k in [k0, k1) of vals[k] * M[idx[k], j:j+64]
@@ -19,6 +20,11 @@ Arguments: ``out`` and ``M`` 2-D float32 arrays with unit column stride (C order
 ``idx`` 1-D int32, ``vals`` 1-D float32, the rest integers. Nothing is bounds-checked:
 callers guarantee 0 <= k0 <= k1 <= len(idx), 0 <= idx[k] < M.shape[0],
 j + 64 <= M.shape[1] (j + 16 for the 16-column version) and the same for ``out``.
+
+    prefetch_row(a, row)
+        asks the CPU to start loading every cache line of a[row] (a 2-D C array), so that
+        rows visited in random order arrive while earlier rows are being processed.
+        A hint only: no effect on results.
 """
 
 import numpy as np
@@ -126,9 +132,38 @@ def _make_interpreted(width):
     return gather_axpy_py
 
 
+@intrinsic
+def _prefetch_row(typingctx, a, row):
+    if not (isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" and isinstance(row, types.Integer)):
+        raise TypingError(f"prefetch_row needs a C-contiguous 2-D array and an integer row; got {a}, {row}")
+    sig = types.void(a, row)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        row_ = context.cast(builder, args[1], signature.args[1], types.int64)
+        row_bytes = cgutils.unpack_tuple(builder, arr.strides)[0]
+        start = builder.gep(builder.bitcast(arr.data, cgutils.voidptr_t), [builder.mul(row_, row_bytes)])
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t, i32, i32, i32]), "llvm.prefetch.p0")
+        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), row_bytes, ir.Constant(i64, 64)) as (offset, _):
+            # read access (0), keep in all cache levels (3), data cache (1)
+            builder.call(prefetch, [builder.gep(start, [offset]), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                                    ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _prefetch_row_interpreted(a, row):
+    pass
+
+
 if config.DISABLE_JIT:
     gather_axpy, gather_axpy16 = _make_interpreted(BLOCK), _make_interpreted(BLOCK16)
+    prefetch_row = _prefetch_row_interpreted
 else:
+    prefetch_row = _prefetch_row
     #: 64 columns per call (four vector accumulators)
     gather_axpy = _make_gather_axpy(4)
     #: 16 columns per call (one vector accumulator), for the column tail

@@ -36,6 +36,15 @@ def format_table(records):
             if peak:
                 row += [f"{100 * res[k]['samples_per_s'] * rec['flops_per_sample'] / 1e9 / peak:.1f}%" for k in kinds]
             lines.append("| " + " | ".join(row) + " |")
+    prepared = {}  # dataset -> (seconds, batch-128 epoch seconds), first thread count
+    for rec in records:
+        numba = rec["results"].get("numba", {})
+        if rec["batch_size"] == 128 and numba.get("prepare_s"):
+            prepared.setdefault(rec["dataset"], (numba["prepare_s"], numba["epoch_s"]))
+    if prepared:
+        lines.append("\nnumba prepares one-byte pixel codes once per fit, outside the epoch times above: "
+                     + ", ".join(f"{d.upper()} {1e3 * p:.0f} ms ({100 * p / e:.0f}% of a batch-128 epoch)"
+                                 for d, (p, e) in prepared.items()) + ".")
     lines.append("\n`*` step-limited: a fixed number of steps of the epoch was timed and samples/s extrapolated.")
     lines.append("%peak: dense training FLOPs/sample x samples/s over the float32 matmul peak measured at that "
                  "thread count (large np.dot); zero-skipping kernels do less work than counted, so it can exceed 100%.")

@@ -175,6 +175,9 @@ def run_training_suite(configs, runners=RUNNERS, threads=(None,), max_seconds=2.
                 # Fresh runners per batch size: every one starts from the same weights.
                 runs = {k: make_runner(k, x, y, weights) for k in kinds}
                 res = time_training(runs, len(x), bs, max_seconds=max_seconds, repeats=repeats, clock=clock)
+                for k, run in runs.items():  # once-per-fit input preparation, reported beside the epoch
+                    if hasattr(run, "prepare_seconds"):
+                        res[k]["prepare_s"] = run.prepare_seconds
                 rec = {"dataset": dataset, "layers": sizes, "batch_size": bs, "threads": tinfo, "n_samples": len(x),
                        "flops_per_sample": train_flops_per_sample(sizes), "peak_gflops": peak, "loadavg": _loadavg(),
                        "clock": clock, "results": res}
