@@ -215,7 +215,7 @@ def test_parallel_paths_give_the_serial_bits():
         W1, W2 = W.copy(), W.copy()
         dW1, dW2 = np.zeros((d, m), np.float32), np.zeros((d, m), np.float32)
         sp.bucket_dw(blen, brow, bval, dz, dW1, W1, np.float32(0.05), fused, nnz, rp, ci, cv)
-        sp._dw_range(blen, brow, bval, dz, dW2, W2, np.float32(0.05), fused, True, 0, d)
+        sp._dw_range(blen, brow, bval, dz, dW2, W2, np.float32(0.05), fused, 0, d)
         np.testing.assert_array_equal(W1, W2)
         if not fused:
             np.testing.assert_array_equal(dW1, dW2)

@@ -34,7 +34,7 @@ costs ~44 us, see numba_jit.PARALLEL_MIN_WORK).
 import numpy as np
 from numba import njit, prange
 
-from .simd import BLOCK, BLOCK16, gather_axpy, gather_axpy16, prefetch_row
+from .simd import BLOCK, BLOCK16, gather_axpy, gather_axpy16, gather_axpy16_sgd, gather_axpy_sgd, prefetch_row
 
 # Inputs at or below this fraction of non-zeros take the zero-skipping kernels. A term
 # of the list kernels costs ~2x a BLAS multiply-add on one thread (they are bound by
@@ -244,65 +244,46 @@ def _dw_row(brow_flat, bval_flat, cap, t, e, dz, dW):
         _gather_tail(dW, t, brow_flat, bval_flat, k0, k0 + e, dz, j)
 
 
-# Features per block of _dw_range: the block's dW rows (16 KiB at 128 columns) are
-# still in L1 when its SGD step reads them back.
-_DW_BLOCK = 32
-# Multiply-adds from which the weight gradient works in blocks of features.
-_DW_BLOCKED_TERMS = 1 << 16
+@njit(cache=True, error_model="numpy", inline="always")
+def _dw_row_sgd(brow_flat, bval_flat, cap, t, e, dz, W, dW, lr):
+    # W[t] -= lr * (the _dw_row sum), the sum never stored (dW is scratch for the column
+    # tail only). Rounds as sgd_update's w - lr * (g + 0 * w) with g that sum, so the fused
+    # first layer equals backward-then-update bit for bit.
+    m = dz.shape[1]
+    k0 = t * cap
+    j = 0
+    while j + BLOCK <= m:
+        gather_axpy_sgd(W, t, brow_flat, bval_flat, k0, k0 + e, dz, j, lr)
+        j += BLOCK
+    while j + BLOCK16 <= m:
+        gather_axpy16_sgd(W, t, brow_flat, bval_flat, k0, k0 + e, dz, j, lr)
+        j += BLOCK16
+    if j < m:
+        _gather_tail(dW, t, brow_flat, bval_flat, k0, k0 + e, dz, j)
+        for c in range(j, m):
+            W[t, c] = W[t, c] - lr * dW[t, c]
 
 
 @njit(cache=True, error_model="numpy")
-def _dw_block(blen, brow, bval, dz, dW, fused, t0, t1):
-    # dW rows t0:t1 (absent features: zero, or untouched when fused). _dw_row is inlined:
-    # a call per feature costs reference counting of its arrays (~50 ns, more than the
-    # arithmetic of a feature at batch size 1).
+def _dw_range(blen, brow, bval, dz, dW, W, lr, fused, t0, t1):
+    # dW rows t0:t1 (absent features: zero), or with ``fused`` the SGD step of W's rows of
+    # the features present (absent ones untouched: W - lr * 0 == W). The row functions
+    # are inlined: a call per feature costs reference counting of its arrays (~50 ns,
+    # more than the arithmetic of a feature at batch size 1).
     m = dz.shape[1]
     zero = np.float32(0)
     cap = brow.shape[1]
     brow_flat, bval_flat = brow.reshape(brow.size), bval.reshape(bval.size)
     for t in range(t0, t1):
         e = blen[t]
-        if e == 0:
-            if not fused:
-                for j in range(m):
-                    dW[t, j] = zero
-            continue
-        if e > 1 or not fused:  # fused one-term rows: see _sgd_block
-            _dw_row(brow_flat, bval_flat, cap, t, e, dz, dW)
-
-
-@njit(cache=True, error_model="numpy")
-def _sgd_block(blen, brow, bval, dz, dW, W, lr, t0, t1):
-    # Not contracted (no fastmath): rounds as sgd_update's w - lr * (g + 0 * w), so the
-    # fused first layer equals backward-then-update bit for bit. A feature present in
-    # one row only has the one-term sum 0 + v * dz[r], rounded here exactly as the
-    # contracted fma(v, dz[r], 0) of _dw_row would round it: its gradient row is never
-    # stored (one pass over it instead of two).
-    m = W.shape[1]
-    zero = np.float32(0)
-    for t in range(t0, t1):
-        e = blen[t]
-        if e == 1:
-            r = brow[t, 0]
-            v = bval[t, 0]
-            for j in range(m):
-                W[t, j] = W[t, j] - lr * (zero + v * dz[r, j])
-        elif e > 1:
-            for j in range(m):
-                W[t, j] = W[t, j] - lr * dW[t, j]
-
-
-@njit(cache=True, error_model="numpy")
-def _dw_range(blen, brow, bval, dz, dW, W, lr, fused, big, t0, t1):
-    # ``big``: blocks of _DW_BLOCK features; else all at once, because each call of a
-    # compiled function costs ~40 ns (reference counts of its array arguments), as much
-    # as the whole arithmetic of a batch of one image.
-    block = _DW_BLOCK if big else max(t1 - t0, 1)
-    for b0 in range(t0, t1, block):
-        b1 = min(b0 + block, t1)
-        _dw_block(blen, brow, bval, dz, dW, fused, b0, b1)
         if fused:
-            _sgd_block(blen, brow, bval, dz, dW, W, lr, b0, b1)
+            if e > 0:
+                _dw_row_sgd(brow_flat, bval_flat, cap, t, e, dz, W, dW, lr)
+        elif e > 0:
+            _dw_row(brow_flat, bval_flat, cap, t, e, dz, dW)
+        else:
+            for j in range(m):
+                dW[t, j] = zero
 
 
 @njit(cache=True, error_model="numpy")
@@ -322,7 +303,7 @@ def _dw_listed(rp, ci, n, brow, bval, blen, dz, dW):
 
 @njit(cache=True, error_model="numpy")
 def _sgd_listed(rp, ci, cv, n, brow, blen, dz, dW, W, lr):
-    # The SGD step of the rows _dw_listed wrote (see _sgd_block). A feature present in
+    # The SGD step of the rows _dw_listed wrote (see _dw_row_sgd). A feature present in
     # one row only (all of them at batch size 1) has the one-term sum 0 + v * dz[r],
     # rounded here exactly as the contracted fma(v, dz[r], 0) would round it, so its
     # gradient row is never stored: one pass instead of two.
@@ -345,7 +326,7 @@ def _sgd_listed(rp, ci, cv, n, brow, blen, dz, dW, W, lr):
 def _dw_par(blen, brow, bval, dz, dW, W, lr, fused, chunks):
     d = blen.shape[0]
     for c in prange(chunks):
-        _dw_range(blen, brow, bval, dz, dW, W, lr, fused, True, c * d // chunks, (c + 1) * d // chunks)
+        _dw_range(blen, brow, bval, dz, dW, W, lr, fused, c * d // chunks, (c + 1) * d // chunks)
 
 
 @njit(cache=True, error_model="numpy")
@@ -367,6 +348,6 @@ def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz, rp, ci, cv):
         return
     chunks = _chunks(d, nnz * dz.shape[1])
     if chunks == 1:
-        _dw_range(blen, brow, bval, dz, dW, W, lr, fused, nnz * dz.shape[1] >= _DW_BLOCKED_TERMS, 0, d)
+        _dw_range(blen, brow, bval, dz, dW, W, lr, fused, 0, d)
     else:
         _dw_par(blen, brow, bval, dz, dW, W, lr, fused, chunks)

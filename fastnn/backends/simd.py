@@ -5,7 +5,9 @@ and a cache prefetch.
         out[r, j:j+64] = sum over k in [k0, k1) of vals[k] * M[idx[k], j:j+64]
 
 with the 64 sums kept in four 16-lane float32 vector registers for the whole list and
-stored once at the end (``gather_axpy16``: 16 columns, one register). Each term is one
+stored once at the end (``gather_axpy16``: 16 columns, one register). ``gather_axpy_sgd``
+and ``gather_axpy16_sgd`` take a float32 ``lr`` and apply ``out[r, j:] -= lr * sum`` instead
+(the rounding of ``w - lr * g`` with g the stored sum: a plain SGD step, gradient unstored). Each term is one
 ``llvm.fma`` per lane, in increasing k, starting from +0: exactly the rounding of the
 scalar loop ``s = 0; for k: s = fma(vals[k], M[idx[k], c], s)``, so it returns the same
 bits as the plain Numba kernels it replaces (which contract ``s + v * w`` to the same fma).
@@ -46,12 +48,15 @@ def _check_types(out, idx, vals, M):
                           f"1-D float32 vals; got {out}, {idx}, {vals}, {M}")
 
 
-def _make_gather_axpy(n_vec):
+def _make_gather_axpy(n_vec, sgd_step=False):
     width = n_vec * LANES
 
-    def impl(typingctx, out, r, idx, vals, k0, k1, M, j):
+    def typing(out, r, idx, vals, k0, k1, M, j, *lr):
         _check_types(out, idx, vals, M)
-        sig = types.void(out, r, idx, vals, k0, k1, M, j)
+        if lr != ((types.float32,) if sgd_step else ()):
+            raise TypingError(f"{impl.__name__} takes {'a float32 lr as a ninth argument' if sgd_step else '8 arguments'}"
+                              f"; got extra {lr}")
+        sig = types.void(out, r, idx, vals, k0, k1, M, j, *lr)
 
         def codegen(context, builder, signature, args):
             out_a, idx_a, vals_a, m_a = (context.make_array(signature.args[i])(context, builder, args[i])
@@ -107,12 +112,27 @@ def _make_gather_axpy(n_vec):
             builder.position_at_end(done)
             out_base = builder.add(builder.mul(r_, out_stride), j_)
             for q in range(n_vec):
-                builder.store(acc[q], vec_ptr(out_a, builder.add(out_base, ir.Constant(i64, q * LANES))), align=4)
+                ptr = vec_ptr(out_a, builder.add(out_base, ir.Constant(i64, q * LANES)))
+                result = acc[q]
+                if sgd_step:  # out - lr * sum: a product and a difference, each rounded (no fma)
+                    lr_all = builder.shuffle_vector(
+                        builder.insert_element(ir.Constant(vec, ir.Undefined), args[8], ir.Constant(ir.IntType(32), 0)),
+                        ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+                    result = builder.fsub(builder.load(ptr, align=4), builder.fmul(lr_all, acc[q]))
+                builder.store(result, ptr, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    impl.__name__ = impl.__qualname__ = f"gather_axpy{width}" if n_vec != 4 else "gather_axpy"
+    # numba's @intrinsic reads the argument names: spell them out for both variants
+    if sgd_step:
+        def impl(typingctx, out, r, idx, vals, k0, k1, M, j, lr):
+            return typing(out, r, idx, vals, k0, k1, M, j, lr)
+    else:
+        def impl(typingctx, out, r, idx, vals, k0, k1, M, j):
+            return typing(out, r, idx, vals, k0, k1, M, j)
+    impl.__name__ = impl.__qualname__ = ("gather_axpy" + (str(width) if n_vec != 4 else "")
+                                         + ("_sgd" if sgd_step else ""))
     return intrinsic(impl)
 
 
@@ -120,14 +140,14 @@ def _make_gather_axpy(n_vec):
 BLOCK, BLOCK16 = 4 * LANES, LANES
 
 
-def _make_interpreted(width):
+def _make_interpreted(width, sgd_step=False):
     # NUMBA_DISABLE_JIT: intrinsics cannot run in the interpreter; the same sums in float32
     # NumPy (separately rounded products, so not the compiled bits; for debugging only).
-    def gather_axpy_py(out, r, idx, vals, k0, k1, M, j):
+    def gather_axpy_py(out, r, idx, vals, k0, k1, M, j, lr=None):
         acc = np.zeros(width, np.float32)
         for k in range(k0, k1):
             acc += vals[k] * M[idx[k], j:j + width]
-        out[r, j:j + width] = acc
+        out[r, j:j + width] = out[r, j:j + width] - lr * acc if sgd_step else acc
 
     return gather_axpy_py
 
@@ -161,6 +181,7 @@ def _prefetch_row_interpreted(a, row):
 
 if config.DISABLE_JIT:
     gather_axpy, gather_axpy16 = _make_interpreted(BLOCK), _make_interpreted(BLOCK16)
+    gather_axpy_sgd, gather_axpy16_sgd = _make_interpreted(BLOCK, True), _make_interpreted(BLOCK16, True)
     prefetch_row = _prefetch_row_interpreted
 else:
     prefetch_row = _prefetch_row
@@ -168,3 +189,6 @@ else:
     gather_axpy = _make_gather_axpy(4)
     #: 16 columns per call (one vector accumulator), for the column tail
     gather_axpy16 = _make_gather_axpy(1)
+    #: out[r, j:j+64] -= lr * (the same sum): a plain SGD step of the row with its gradient
+    gather_axpy_sgd = _make_gather_axpy(4, sgd_step=True)
+    gather_axpy16_sgd = _make_gather_axpy(1, sgd_step=True)
