@@ -114,27 +114,34 @@ def test_sparse_kernels_are_exact_sequential_sums():
     np.testing.assert_array_equal(dW, ref)
 
 
-@pytest.mark.parametrize("m,j", [(64, 0), (130, 64), (16, 0), (37, 16)])
-def test_gather_axpy_is_the_fma_chain(m, j):
-    """The vector intrinsic equals the scalar k-ordered fma chain bit for bit (and the float64
-    sum to rounding): the first-layer kernels' exactness rests on it."""
+@pytest.mark.parametrize("width", [128, 64, 16])
+@pytest.mark.parametrize("sgd", [False, True], ids=["sum", "sgd"])
+def test_gather_axpy_is_the_fma_chain(width, sgd):
+    """The vector intrinsics equal the scalar k-ordered fma chain bit for bit (and the float64
+    sum to rounding); the SGD variants apply w - lr * sum with that rounding. The first-layer
+    kernels' exactness rests on this."""
     from fastnn.backends import numba_sparse as sp, simd
 
-    r = np.random.default_rng(m + j)
+    m, j = width + 21, 5  # an unaligned column offset, columns on both sides left alone
+    r = np.random.default_rng(width)
     M = data(50, m, 13)
     idx = r.integers(0, 50, 300).astype(np.int32)  # repeats, any order
     vals = data(1, 300, 14)[0]
-    width = simd.BLOCK if j + simd.BLOCK <= m else simd.BLOCK16
-    kernel = simd.gather_axpy if width == simd.BLOCK else simd.gather_axpy16
+    kernel = getattr(simd, f"gather_axpy{width}" + ("_sgd" if sgd else ""))
+    lr = np.float32(0.37)
     for k0, k1 in [(0, 300), (17, 18), (40, 40), (5, 261)]:
-        out = np.full((3, m), np.nan, np.float32)
-        ref = np.full((3, m), np.nan, np.float32)
-        _call_gather(kernel, out, 2, idx, vals, k0, k1, M, j)
+        start = data(3, m, 15)
+        out, ref = start.copy(), np.full((3, m), np.nan, np.float32)
+        _call_gather(kernel, out, 2, idx, vals, k0, k1, M, j, *((lr,) if sgd else ()))
         sp._gather_tail(ref, 2, idx, vals, k0, k1, M, j)  # scalar fma chain over columns j:
-        np.testing.assert_array_equal(out[2, j:j + width], ref[2, j:j + width])
-        assert np.isnan(out[:2]).all() and np.isnan(out[2, :j]).all() and np.isnan(out[2, j + width:]).all()
-        exact = vals[k0:k1].astype(np.float64) @ M[idx[k0:k1], j:j + width].astype(np.float64)
-        close(out[2, j:j + width], exact, 1e-5, 1e-4)
+        cols = slice(j, j + width)
+        expected = start[2, cols] - lr * ref[2, cols] if sgd else ref[2, cols]
+        np.testing.assert_array_equal(out[2, cols], expected)
+        np.testing.assert_array_equal(out[:2], start[:2])
+        np.testing.assert_array_equal(out[2, :j], start[2, :j])
+        np.testing.assert_array_equal(out[2, j + width:], start[2, j + width:])
+        exact = vals[k0:k1].astype(np.float64) @ M[idx[k0:k1], cols].astype(np.float64)
+        close(ref[2, cols], exact, 1e-5, 1e-4)
 
 
 def _call_gather(kernel, *args):

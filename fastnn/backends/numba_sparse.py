@@ -11,10 +11,10 @@ forward product and the weight gradient run over those lists:
                   input is k / 255 (8-bit images, as ``load_dataset`` returns them), a
                   random row is 784 bytes instead of 3136, eight zero pixels are skipped
                   with one comparison, and the next rows are prefetched.
-``csr_forward``   out[r] = sum over non-zero t (increasing) of x[r, t] * W[t], 64 columns
+``csr_forward``   out[r] = sum over non-zero t (increasing) of x[r, t] * W[t], 128 columns
                   at a time held in vector registers across the whole list
-                  (``simd.gather_axpy``): per non-zero, four vector loads of W's row and
-                  four FMAs, and out is stored once.
+                  (``simd.gather_axpy128``): per non-zero, eight vector loads of W's row
+                  and eight FMAs, and out is stored once.
 ``bucket_dw``     dW[t] = sum over rows r of feature t (increasing) of x[r, t] * dz[r]
                   (the same register-blocked gather over dz's rows);
                   optionally fused with plain SGD: W[t] -= lr * dW[t] only for features
@@ -34,7 +34,8 @@ costs ~44 us, see numba_jit.PARALLEL_MIN_WORK).
 import numpy as np
 from numba import njit, prange
 
-from .simd import BLOCK, BLOCK16, gather_axpy, gather_axpy16, gather_axpy16_sgd, gather_axpy_sgd, prefetch_row
+from .simd import (BLOCK16, BLOCK64, BLOCK128, gather_axpy16, gather_axpy16_sgd, gather_axpy64, gather_axpy64_sgd,
+                   gather_axpy128, gather_axpy128_sgd, prefetch_row)
 
 # Inputs at or below this fraction of non-zeros take the zero-skipping kernels. A term
 # of the list kernels costs ~2x a BLAS multiply-add on one thread (they are bound by
@@ -187,14 +188,18 @@ def _gather_tail(out, r, idx, vals, k0, k1, M, j):
 
 @njit(cache=True, error_model="numpy")
 def _forward_range(rp, ci, cv, W, out, r0, r1):
-    # Column blocks outside, rows inside: a 64-column block of W (784 x 256 bytes)
-    # stays in L2 while every row of the chunk runs over its non-zero list.
+    # Column blocks outside, rows inside: a 128-column block of W (784 x 512 bytes) stays
+    # in L2 while every row of the chunk runs over its non-zero list.
     m = W.shape[1]
     j = 0
-    while j + BLOCK <= m:
+    while j + BLOCK128 <= m:
         for r in range(r0, r1):
-            gather_axpy(out, r, ci, cv, rp[r], rp[r + 1], W, j)
-        j += BLOCK
+            gather_axpy128(out, r, ci, cv, rp[r], rp[r + 1], W, j)
+        j += BLOCK128
+    if j + BLOCK64 <= m:
+        for r in range(r0, r1):
+            gather_axpy64(out, r, ci, cv, rp[r], rp[r + 1], W, j)
+        j += BLOCK64
     while j + BLOCK16 <= m:
         for r in range(r0, r1):
             gather_axpy16(out, r, ci, cv, rp[r], rp[r + 1], W, j)
@@ -228,40 +233,38 @@ def csr_forward(rp, ci, cv, W, out, n):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _dw_row(brow_flat, bval_flat, cap, t, e, dz, dW):
-    # dW[t] = sum over k < e of bval[t, k] * dz[brow[t, k]], in k order (brow_flat and
-    # bval_flat: the (d, cap) buckets as flat views).
+def _dw_row(brow_flat, bval_flat, cap, t, e, dz, dW, W, lr, fused):
+    # g = sum over k < e of bval[t, k] * dz[brow[t, k]], in k order (brow_flat and bval_flat:
+    # the (d, cap) buckets as flat views). Stores dW[t] = g, or with ``fused`` applies
+    # W[t] -= lr * g without storing g (dW is then scratch, for the column tail only):
+    # the rounding of sgd_update's w - lr * (g + 0 * w), so the fused first layer equals
+    # backward-then-update bit for bit.
     m = dz.shape[1]
-    k0 = t * cap
+    k0, k1 = t * cap, t * cap + e
     j = 0
-    while j + BLOCK <= m:
-        gather_axpy(dW, t, brow_flat, bval_flat, k0, k0 + e, dz, j)
-        j += BLOCK
+    while j + BLOCK128 <= m:
+        if fused:
+            gather_axpy128_sgd(W, t, brow_flat, bval_flat, k0, k1, dz, j, lr)
+        else:
+            gather_axpy128(dW, t, brow_flat, bval_flat, k0, k1, dz, j)
+        j += BLOCK128
+    if j + BLOCK64 <= m:
+        if fused:
+            gather_axpy64_sgd(W, t, brow_flat, bval_flat, k0, k1, dz, j, lr)
+        else:
+            gather_axpy64(dW, t, brow_flat, bval_flat, k0, k1, dz, j)
+        j += BLOCK64
     while j + BLOCK16 <= m:
-        gather_axpy16(dW, t, brow_flat, bval_flat, k0, k0 + e, dz, j)
+        if fused:
+            gather_axpy16_sgd(W, t, brow_flat, bval_flat, k0, k1, dz, j, lr)
+        else:
+            gather_axpy16(dW, t, brow_flat, bval_flat, k0, k1, dz, j)
         j += BLOCK16
     if j < m:
-        _gather_tail(dW, t, brow_flat, bval_flat, k0, k0 + e, dz, j)
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _dw_row_sgd(brow_flat, bval_flat, cap, t, e, dz, W, dW, lr):
-    # W[t] -= lr * (the _dw_row sum), the sum never stored (dW is scratch for the column
-    # tail only). Rounds as sgd_update's w - lr * (g + 0 * w) with g that sum, so the fused
-    # first layer equals backward-then-update bit for bit.
-    m = dz.shape[1]
-    k0 = t * cap
-    j = 0
-    while j + BLOCK <= m:
-        gather_axpy_sgd(W, t, brow_flat, bval_flat, k0, k0 + e, dz, j, lr)
-        j += BLOCK
-    while j + BLOCK16 <= m:
-        gather_axpy16_sgd(W, t, brow_flat, bval_flat, k0, k0 + e, dz, j, lr)
-        j += BLOCK16
-    if j < m:
-        _gather_tail(dW, t, brow_flat, bval_flat, k0, k0 + e, dz, j)
-        for c in range(j, m):
-            W[t, c] = W[t, c] - lr * dW[t, c]
+        _gather_tail(dW, t, brow_flat, bval_flat, k0, k1, dz, j)
+        if fused:
+            for c in range(j, m):
+                W[t, c] = W[t, c] - lr * dW[t, c]
 
 
 @njit(cache=True, error_model="numpy")
@@ -276,12 +279,9 @@ def _dw_range(blen, brow, bval, dz, dW, W, lr, fused, t0, t1):
     brow_flat, bval_flat = brow.reshape(brow.size), bval.reshape(bval.size)
     for t in range(t0, t1):
         e = blen[t]
-        if fused:
-            if e > 0:
-                _dw_row_sgd(brow_flat, bval_flat, cap, t, e, dz, W, dW, lr)
-        elif e > 0:
-            _dw_row(brow_flat, bval_flat, cap, t, e, dz, dW)
-        else:
+        if e > 0:
+            _dw_row(brow_flat, bval_flat, cap, t, e, dz, dW, W, lr, fused)
+        elif not fused:
             for j in range(m):
                 dW[t, j] = zero
 
@@ -298,12 +298,12 @@ def _dw_listed(rp, ci, n, brow, bval, blen, dz, dW):
         for k in range(rp[r], rp[r + 1]):
             t = ci[k]
             if brow[t, 0] == r and blen[t] > 1:
-                _dw_row(brow_flat, bval_flat, cap, t, blen[t], dz, dW)
+                _dw_row(brow_flat, bval_flat, cap, t, blen[t], dz, dW, dW, np.float32(0), False)
 
 
 @njit(cache=True, error_model="numpy")
 def _sgd_listed(rp, ci, cv, n, brow, blen, dz, dW, W, lr):
-    # The SGD step of the rows _dw_listed wrote (see _dw_row_sgd). A feature present in
+    # The SGD step of the rows _dw_listed wrote (see _dw_row). A feature present in
     # one row only (all of them at batch size 1) has the one-term sum 0 + v * dz[r],
     # rounded here exactly as the contracted fma(v, dz[r], 0) would round it, so its
     # gradient row is never stored: one pass instead of two.

@@ -1,13 +1,14 @@
 """Two Numba intrinsics for the zero-skipping kernels: a register-blocked gather-AXPY
 and a cache prefetch.
 
-    gather_axpy(out, r, idx, vals, k0, k1, M, j)
-        out[r, j:j+64] = sum over k in [k0, k1) of vals[k] * M[idx[k], j:j+64]
+    gather_axpy128(out, r, idx, vals, k0, k1, M, j)
+        out[r, j:j+128] = sum over k in [k0, k1) of vals[k] * M[idx[k], j:j+128]
 
-with the 64 sums kept in four 16-lane float32 vector registers for the whole list and
-stored once at the end (``gather_axpy16``: 16 columns, one register). ``gather_axpy_sgd``
-and ``gather_axpy16_sgd`` take a float32 ``lr`` and apply ``out[r, j:] -= lr * sum`` instead
-(the rounding of ``w - lr * g`` with g the stored sum: a plain SGD step, gradient unstored). Each term is one
+with the 128 sums kept in eight 16-lane float32 vector registers for the whole list and
+stored once at the end (``gather_axpy64`` and ``gather_axpy16``: 64 and 16 columns, four
+and one register). The ``_sgd`` variants take a float32 ninth argument ``lr`` and apply
+``out[r, j:] -= lr * sum`` instead (the rounding of ``w - lr * g`` with g the stored sum: a
+plain SGD step whose gradient is never stored). Each term is one
 ``llvm.fma`` per lane, in increasing k, starting from +0: exactly the rounding of the
 scalar loop ``s = 0; for k: s = fma(vals[k], M[idx[k], c], s)``, so it returns the same
 bits as the plain Numba kernels it replaces (which contract ``s + v * w`` to the same fma).
@@ -16,12 +17,13 @@ Why an intrinsic: written in Numba, ``out[r, c] += v * M[t, c]`` reloads and sto
 ``out`` for every term, because LLVM cannot prove that ``out`` and ``M`` do not overlap
 (it adds run-time overlap checks per list instead), and a tuple of 16 scalar
 accumulators is not vectorised either. Here each term costs four vector loads of M
-and four FMAs, and the four independent accumulation chains cover the FMA latency.
+and FMAs, and the independent accumulation chains cover the FMA latency (eight chains
+measured 7% faster per training step than four at 784-128-64-10, batch 128).
 
 Arguments: ``out`` and ``M`` 2-D float32 arrays with unit column stride (C order),
 ``idx`` 1-D int32, ``vals`` 1-D float32, the rest integers. Nothing is bounds-checked:
 callers guarantee 0 <= k0 <= k1 <= len(idx), 0 <= idx[k] < M.shape[0],
-j + 64 <= M.shape[1] (j + 16 for the 16-column version) and the same for ``out``.
+j + width <= M.shape[1] and the same for ``out``.
 
     prefetch_row(a, row)
         asks the CPU to start loading every cache line of a[row] (a 2-D C array), so that
@@ -131,13 +133,12 @@ def _make_gather_axpy(n_vec, sgd_step=False):
     else:
         def impl(typingctx, out, r, idx, vals, k0, k1, M, j):
             return typing(out, r, idx, vals, k0, k1, M, j)
-    impl.__name__ = impl.__qualname__ = ("gather_axpy" + (str(width) if n_vec != 4 else "")
-                                         + ("_sgd" if sgd_step else ""))
+    impl.__name__ = impl.__qualname__ = f"gather_axpy{width}" + ("_sgd" if sgd_step else "")
     return intrinsic(impl)
 
 
-#: columns per gather_axpy / gather_axpy16 call
-BLOCK, BLOCK16 = 4 * LANES, LANES
+#: columns per call of gather_axpy128 / 64 / 16
+BLOCK128, BLOCK64, BLOCK16 = 8 * LANES, 4 * LANES, LANES
 
 
 def _make_interpreted(width, sgd_step=False):
@@ -180,15 +181,12 @@ def _prefetch_row_interpreted(a, row):
 
 
 if config.DISABLE_JIT:
-    gather_axpy, gather_axpy16 = _make_interpreted(BLOCK), _make_interpreted(BLOCK16)
-    gather_axpy_sgd, gather_axpy16_sgd = _make_interpreted(BLOCK, True), _make_interpreted(BLOCK16, True)
+    gather_axpy128, gather_axpy64, gather_axpy16 = (_make_interpreted(w) for w in (BLOCK128, BLOCK64, BLOCK16))
+    gather_axpy128_sgd, gather_axpy64_sgd, gather_axpy16_sgd = (_make_interpreted(w, True)
+                                                                for w in (BLOCK128, BLOCK64, BLOCK16))
     prefetch_row = _prefetch_row_interpreted
 else:
     prefetch_row = _prefetch_row
-    #: 64 columns per call (four vector accumulators)
-    gather_axpy = _make_gather_axpy(4)
-    #: 16 columns per call (one vector accumulator), for the column tail
-    gather_axpy16 = _make_gather_axpy(1)
-    #: out[r, j:j+64] -= lr * (the same sum): a plain SGD step of the row with its gradient
-    gather_axpy_sgd = _make_gather_axpy(4, sgd_step=True)
-    gather_axpy16_sgd = _make_gather_axpy(1, sgd_step=True)
+    gather_axpy128, gather_axpy64, gather_axpy16 = (_make_gather_axpy(n) for n in (8, 4, 1))
+    gather_axpy128_sgd, gather_axpy64_sgd, gather_axpy16_sgd = (_make_gather_axpy(n, sgd_step=True)
+                                                                for n in (8, 4, 1))
