@@ -84,15 +84,16 @@ def test_matmul_variants(n, k, m, sparsity):
     b = data(k, m, 2)
     ref = a.astype(np.float64) @ b.astype(np.float64)
     tol = 1e-5 * np.sqrt(k)
-    for f in (nb.matmul, nb.matmul_blas, nb.matmul_blocked, nb.matmul_sparse_rows, npr.matmul):
+    for f in (nb.matmul, nb.matmul_lists, nb.matmul_blas, nb.matmul_blocked, nb.matmul_sparse_rows, npr.matmul):
         out = np.full((n, m), np.nan, np.float32)
         f(a, b, out)
         close(out, ref, 1e-5, tol)
-    assert (out[0] == 0).all()
+        assert (out[0] == 0).all()
     dz = data(n, m, 3)
-    dW = np.full((k, m), np.nan, np.float32)
-    nb.matmul_xt_sparse(a, dz, dW)
-    close(dW, a.T.astype(np.float64) @ dz, 1e-5, tol)
+    for f in (nb.matmul_xt_sparse, nb.matmul_xt_lists):
+        dW = np.full((k, m), np.nan, np.float32)
+        f(a, dz, dW)
+        close(dW, a.T.astype(np.float64) @ dz, 1e-5, tol)
 
 
 def test_sparse_kernels_are_exact_sequential_sums():

@@ -77,7 +77,8 @@ Extensions (compatible with the contract above)
   (momentum 0, weight decay 0) the Numba loop fuses the first dense layer's update
   into its backward pass, so ``net.grads`` is scratch afterwards.
 - ``numba_jit`` also exports ``matmul_blas``, ``matmul_blocked``, ``matmul_sparse_rows``,
-  ``matmul_xt_sparse`` (x.T @ dz skipping zeros), ``dense_backward_sgd`` (fused first
+  ``matmul_xt_sparse`` (x.T @ dz skipping zeros), ``matmul_lists``/``matmul_xt_lists``
+  (the training loop's first-layer list kernels), ``dense_backward_sgd`` (fused first
   layer), ``density``, ``train_steps_stepwise``/``forward_stepwise`` (the plain-Python
   driver over Numba kernels) and ``warmup()`` (compile everything once, e.g. before
   starting parallel jobs that share Numba's on-disk cache).

@@ -310,6 +310,28 @@ def matmul(a, b, out):
         np.dot(a, b, out)
 
 
+@njit(cache=True, error_model="numpy")
+def _lists_products(a, b, out, xt, lists):
+    rp, ci, cv, blen, brow, bval = lists
+    n = a.shape[0]
+    nnz = csr_build(a, rp, n, False, rp, ci, cv, blen, brow, bval)
+    if xt:
+        bucket_dw(blen, brow, bval, b, out, out, np.float32(0), False, nnz, rp, ci, cv)
+    else:
+        csr_forward(rp, ci, cv, b, out, n)
+
+
+def matmul_lists(a, b, out):
+    """out = a @ b over the non-zero lists of a: the compiled loop's first-layer kernels
+    (``numba_sparse``), lists built on every call into cached buffers. For timing them."""
+    _lists_products(a, b, out, False, _lists(*a.shape))
+
+
+def matmul_xt_lists(x, dz, dW):
+    """dW = x.T @ dz over the non-zero lists of x (the first-layer weight gradient), as ``matmul_lists``."""
+    _lists_products(x, dz, dW, True, _lists(*x.shape))
+
+
 # Batches up to this many rows take the column-by-column x.T @ dz kernel below.
 _SMALL_BATCH = 16
 

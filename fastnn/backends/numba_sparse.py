@@ -38,14 +38,15 @@ from .simd import (BLOCK16, BLOCK64, BLOCK128, gather_axpy16, gather_axpy16_sgd,
                    gather_axpy128, gather_axpy128_sgd, prefetch_row)
 
 # Inputs at or below this fraction of non-zeros take the zero-skipping kernels. A term
-# of the list kernels costs ~2x a BLAS multiply-add on one thread (they are bound by
-# loading W's rows from L2; 784x128: ~38 ps against ~20 ps), and BLAS scales better to
-# two threads, so they win at MNIST's (0.19) and KMNIST's (0.32) density, but not for
-# ReLU activations (~0.5).
+# of the list kernels costs ~1.5-2x a BLAS multiply-add on one thread (they are bound by
+# loading W's rows from L2; 784x128: ~30-36 ps against ~20 ps), and BLAS scales better to
+# two threads: at 0.42 (augmented KMNIST) BLAS was faster with two. So they win at MNIST's
+# (0.19) and KMNIST's (0.34) density, but not for ReLU activations (~0.5).
 SPARSE_MAX_DENSITY = 0.35
-# Multiply-adds below which a list kernel stays serial (~100 us of work; a list term costs
-# about twice a dense multiply-add, hence half of numba_jit.PARALLEL_MIN_WORK).
-PARALLEL_MIN_TERMS = 1 << 21
+# Multiply-adds below which a list kernel stays serial: ~150 us of work at ~36 ps a term.
+# Splitting pays once half the work saves more than the 44 us parallel region, i.e. from
+# ~2.4M terms; at 2**21, MNIST's batch of 128 (2.5M) was split and ran no faster.
+PARALLEL_MIN_TERMS = 1 << 22
 # Parallel loops split into this many chunks (a fixed count keeps results and caching
 # independent of the thread count; the runtime deals chunks to NUMBA_NUM_THREADS threads).
 MAX_CHUNKS = 32

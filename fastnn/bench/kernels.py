@@ -16,10 +16,11 @@ ACT_WIDTHS = (128, 1024)
 OPT_SIZES = {"784-128-64-10": 109386, "784-1024-1024-10": 1863690}
 
 
-# out = a @ b kernels a backend may export: the contract's entry and the Numba-only variants.
-MATMUL_VARIANTS = ("matmul", "matmul_blocked", "matmul_sparse_rows", "matmul_blas")
+# out = a @ b kernels a backend may export: the contract's entry and the Numba-only variants
+# (``*_lists``: the training loop's first-layer kernels, the non-zero lists built per call).
+MATMUL_VARIANTS = ("matmul", "matmul_lists", "matmul_blocked", "matmul_sparse_rows", "matmul_blas")
 # dW = x.T @ dz kernels (the weight gradient); BLAS is np.dot(x.T, dz).
-XT_VARIANTS = ("matmul_xt_sparse",)
+XT_VARIANTS = ("matmul_xt_lists", "matmul_xt_sparse")
 
 
 def matmul_impls(backend_name, variants=MATMUL_VARIANTS):
