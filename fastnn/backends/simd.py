@@ -56,8 +56,8 @@ def _make_gather_axpy(n_vec, sgd_step=False):
     def typing(out, r, idx, vals, k0, k1, M, j, *lr):
         _check_types(out, idx, vals, M)
         if lr != ((types.float32,) if sgd_step else ()):
-            raise TypingError(f"{impl.__name__} takes {'a float32 lr as a ninth argument' if sgd_step else '8 arguments'}"
-                              f"; got extra {lr}")
+            wanted = "a float32 lr as its ninth argument" if sgd_step else "eight arguments"
+            raise TypingError(f"{impl.__name__} takes {wanted}; got extra {lr}")
         sig = types.void(out, r, idx, vals, k0, k1, M, j, *lr)
 
         def codegen(context, builder, signature, args):
@@ -76,6 +76,11 @@ def _make_gather_axpy(n_vec, sgd_step=False):
 
             def vec_ptr(a, element):
                 return builder.bitcast(builder.gep(a.data, [element]), vec.as_pointer())
+
+            def splat(scalar):  # the float32 in every lane
+                one = builder.insert_element(ir.Constant(vec, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+                return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                              ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
 
             r_, k0_, k1_, j_ = as_i64(1), as_i64(4), as_i64(5), as_i64(7)
             m_stride, out_stride = row_stride(m_a), row_stride(out_a)
@@ -97,10 +102,7 @@ def _make_gather_axpy(n_vec, sgd_step=False):
 
             builder.position_at_end(body)
             t = builder.sext(builder.load(builder.gep(idx_a.data, [k])), i64)
-            v = builder.load(builder.gep(vals_a.data, [k]))
-            v_all = builder.insert_element(ir.Constant(vec, ir.Undefined), v, ir.Constant(ir.IntType(32), 0))
-            v_all = builder.shuffle_vector(v_all, ir.Constant(vec, ir.Undefined),
-                                           ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+            v_all = splat(builder.load(builder.gep(vals_a.data, [k])))
             base = builder.add(builder.mul(t, m_stride), j_)
             new = []
             for q in range(n_vec):
@@ -117,10 +119,7 @@ def _make_gather_axpy(n_vec, sgd_step=False):
                 ptr = vec_ptr(out_a, builder.add(out_base, ir.Constant(i64, q * LANES)))
                 result = acc[q]
                 if sgd_step:  # out - lr * sum: a product and a difference, each rounded (no fma)
-                    lr_all = builder.shuffle_vector(
-                        builder.insert_element(ir.Constant(vec, ir.Undefined), args[8], ir.Constant(ir.IntType(32), 0)),
-                        ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
-                    result = builder.fsub(builder.load(ptr, align=4), builder.fmul(lr_all, acc[q]))
+                    result = builder.fsub(builder.load(ptr, align=4), builder.fmul(splat(args[8]), acc[q]))
                 builder.store(result, ptr, align=4)
             return context.get_dummy_value()
 
