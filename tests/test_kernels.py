@@ -214,11 +214,15 @@ def test_parallel_paths_give_the_serial_bits():
     rp, ci, cv, blen, brow, bval = sp.csr_alloc(n, d)
     nnz = sp.csr_build(x, rp, n, False, rp, ci, cv, blen, brow, bval)
     assert nnz * m >= sp.PARALLEL_MIN_TERMS and n * d * m >= nb.PARALLEL_MIN_WORK  # really the parallel paths
-    out, ref = np.full((n, m), np.nan, np.float32), np.full((n, m), np.nan, np.float32)
-    sp.csr_forward(rp, ci, cv, W, out, n)
-    sp._forward_range(rp, ci, cv, W, ref, 0, n)
-    np.testing.assert_array_equal(out, ref)
-    close(out, x.astype(np.float64) @ W, 1e-5, 1e-4)
+    # 327 columns: the forward splits W's column blocks (128, 128, 71); 149: it splits rows
+    for width in (327, 149):
+        Wc = data(d, width, 11)
+        assert nnz * width >= sp.PARALLEL_MIN_TERMS
+        out, ref = np.full((n, width), np.nan, np.float32), np.full((n, width), np.nan, np.float32)
+        sp.csr_forward(rp, ci, cv, Wc, out, n)
+        sp._forward_range(rp, ci, cv, Wc, ref, 0, n, 0, width)
+        np.testing.assert_array_equal(out, ref)
+        close(out, x.astype(np.float64) @ Wc, 1e-5, 1e-4)
     for fused in (False, True):
         W1, W2 = W.copy(), W.copy()
         dW1, dW2 = np.zeros((d, m), np.float32), np.zeros((d, m), np.float32)

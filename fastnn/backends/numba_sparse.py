@@ -206,33 +206,42 @@ def _dw_row(dW, t, idx, vals, k0, k1, dz):
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_range(rp, ci, cv, W, out, r0, r1):
-    # Column blocks outside, rows inside: a 128-column block of W (784 x 512 bytes) stays
-    # in L2 while every row of the chunk runs over its non-zero list. One loop per block
-    # width, each with one intrinsic: a loop over all of them measured 2x slower.
-    m = W.shape[1]
-    j = 0
-    while m - j >= BLOCK128:
+def _forward_range(rp, ci, cv, W, out, r0, r1, j0, j1):
+    # out[r0:r1, j0:j1] (j0 a multiple of 128). Column blocks outside, rows inside: a
+    # 128-column block of W (784 x 512 bytes) stays in L2 while every row runs over its
+    # non-zero list. One loop per block width, each with one intrinsic: a loop over all
+    # of them measured 2x slower.
+    j = j0
+    while j1 - j >= BLOCK128:
         for r in range(r0, r1):
             gather_axpy128(out, r, ci, cv, rp[r], rp[r + 1], W, j)
         j += BLOCK128
-    if m - j >= BLOCK64:
+    if j1 - j >= BLOCK64:
         for r in range(r0, r1):
             gather_axpy64(out, r, ci, cv, rp[r], rp[r + 1], W, j)
         j += BLOCK64
-    while m - j >= BLOCK16:
+    while j1 - j >= BLOCK16:
         for r in range(r0, r1):
             gather_axpy16(out, r, ci, cv, rp[r], rp[r + 1], W, j)
         j += BLOCK16
-    if j < m:
+    if j < j1:
         for r in range(r0, r1):
             _gather_tail(out, r, ci, cv, rp[r], rp[r + 1], W, j)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def _forward_par(rp, ci, cv, W, out, n, chunks):
+def _forward_par_rows(rp, ci, cv, W, out, n, chunks):
     for c in prange(chunks):
-        _forward_range(rp, ci, cv, W, out, c * n // chunks, (c + 1) * n // chunks)
+        _forward_range(rp, ci, cv, W, out, c * n // chunks, (c + 1) * n // chunks, 0, W.shape[1])
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _forward_par_columns(rp, ci, cv, W, out, n, blocks):
+    # One chunk per 128-column block (the last takes the remaining columns): each thread
+    # streams only its own blocks of W, once, instead of all of W once per row chunk.
+    m = W.shape[1]
+    for c in prange(blocks):
+        _forward_range(rp, ci, cv, W, out, 0, n, c * BLOCK128, m if c == blocks - 1 else (c + 1) * BLOCK128)
 
 
 @njit(cache=True, error_model="numpy")
@@ -245,11 +254,14 @@ def _chunks(items, terms):
 @njit(cache=True, error_model="numpy")
 def csr_forward(rp, ci, cv, W, out, n):
     """out[:n] = x @ W from the row lists of x (n rows). W (d, m), out (>= n, m) float32."""
-    chunks = _chunks(n, (rp[n] - rp[0]) * W.shape[1])
+    m = W.shape[1]
+    chunks = _chunks(n, (rp[n] - rp[0]) * m)
     if chunks == 1:
-        _forward_range(rp, ci, cv, W, out, 0, n)
+        _forward_range(rp, ci, cv, W, out, 0, n, 0, m)
+    elif m >= 2 * BLOCK128:  # wide layers: split W's columns (its blocks stay in one core's L2)
+        _forward_par_columns(rp, ci, cv, W, out, n, m // BLOCK128)
     else:
-        _forward_par(rp, ci, cv, W, out, n, chunks)
+        _forward_par_rows(rp, ci, cv, W, out, n, chunks)
 
 
 @njit(cache=True, error_model="numpy")
