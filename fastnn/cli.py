@@ -62,7 +62,7 @@ def _common_data_args(parser):
     parser.add_argument("--data-dir", default=None, help="where to look for named datasets first")
     parser.add_argument("--backend", choices=BACKEND_NAMES, default="numba", help="compute backend (default: numba)")
     parser.add_argument("--threads", type=_arg(int, POSITIVE_INT), default=None,
-                        help="Numba threads, 1..NUMBA_NUM_THREADS (default: Numba's default)")
+                        help="threads for Numba and for BLAS, 1..NUMBA_NUM_THREADS (default: Numba's default, all cores)")
 
 
 def build_train_parser():
@@ -144,12 +144,17 @@ def _tta_arg(p):
 
 
 def set_threads(n):
-    """``numba.set_num_threads(n)`` after checking 1 <= n <= NUMBA_NUM_THREADS; returns the count in use."""
+    """Use ``n`` threads in Numba and in both bundled OpenBLAS copies, after checking
+    1 <= n <= NUMBA_NUM_THREADS; returns Numba's count in use."""
     import numba
+
+    from .backends import blas
 
     if n is not None:
         check_value("threads", n, Interval("int", 1, int(numba.config.NUMBA_NUM_THREADS)))
         numba.set_num_threads(n)
+        for owner in blas.OWNERS:
+            blas.set_threads(owner, n)
     return int(numba.get_num_threads())
 
 

@@ -166,17 +166,19 @@ def test_encode_bytes_finds_the_codes_or_refuses(d):
     k, x = _byte_images(40, d, d)
     x[3, 0] = -0.0
     codes = np.full((40, sp.byte_row_length(d)), 7, np.uint8)
-    assert sp.encode_bytes(x, codes)
     k[3, 0] = 0
+    assert sp.encode_bytes(x, codes) == np.count_nonzero(k)
     np.testing.assert_array_equal(codes[:, :d], k)
     assert (codes[:, d:] == 0).all() and codes.shape[1] % 8 == 0
     np.testing.assert_array_equal(sp.BYTE_VALUES[codes[:, :d]], x)
     for bad in (0.5, 1.5, -0.25, np.nan, np.inf, np.float32(3 / 255) + np.float32(1e-6)):
         y = x.copy()
         y[39, d - 1] = bad
-        assert not sp.encode_bytes(y, codes), bad
+        assert sp.encode_bytes(y, codes) == -1, bad
         assert nb.prepare_inputs(y) is None
-    np.testing.assert_array_equal(nb.prepare_inputs(x)[:, :d], k)
+    prepared = nb.prepare_inputs(x)
+    np.testing.assert_array_equal(prepared.codes[:, :d], k)
+    assert prepared.density == pytest.approx(np.count_nonzero(k) / k.size)
 
 
 @pytest.mark.parametrize("n,d", [(1, 784), (7, 13), (64, 784), (50, 17)])
@@ -184,7 +186,7 @@ def test_csr_build_bytes_lists_exactly_what_csr_build_lists(n, d):
     from fastnn.backends import numba_sparse as sp
 
     _, x = _byte_images(300, d, n + d)
-    codes = nb.prepare_inputs(x)
+    codes = nb.prepare_inputs(x).codes
     rows = np.random.default_rng(n).choice(300, n).astype(np.int64)  # random order, repeats allowed
     a, b = sp.csr_alloc(n, d), sp.csr_alloc(n, d)
     for lists in (a, b):

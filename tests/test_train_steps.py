@@ -230,12 +230,12 @@ def load_mnist_rows(n):
 def test_byte_inputs_train_bit_for_bit_like_floats(opt_name):
     """prepare_inputs only changes where the first layer's lists come from: same bits."""
     x, y = load_mnist_rows(640)
-    codes = nb.prepare_inputs(x)
-    assert codes is not None and codes.shape == (640, 784)
+    prepared = nb.prepare_inputs(x)
+    assert prepared is not None and prepared.codes.shape == (640, 784) and 0.1 < prepared.density < 0.3
     layers = [("dense", 784, 64, S.ACT_RELU), ("dense", 64, 10, S.ACT_NONE)]
     base, order = make_net(layers), np.random.default_rng(0).permutation(640)
     results = []
-    for inputs in (None, codes):
+    for inputs in (None, prepared):
         net, opt = copy_net(base), make_opt(opt_name, len(base.params))
         loss, correct = np.zeros(12), np.zeros(12, np.int64)
         assert nb.train_steps(x, y, order, 0, 12, 50, net, opt, np.full(12, 0.05), 3, 0.1, np.zeros(8), loss,
@@ -245,8 +245,38 @@ def test_byte_inputs_train_bit_for_bit_like_floats(opt_name):
     np.testing.assert_array_equal(results[0][1], results[1][1])
     with pytest.raises(ValueError, match="were not prepared from this x"):
         nb.train_steps(x[:100], y, order, 0, 1, 50, net, opt, np.full(1, 0.05), 3, 0.1, np.zeros(8), loss, correct,
-                       inputs=codes)
+                       inputs=prepared)
     assert npr.prepare_inputs(x) is None
+
+
+def test_small_networks_hold_scipy_blas_to_one_thread_while_training():
+    """Layers after a zero-skipping first layer multiply small matrices: train_steps runs
+    them with one BLAS thread (then restores the count), large ones with all."""
+    from fastnn.backends import blas
+
+    if blas.get_threads("scipy") is None:
+        pytest.skip("SciPy's bundled OpenBLAS not found")
+    x, y = load_mnist_rows(640)
+    prepared, no_aug = nb.prepare_inputs(x), np.zeros(8)
+    small = make_net([("dense", 784, 128, S.ACT_RELU), ("dense", 128, 64, S.ACT_RELU), ("dense", 64, 10, S.ACT_NONE)])
+    wide = make_net([("dense", 784, 1024, S.ACT_RELU), ("dense", 1024, 1024, S.ACT_RELU), ("dense", 1024, 10, 0)])
+    assert nb._blas_threads_limit(small, 128, no_aug, prepared) == 1
+    assert nb._blas_threads_limit(small, 512, no_aug, prepared) is None  # 512 x 128 x 64 is large enough
+    assert nb._blas_threads_limit(wide, 32, no_aug, prepared) is None
+    assert nb._blas_threads_limit(small, 128, no_aug, None) is None  # the first layer may take BLAS
+    assert nb._blas_threads_limit(small, 128, np.array([1, 2, 0, 0, 0, 0, 0, 0.0]), prepared) is None
+    before = blas.get_threads("scipy")
+    blas.set_threads("scipy", 2)
+    try:
+        seen = []
+        with blas.at_most_threads("scipy", 1):
+            seen.append(blas.get_threads("scipy"))
+        assert seen == [1] and blas.get_threads("scipy") == 2
+        with pytest.raises(RuntimeError), blas.at_most_threads("scipy", 1):
+            raise RuntimeError
+        assert blas.get_threads("scipy") == 2  # restored after an exception too
+    finally:
+        blas.set_threads("scipy", before)
 
 
 def test_real_mnist_rows():

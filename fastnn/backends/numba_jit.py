@@ -46,7 +46,9 @@ built from these same kernels; ``train_steps_stepwise`` is the plain-Python driv
 ``stepwise.py`` over these kernels, which must give the same numbers.
 """
 
+import contextlib
 import sys
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
@@ -57,7 +59,7 @@ from numba.np.ufunc import parallel as _numba_parallel
 # (else "LLVM ERROR: Symbol not found: allocate_sched").
 _numba_parallel._launch_threads()
 
-from . import stepwise
+from . import blas, stepwise
 from .augment import augment_rows, image_shape
 from .numba_sparse import (SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_alloc, csr_build, csr_build_bytes,
                            csr_forward, encode_bytes, sparse_enough)
@@ -1059,20 +1061,43 @@ def _forward_loop(x, spec, fconf, params, state, out, batch_size, act, offs, emp
 make_workspace = stepwise.make_workspace
 
 
+class ByteInputs(NamedTuple):
+    """``prepare_inputs``' result: one-byte codes of x and the fraction of its values that are non-zero."""
+
+    codes: np.ndarray  # uint8 (N, byte_row_length(d))
+    density: float
+
+
 def prepare_inputs(x):
     """Once per data set: the one-byte codes of x (float32 (N, d)) for ``train_steps(inputs=...)``.
 
-    Returns a uint8 (N, byte_row_length(d)) array when every value of x is k / 255 for an
-    integer k (8-bit images scaled as ``load_dataset`` scales them), else None. The compiled
-    loop then lists each batch's non-zeros from 1 byte per pixel instead of 4 (same lists,
-    same results). One pass over x (about 15 ms for MNIST's 60,000 x 784), stopping at the
-    first row with a value that is not such a fraction.
+    Returns ``ByteInputs`` when every value of x is k / 255 for an integer k (8-bit images
+    scaled as ``load_dataset`` scales them), else None. The compiled loop then lists each
+    batch's non-zeros from 1 byte per pixel instead of 4 (same lists, same results). One
+    pass over x (about 15 ms for MNIST's 60,000 x 784, plus the first touch of the 47 MB
+    of codes), stopping at the first row with a value that is not such a fraction.
     """
     codes = np.empty((x.shape[0], byte_row_length(x.shape[1])), np.uint8)
-    return codes if encode_bytes(x, codes) else None
+    nnz = encode_bytes(x, codes)
+    return ByteInputs(codes, nnz / max(x.size, 1)) if nnz >= 0 else None
 
 
 _NO_CODES = np.zeros((0, 8), np.uint8)
+# Hidden-layer products below this many multiply-adds per batch run OpenBLAS on one thread
+# during train_steps when the first layer takes the zero-skipping lists: waking a second
+# BLAS thread for every 128x128x64 product cost 784-128-64-10 at batch 128 on 2 threads
+# 12% (274k against 308k samples/s); at batch 512 (4.2M) one thread gained nothing, and
+# 1024x1024 products need both (batch 512: 21.6k against 12.5k samples/s).
+BLAS_SERIAL_MAX_MACS = 1 << 22
+
+
+def _blas_threads_limit(net, batch_size, aug, inputs):
+    """1 when every BLAS product of a train step is small (see BLAS_SERIAL_MAX_MACS), else None."""
+    spec = net.spec
+    hidden = [int(spec[i, N_IN] * spec[i, N_OUT]) for i in range(1, len(spec)) if spec[i, KIND] == DENSE]
+    lists_first = (spec[0, KIND] == DENSE and aug[0] == 0 and inputs is not None
+                   and inputs.density <= SPARSE_MAX_DENSITY)
+    return 1 if lists_first and batch_size * max(hidden, default=0) < BLAS_SERIAL_MAX_MACS else None
 
 
 def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
@@ -1087,15 +1112,16 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
     """
     ws = workspace if workspace is not None else stepwise.get_workspace(net, batch_size)
     img_h, img_w = image_shape(aug, x.shape[1]) if aug[0] != 0 else (0, 0)
-    codes = _NO_CODES if inputs is None else inputs
+    codes = _NO_CODES if inputs is None else inputs.codes
     if codes.shape[0] and codes.shape != (x.shape[0], byte_row_length(x.shape[1])):
         raise ValueError(f"inputs of shape {codes.shape} were not prepared from this x {x.shape}: "
                          f"pass inputs=prepare_inputs(x)")
-    return _train_loop(x, y, order, start, n_steps, batch_size, net.spec, net.fconf, net.params, net.grads,
-                       net.state, opt.code, opt.hparams, opt.slots, opt.step, lr_steps, seed, smoothing, aug, img_h,
-                       img_w, step_loss,
-                       step_correct, ws.act, ws.grad, ws.aux, ws.vec, ws.offsets, ws.labels, ws.backup, ws.empty,
-                       _lists(batch_size, int(net.spec[0, N_IN])), codes)
+    limit = _blas_threads_limit(net, batch_size, aug, inputs)
+    with blas.at_most_threads("scipy", limit) if limit else contextlib.nullcontext():
+        return _train_loop(x, y, order, start, n_steps, batch_size, net.spec, net.fconf, net.params, net.grads,
+                           net.state, opt.code, opt.hparams, opt.slots, opt.step, lr_steps, seed, smoothing, aug,
+                           img_h, img_w, step_loss, step_correct, ws.act, ws.grad, ws.aux, ws.vec, ws.offsets,
+                           ws.labels, ws.backup, ws.empty, _lists(batch_size, int(net.spec[0, N_IN])), codes)
 
 
 _LISTS = {}

@@ -114,13 +114,15 @@ def byte_row_length(d):
 
 @njit(cache=True, error_model="numpy")
 def encode_bytes(x, codes):
-    """codes[i, :d] = k where x[i, t] == BYTE_VALUES[k]; False if some value is none of them.
+    """codes[i, :d] = k where x[i, t] == BYTE_VALUES[k]; returns the number of non-zero
+    values, or -1 as soon as a row has a value that is none of them.
 
     x (N, d) float32; codes (N, byte_row_length(d)) uint8, its padding bytes set to 0.
-    A False result leaves codes partly written (the caller drops it).
+    A -1 result leaves codes partly written (the caller drops it).
     """
     n, d = x.shape
     zero, one, scale, half = np.float32(0), np.float32(1), np.float32(255), np.float32(0.5)
+    nnz = 0
     for i in range(n):
         mismatch = False
         for t in range(d):  # branch-free, so that it vectorises
@@ -128,12 +130,13 @@ def encode_bytes(x, codes):
             c = v if v > zero else zero  # clamped to [0, 1], NaN to 0: the conversion stays defined
             k = np.int32((c if c < one else one) * scale + half)
             codes[i, t] = k
+            nnz += k != 0
             mismatch |= np.float32(k) / scale != v  # also NaN: != is true
         if mismatch:
-            return False
+            return -1
         for t in range(d, codes.shape[1]):
             codes[i, t] = 0
-    return True
+    return nnz
 
 
 @njit(cache=True, error_model="numpy")

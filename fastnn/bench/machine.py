@@ -1,11 +1,10 @@
 """The machine under test: CPU, versions, BLAS libraries, thread control, matmul peak.
 
 Thread counts are set without threadpoolctl: NumPy and SciPy each bundle an OpenBLAS
-whose C API (``*_set_num_threads``) is called through ctypes.
+whose C API (``*_set_num_threads``) is called through ctypes (``fastnn.backends.blas``).
 """
 
 import ctypes
-import glob
 import os
 import platform
 import statistics
@@ -15,39 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends.blas import get_threads, openblas_libs, set_threads as set_blas_threads
 from .common import SEED
-
-
-def _openblas_libs():
-    """{owner: (ctypes lib, symbol prefix, suffix)} for the OpenBLAS copies bundled with NumPy
-    and SciPy. NumPy's runs ``np.dot``; SciPy's runs ``np.dot`` *inside @njit* (Numba calls
-    BLAS through ``scipy.linalg.cython_blas``). Each has its own thread pool."""
-    found = {}
-    site = Path(np.__file__).resolve().parent.parent
-    for owner in ("numpy", "scipy"):
-        for path in sorted(glob.glob(str(site / f"{owner}.libs" / "*openblas*"))):
-            try:
-                lib = ctypes.CDLL(path)  # the same handle the package loaded (or will load)
-            except OSError:
-                continue
-            for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
-                                   ("openblas", "")):
-                if hasattr(lib, f"{prefix}_get_num_threads{suffix}"):
-                    found[owner] = (lib, prefix, suffix)
-                    break
-    return found
 
 
 def _openblas():
     """NumPy's OpenBLAS as (lib, (prefix, suffix)), or (None, ('', ''))."""
-    lib, prefix, suffix = _openblas_libs().get("numpy", (None, "", ""))
+    lib, prefix, suffix = openblas_libs().get("numpy", (None, "", ""))
     return lib, (prefix, suffix)
 
 
 def blas_threads():
     """{owner: threads} of each bundled OpenBLAS (numpy: np.dot; scipy: np.dot in Numba code)."""
-    return {owner: int(getattr(lib, f"{prefix}_get_num_threads{suffix}")())
-            for owner, (lib, prefix, suffix) in _openblas_libs().items()}
+    return {owner: get_threads(owner) for owner in openblas_libs()}
 
 
 def set_threads(n):
@@ -58,8 +37,8 @@ def set_threads(n):
     if n > pool:
         raise ValueError(f"--threads {n} exceeds Numba's thread pool of {pool}; run with NUMBA_NUM_THREADS={n}")
     numba.set_num_threads(n)
-    for lib, prefix, suffix in _openblas_libs().values():
-        getattr(lib, f"{prefix}_set_num_threads{suffix}")(n)
+    for owner in openblas_libs():
+        set_blas_threads(owner, n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
     return thread_info()
