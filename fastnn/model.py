@@ -367,13 +367,19 @@ class Sequential:
 
     # inference ---------------------------------------------------------------
 
-    def _logits(self, x, batch_size):
+    def _inference_input(self, x, batch_size):
+        """x checked and converted (float32, C order) for ``_forward``."""
         self._require_built()
         check_value("batch_size", batch_size, POSITIVE_INT)
-        x = check_x(x, "x", self.n_features_)
+        return check_x(x, "x", self.n_features_)
+
+    def _forward(self, x, batch_size):
         out = np.empty((len(x), self.n_classes_), dtype=np.float32)
         get_backend(self.backend).forward(x, self.net, out, batch_size)
         return out
+
+    def _logits(self, x, batch_size):
+        return self._forward(self._inference_input(x, batch_size), batch_size)
 
     def _probabilities(self, logits):
         logp = np.empty_like(logits)
@@ -391,20 +397,20 @@ class Sequential:
         reproducible. Rows must be images (square, or ``image_shape`` in ``tta_augment``).
         """
         check_value("tta", tta, Interval("int", 0))
-        probs = self._probabilities(self._logits(x, batch_size))
+        x = self._inference_input(x, batch_size)
+        probs = self._probabilities(self._forward(x, batch_size))
         if tta == 0:
             return probs
         check_value("seed", seed, Interval("int", 0))
         aug = augment_vector(TTA_AUGMENT if tta_augment is None else tta_augment)
         if aug[0] == 0:
             raise ValueError(f"tta_augment must turn on at least one transform, got {tta_augment!r}")
-        x = check_x(x, "x", self.n_features_)
         height, width = _image_shape(aug, self.n_features_, "tta_augment")
         views, rows = np.empty_like(x), np.arange(len(x), dtype=np.int64)
         total = probs.astype(np.float64)
-        for view in range(tta):
+        for view in range(tta):  # views of checked rows are finite float32 already: no re-check
             get_backend(self.backend).augment_rows(x, rows, height, width, aug, seed, view, views)
-            total += self._probabilities(self._logits(views, batch_size))
+            total += self._probabilities(self._forward(views, batch_size))
         return (total / (tta + 1)).astype(np.float32)
 
     def predict(self, x, batch_size=EVAL_BATCH, tta=0, tta_augment=None, seed=0):
