@@ -62,8 +62,8 @@ _numba_parallel._launch_threads()
 
 from . import blas, stepwise
 from .augment import augment_rows, image_shape
-from .numba_sparse import (SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_alloc, csr_build, csr_build_bytes,
-                           csr_forward, encode_bytes, sparse_enough)
+from .numba_sparse import (MAX_CHUNKS, SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_alloc, csr_build,
+                           csr_build_bytes, csr_forward, encode_bytes, parallel_chunks, sparse_enough)
 from .stepwise import AUG_STREAM
 from .spec import (ACT, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_TANH, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT,
                    OPT_ADAM, OPT_RMSPROP, OPT_SGD, P_OFF, P_OFF2, S_OFF, S_OFF2, ACTIVATION)
@@ -76,20 +76,8 @@ NAME = "numba"
 PARALLEL_MIN_WORK = 1 << 22
 # Elements below which an elementwise pass (optimizer update) stays serial.
 PARALLEL_MIN_ELEMENTS = 1 << 18
-# Parallel loops split into this many independent chunks; the runtime deals them to
-# however many threads NUMBA_NUM_THREADS allows. (A fixed count, not
-# numba.get_num_threads(), because that call makes a function uncacheable.)
-MAX_CHUNKS = 32
 
 # ----------------------------------------------------------------------------- helpers
-
-
-@njit(cache=True, error_model="numpy")
-def _n_chunks(n_items, work):
-    """How many parallel chunks to split n_items into (1 = stay serial)."""
-    if work < PARALLEL_MIN_WORK:
-        return 1
-    return max(1, min(MAX_CHUNKS, n_items))
 
 
 @njit(cache=True, error_model="numpy")
@@ -277,7 +265,7 @@ def _rows_par(a, b, out, skip, tile, chunks):
 def _rows(a, b, out, skip, tile):
     n = a.shape[0]
     work = n * b.shape[0] * b.shape[1]
-    chunks = _n_chunks((n + 3) // 4, work // 4 if skip else work)
+    chunks = parallel_chunks((n + 3) // 4, work // 4 if skip else work, PARALLEL_MIN_WORK)
     if chunks == 1:
         _rows_range(a, b, out, 0, n, skip, tile)
     else:
@@ -391,7 +379,7 @@ def _xt_small_par(x, dz, dW, W, lr, fused, chunks):
 @njit(cache=True, error_model="numpy")
 def _xt_small(x, dz, dW, W, lr, fused):
     kd = x.shape[1]
-    chunks = _n_chunks(kd, x.shape[0] * kd * dz.shape[1] // 4)
+    chunks = parallel_chunks(kd, x.shape[0] * kd * dz.shape[1] // 4, PARALLEL_MIN_WORK)
     if chunks == 1:
         _xt_small_range(x, dz, dW, W, lr, 0, kd, fused)
     else:

@@ -47,9 +47,18 @@ SPARSE_MAX_DENSITY = 0.35
 # Splitting pays once half the work saves more than the 44 us parallel region, i.e. from
 # ~2.4M terms; at 2**21, MNIST's batch of 128 (2.5M) was split and ran no faster.
 PARALLEL_MIN_TERMS = 1 << 22
-# Parallel loops split into this many chunks (a fixed count keeps results and caching
-# independent of the thread count; the runtime deals chunks to NUMBA_NUM_THREADS threads).
+# Parallel loops split into this many independent chunks; the runtime deals them to however
+# many threads NUMBA_NUM_THREADS allows. A fixed count keeps results independent of the
+# thread count, and numba.get_num_threads() would make a function uncacheable.
 MAX_CHUNKS = 32
+
+
+@njit(cache=True, error_model="numpy")
+def parallel_chunks(n_items, work, min_work):
+    """How many parallel chunks to split n_items into: 1 (serial) below ``min_work``."""
+    if work < min_work:
+        return 1
+    return max(1, min(MAX_CHUNKS, n_items))
 
 
 @njit(cache=True, error_model="numpy")
@@ -248,17 +257,10 @@ def _forward_par_columns(rp, ci, cv, W, out, n, blocks):
 
 
 @njit(cache=True, error_model="numpy")
-def _chunks(items, terms):
-    if terms < PARALLEL_MIN_TERMS:
-        return 1
-    return max(1, min(MAX_CHUNKS, items))
-
-
-@njit(cache=True, error_model="numpy")
 def csr_forward(rp, ci, cv, W, out, n):
     """out[:n] = x @ W from the row lists of x (n rows). W (d, m), out (>= n, m) float32."""
     m = W.shape[1]
-    chunks = _chunks(n, (rp[n] - rp[0]) * m)
+    chunks = parallel_chunks(n, (rp[n] - rp[0]) * m, PARALLEL_MIN_TERMS)
     if chunks == 1:
         _forward_range(rp, ci, cv, W, out, 0, n, 0, m)
     elif m >= 2 * BLOCK128:  # wide layers: split W's columns (its blocks stay in one core's L2)
@@ -385,7 +387,7 @@ def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz, rp, ci, cv):
             _dw_listed(rp, ci, n, brow, bval, blen, dz, dW)
         _sgd_listed(rp, ci, cv, n, brow, blen, dz, dW, W, lr)
         return
-    chunks = _chunks(d, nnz * dz.shape[1])
+    chunks = parallel_chunks(d, nnz * dz.shape[1], PARALLEL_MIN_TERMS)
     if chunks == 1:
         _dw_range(blen, brow, bval, dz, dW, W, lr, fused, 0, d)
     else:
