@@ -118,8 +118,33 @@ def matmul_blas(a, b, out):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _any_nz4(a, i, t):
+def _has_term(a, i, rows, t):
+    # whether term t contributes to rows i:i+rows (1 or 4) of a @ b
+    if rows == 1:
+        return a[i, t] != 0
     return a[i, t] != 0 or a[i + 1, t] != 0 or a[i + 2, t] != 0 or a[i + 3, t] != 0
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _next_terms(a, i, rows, t, skip):
+    """Up to four term indices from t on (all, or those with a non-zero in rows i:i+rows when
+    ``skip``). Returns (next t, count, t0, t1, t2, t3)."""
+    kd = a.shape[1]
+    t0 = t1 = t2 = t3 = 0
+    cnt = 0
+    while t < kd and cnt < 4:
+        if not skip or _has_term(a, i, rows, t):
+            if cnt == 0:
+                t0 = t
+            elif cnt == 1:
+                t1 = t
+            elif cnt == 2:
+                t2 = t
+            else:
+                t3 = t
+            cnt += 1
+        t += 1
+    return t, cnt, t0, t1, t2, t3
 
 
 @njit(cache=True, error_model="numpy")
@@ -131,40 +156,13 @@ def _zero_rows(out, i, rows):
 
 
 @njit(cache=True, error_model="numpy")
-def _tile4(a, b, out, i, skip, lazy):
-    """out[i:i+4] = a[i:i+4] @ b, terms t with a[i:i+4, t] all zero skipped when ``skip``.
-
-    With ``lazy`` the rows are only zeroed (and written) if some term exists.
-    Returns whether any term was added.
-    """
-    kd, m = b.shape
-    started = False
-    if not lazy:
-        _zero_rows(out, i, 4)
-        started = True
-    found = False
-    t = 0
-    while t < kd:
-        t0 = t1 = t2 = t3 = 0
-        cnt = 0
-        while t < kd and cnt < 4:
-            if not skip or _any_nz4(a, i, t):
-                if cnt == 0:
-                    t0 = t
-                elif cnt == 1:
-                    t1 = t
-                elif cnt == 2:
-                    t2 = t
-                else:
-                    t3 = t
-                cnt += 1
-            t += 1
-        if cnt == 0:
-            break
-        found = True
-        if not started:
-            _zero_rows(out, i, 4)
-            started = True
+def _tile4(a, b, out, i, skip):
+    """out[i:i+4] = a[i:i+4] @ b, terms t with a[i:i+4, t] all zero skipped when ``skip``."""
+    m = b.shape[1]
+    _zero_rows(out, i, 4)
+    t, cnt = 0, 4
+    while cnt == 4:
+        t, cnt, t0, t1, t2, t3 = _next_terms(a, i, 4, t, skip)
         if cnt == 4:
             a00, a01, a02, a03 = a[i, t0], a[i, t1], a[i, t2], a[i, t3]
             a10, a11, a12, a13 = a[i + 1, t0], a[i + 1, t1], a[i + 1, t2], a[i + 1, t3]
@@ -186,42 +184,16 @@ def _tile4(a, b, out, i, skip, lazy):
                     out[i + 1, j] += v1 * bj
                     out[i + 2, j] += v2 * bj
                     out[i + 3, j] += v3 * bj
-    if not started:
-        _zero_rows(out, i, 4)
-    return found
 
 
 @njit(cache=True, error_model="numpy")
-def _row1(a, b, out, i, skip, lazy):
+def _row1(a, b, out, i, skip):
     """One-row version of _tile4: out[i] = a[i] @ b, four terms per pass over j."""
-    kd, m = b.shape
-    started = False
-    if not lazy:
-        _zero_rows(out, i, 1)
-        started = True
-    found = False
-    t = 0
-    while t < kd:
-        t0 = t1 = t2 = t3 = 0
-        cnt = 0
-        while t < kd and cnt < 4:
-            if not skip or a[i, t] != 0:
-                if cnt == 0:
-                    t0 = t
-                elif cnt == 1:
-                    t1 = t
-                elif cnt == 2:
-                    t2 = t
-                else:
-                    t3 = t
-                cnt += 1
-            t += 1
-        if cnt == 0:
-            break
-        found = True
-        if not started:
-            _zero_rows(out, i, 1)
-            started = True
+    m = b.shape[1]
+    _zero_rows(out, i, 1)
+    t, cnt = 0, 4
+    while cnt == 4:
+        t, cnt, t0, t1, t2, t3 = _next_terms(a, i, 1, t, skip)
         if cnt == 4:
             v0, v1, v2, v3 = a[i, t0], a[i, t1], a[i, t2], a[i, t3]
             for j in range(m):
@@ -232,9 +204,6 @@ def _row1(a, b, out, i, skip, lazy):
                 v = a[i, tc]
                 for j in range(m):
                     out[i, j] += v * b[tc, j]
-    if not started:
-        _zero_rows(out, i, 1)
-    return found
 
 
 @njit(cache=True, error_model="numpy")
@@ -245,10 +214,10 @@ def _rows_range(a, b, out, r0, r1, skip, tile):
     # (neighbouring pixels) share their zeros far more (~1.5x).
     i = r0
     while tile and i + 4 <= r1:
-        _tile4(a, b, out, i, skip, False)
+        _tile4(a, b, out, i, skip)
         i += 4
     while i < r1:
-        _row1(a, b, out, i, skip, False)
+        _row1(a, b, out, i, skip)
         i += 1
 
 
