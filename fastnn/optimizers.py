@@ -164,7 +164,7 @@ class Optimizer:
 
     def build(self, n_params):
         """Allocate (or reset) the state buffers for ``n_params`` parameters."""
-        self.buffers = S.OptBuffers(self.code, self.hparams(), np.zeros((2, n_params), np.float32), np.zeros(1, np.int64))
+        self.buffers = S.OptBuffers(self.code, self.hparams(), S.aligned_zeros((2, n_params), np.float32), np.zeros(1, np.int64))
         return self.buffers
 
     def reset(self):

@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from .simd import (BLOCK16, BLOCK64, BLOCK128, LANES, gather_axpy16, gather_axpy16_sgd, gather_axpy64,
-                   gather_axpy64_sgd, gather_axpy128, gather_axpy128_sgd, list_nonzero_codes, prefetch_row)
+                   gather_axpy64_sgd, gather_axpy128, gather_axpy128_sgd, list_nonzero_codes, prefetch_row, thread_count)
 
 # Inputs at or below this fraction of non-zeros take the zero-skipping kernels. A term
 # of the list kernels costs ~1.5-2x a BLAS multiply-add on one thread (they are bound by
@@ -49,14 +49,16 @@ SPARSE_MAX_DENSITY = 0.35
 PARALLEL_MIN_TERMS = 1 << 22
 # Parallel loops split into this many independent chunks; the runtime deals them to however
 # many threads NUMBA_NUM_THREADS allows. A fixed count keeps results independent of the
-# thread count, and numba.get_num_threads() would make a function uncacheable.
+# thread count (each output element is computed whole by one chunk).
 MAX_CHUNKS = 32
 
 
 @njit(cache=True, error_model="numpy")
 def parallel_chunks(n_items, work, min_work):
-    """How many parallel chunks to split n_items into: 1 (serial) below ``min_work``."""
-    if work < min_work:
+    """How many parallel chunks to split n_items into: 1 (serial) below ``min_work`` or
+    when Numba runs one thread (a parallel region of 32 chunks on one thread made the
+    KMNIST first-layer kernels 15-30% slower than the serial loops)."""
+    if work < min_work or thread_count() == 1:
         return 1
     return max(1, min(MAX_CHUNKS, n_items))
 

@@ -104,6 +104,24 @@ def build_spec(layers):
     return spec, fconf, p, s
 
 
+#: Bytes that the start of every parameter, gradient and workspace buffer is aligned to:
+#: one cache line, so that a row of 16k float32 weights is whole cache lines. The
+#: first-layer list kernels load 512-byte rows of W and of the gradient; from buffers
+#: that NumPy (malloc) had placed 16 bytes off a line, each load touched an extra line
+#: and KMNIST's forward and weight gradient at batch 128 took 183 + 171 us instead of
+#: 156 + 114.
+ALIGN_BYTES = 64
+
+
+def aligned_zeros(shape, dtype):
+    """np.zeros(shape, dtype) whose data starts on an ``ALIGN_BYTES`` boundary."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64))
+    raw = np.zeros(n * dtype.itemsize + ALIGN_BYTES, np.uint8)
+    start = -raw.ctypes.data % ALIGN_BYTES
+    return raw[start:start + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
 def allocate(layers):
     """Build the spec and zeroed buffers for ``layers``; returns a NetBuffers.
 
@@ -111,12 +129,12 @@ def allocate(layers):
     (the model initialises dense weights itself).
     """
     spec, fconf, n_params, n_state = build_spec(layers)
-    params = np.zeros(n_params, dtype=np.float32)
+    params = aligned_zeros(n_params, np.float32)
     state = np.zeros(n_state, dtype=np.float32)
     for row in spec[spec[:, KIND] == BATCHNORM]:
         params[row[P_OFF] : row[P_OFF] + row[N_IN]] = 1.0
         state[row[S_OFF2] : row[S_OFF2] + row[N_IN]] = 1.0
-    return NetBuffers(spec, fconf, params, np.zeros(n_params, dtype=np.float32), state)
+    return NetBuffers(spec, fconf, params, aligned_zeros(n_params, np.float32), state)
 
 
 def dense_views(net, i):

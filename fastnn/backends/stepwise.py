@@ -29,7 +29,8 @@ from collections import namedtuple
 import numpy as np
 
 from .augment import image_shape
-from .spec import ACTIVATION, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, OPT_ADAM, OPT_RMSPROP, OPT_SGD, dense_views
+from .spec import (ACTIVATION, ALIGN_BYTES, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, OPT_ADAM, OPT_RMSPROP,
+                   OPT_SGD, aligned_zeros, dense_views)
 
 Workspace = namedtuple("Workspace", "batch_size act grad aux vec offsets labels backup empty views")
 
@@ -52,7 +53,10 @@ def make_workspace(net, batch_size):
     n_layers = len(spec)
     w = widths(spec)
     offsets = np.full((n_layers + 1, 3), -1, dtype=np.int64)
-    offsets[:, OFF_ACT] = np.concatenate([[0], np.cumsum(w[:-1] * batch_size)])
+    # each layer's activations start on a cache line (ALIGN_BYTES) when the base does
+    per_line = ALIGN_BYTES // np.dtype(dtype).itemsize
+    sizes = -(-w * batch_size // per_line) * per_line
+    offsets[:, OFF_ACT] = np.concatenate([[0], np.cumsum(sizes[:-1])])
     n_aux = n_vec = 0
     for i in range(n_layers):
         if spec[i, KIND] in (DROPOUT, BATCHNORM):
@@ -61,9 +65,9 @@ def make_workspace(net, batch_size):
         if spec[i, KIND] == BATCHNORM:
             offsets[i, OFF_VEC] = n_vec
             n_vec += spec[i, N_OUT]
-    n_act = int(w.sum()) * batch_size
+    n_act = int(sizes.sum())
     return Workspace(
-        batch_size, np.zeros(n_act, dtype), np.zeros(n_act, dtype), np.zeros(n_aux, dtype),
+        batch_size, aligned_zeros(n_act, dtype), aligned_zeros(n_act, dtype), np.zeros(n_aux, dtype),
         np.zeros(n_vec, dtype), offsets, np.zeros(batch_size, np.int64), np.zeros(len(net.state), net.state.dtype),
         np.zeros((0, 0), dtype), {})
 
