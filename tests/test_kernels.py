@@ -205,6 +205,70 @@ def test_csr_build_bytes_lists_exactly_what_csr_build_lists(n, d):
     assert nnz == np.count_nonzero(x[rows])
 
 
+@pytest.mark.parametrize("row_length", [16, 48, 784 + 16 - 784 % 16])
+def test_list_nonzero_codes_compresses_one_row(row_length):
+    """The vector compress lists a row's non-zero bytes in order with the bits of
+    BYTE_VALUES, appends after ``pos``, and writes nothing beyond the 16 spare entries."""
+    from fastnn.backends import numba_sparse as sp, simd
+    from numba import njit
+
+    list_row = njit(lambda codes, src, ci, cv, pos: simd.list_nonzero_codes(codes, src, ci, cv, pos))
+    r = np.random.default_rng(row_length)
+    codes = r.integers(0, 256, (4, row_length)).astype(np.uint8)
+    codes[r.random(codes.shape) < 0.5] = 0
+    codes[1] = 0  # nothing to list
+    codes[2] = 255  # every pixel
+    codes[3, 0], codes[3, -1] = 1, 254  # the first and the last pixel
+    for src in range(4):
+        for pos in (0, 5):
+            ci, cv = np.full(pos + row_length + 40, -7, np.int32), np.full(pos + row_length + 40, -7.0, np.float32)
+            end = list_row(codes, src, ci, cv, pos)
+            t = np.flatnonzero(codes[src])
+            assert end == pos + len(t)
+            np.testing.assert_array_equal(ci[pos:end], t)
+            np.testing.assert_array_equal(cv[pos:end].view(np.int32), sp.BYTE_VALUES[codes[src, t]].view(np.int32))
+            assert (ci[:pos] == -7).all() and (ci[end + 16:] == -7).all() and (cv[end + 16:] == -7).all()
+
+
+def test_buffers_start_on_a_cache_line():
+    """Parameters, gradients, optimizer slots and every layer's activations and gradients
+    start on a 64-byte line, so that whole rows of 16k float32 are whole lines."""
+    from fastnn.optimizers import SGD
+
+    for shape, dtype in [(1, np.float32), ((3, 5), np.float64), (100003, np.float32), ((2, 9), np.uint8)]:
+        a = S.aligned_zeros(shape, dtype)
+        assert a.ctypes.data % S.ALIGN_BYTES == 0 and a.dtype == dtype and not a.any()
+        assert a.shape == (shape if isinstance(shape, tuple) else (shape,))
+    net = S.allocate([("dense", 13, 7, S.ACT_RELU), ("dense", 7, 5, S.ACT_NONE)])
+    assert net.params.ctypes.data % 64 == 0 and net.grads.ctypes.data % 64 == 0
+    opt = SGD(lr=0.1, momentum=0.9)
+    opt.build(len(net.params))
+    assert opt.buffers.slots.ctypes.data % 64 == 0
+    ws = stepwise.make_workspace(net, 3)  # widths 13, 7, 5 at 3 rows: none a whole line by itself
+    for i, width in enumerate((13, 7, 5)):
+        for buf in (ws.act, ws.grad):
+            start = buf[ws.offsets[i, stepwise.OFF_ACT]:]
+            assert start.ctypes.data % 64 == 0
+            assert ws.offsets[i, stepwise.OFF_ACT] + 3 * width <= len(buf)
+    assert ws.offsets[1, 0] >= 3 * 13 and ws.offsets[2, 0] >= ws.offsets[1, 0] + 3 * 7
+
+
+def test_one_numba_thread_runs_the_serial_loops():
+    import numba
+    from fastnn.backends import numba_sparse as sp
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert sp.parallel_chunks(100, 1 << 40, 1) == 1
+        if numba.config.NUMBA_NUM_THREADS > 1:
+            numba.set_num_threads(2)
+            assert sp.parallel_chunks(100, 1 << 40, 1) == sp.MAX_CHUNKS
+            assert sp.parallel_chunks(100, 10, 11) == 1  # too little work
+    finally:
+        numba.set_num_threads(before)
+
+
 def test_parallel_paths_give_the_serial_bits():
     """Above the parallel thresholds the chunked kernels run; each output element is still
     one sum in a fixed order, so they equal the single-chunk (serial) path bit for bit."""

@@ -1,5 +1,5 @@
 """Numba intrinsics for the zero-skipping kernels: a register-blocked gather-AXPY, a
-vector compress that lists a row's non-zero pixels, and a cache prefetch.
+vector compress that lists a row's non-zero pixels, a cache prefetch and the thread count.
 
     gather_axpy128(out, r, idx, vals, k0, k1, M, j)
         out[r, j:j+128] = sum over k in [k0, k1) of vals[k] * M[idx[k], j:j+128]
@@ -66,26 +66,15 @@ def _check_types(out, idx, vals, M):
                           f"1-D float32 vals; got {out}, {idx}, {vals}, {M}")
 
 
-def _check_buckets(blen, brow, bval):
-    if not (isinstance(blen, types.Array) and blen.dtype == types.int64 and blen.ndim == 1
-            and all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" for a in (brow, bval))
-            and brow.dtype == types.int32 and bval.dtype == types.float32):
-        raise TypingError("gather_axpy128_fill needs 1-D int64 blen, C-contiguous 2-D int32 brow and float32 "
-                          f"bval; got {blen}, {brow}, {bval}")
-
-
-def _make_gather_axpy(n_vec, variant=""):
+def _make_gather_axpy(n_vec, sgd_step=False):
     width = n_vec * LANES
-    extra_args = {"": (), "_sgd": ("lr",), "_fill": ("blen", "brow", "bval")}[variant]
 
-    def typing(out, r, idx, vals, k0, k1, M, j, *extra):
+    def typing(out, r, idx, vals, k0, k1, M, j, *lr):
         _check_types(out, idx, vals, M)
-        if len(extra) != len(extra_args) or (variant == "_sgd" and extra[0] != types.float32):
-            raise TypingError(f"{impl.__name__} takes (out, r, idx, vals, k0, k1, M, j"
-                              + "".join(", " + a for a in extra_args) + f"); got extra {extra}")
-        if variant == "_fill":
-            _check_buckets(*extra)
-        sig = types.void(out, r, idx, vals, k0, k1, M, j, *extra)
+        if lr != ((types.float32,) if sgd_step else ()):
+            wanted = "a float32 lr as its ninth argument" if sgd_step else "eight arguments"
+            raise TypingError(f"{impl.__name__} takes {wanted}; got extra {lr}")
+        sig = types.void(out, r, idx, vals, k0, k1, M, j, *lr)
 
         def codegen(context, builder, signature, args):
             out_a, idx_a, vals_a, m_a = (context.make_array(signature.args[i])(context, builder, args[i])
@@ -111,11 +100,6 @@ def _make_gather_axpy(n_vec, variant=""):
 
             r_, k0_, k1_, j_ = as_i64(1), as_i64(4), as_i64(5), as_i64(7)
             m_stride, out_stride = row_stride(m_a), row_stride(out_a)
-            if variant == "_fill":
-                blen_a, brow_a, bval_a = (context.make_array(signature.args[i])(context, builder, args[i])
-                                          for i in (8, 9, 10))
-                bucket_cap = cgutils.unpack_tuple(builder, brow_a.shape)[1]
-                r32 = builder.trunc(r_, ir.IntType(32))
             entry = builder.block
             head = builder.append_basic_block("gather_axpy.head")
             body = builder.append_basic_block("gather_axpy.body")
@@ -134,20 +118,12 @@ def _make_gather_axpy(n_vec, variant=""):
 
             builder.position_at_end(body)
             t = builder.sext(builder.load(builder.gep(idx_a.data, [k])), i64)
-            v = builder.load(builder.gep(vals_a.data, [k]))
-            v_all = splat(v)
+            v_all = splat(builder.load(builder.gep(vals_a.data, [k])))
             base = builder.add(builder.mul(t, m_stride), j_)
             new = []
             for q in range(n_vec):
                 w = builder.load(vec_ptr(m_a, builder.add(base, ir.Constant(i64, q * LANES))), align=4)
                 new.append(builder.call(fma, [v_all, w, acc[q]]))
-            if variant == "_fill":  # append (r, v) to feature t's bucket, in the shadow of the loads
-                length_ptr = builder.gep(blen_a.data, [t])
-                length = builder.load(length_ptr)
-                slot = builder.add(builder.mul(t, bucket_cap), length)
-                builder.store(r32, builder.gep(brow_a.data, [slot]))
-                builder.store(v, builder.gep(bval_a.data, [slot]))
-                builder.store(builder.add(length, ir.Constant(i64, 1)), length_ptr)
             for q in range(n_vec):
                 acc[q].add_incoming(new[q], body)
             k.add_incoming(builder.add(k, ir.Constant(i64, 1)), body)
@@ -158,24 +134,21 @@ def _make_gather_axpy(n_vec, variant=""):
             for q in range(n_vec):
                 ptr = vec_ptr(out_a, builder.add(out_base, ir.Constant(i64, q * LANES)))
                 result = acc[q]
-                if variant == "_sgd":  # out - lr * sum: a product and a difference, each rounded (no fma)
+                if sgd_step:  # out - lr * sum: a product and a difference, each rounded (no fma)
                     result = builder.fsub(builder.load(ptr, align=4), builder.fmul(splat(args[8]), acc[q]))
                 builder.store(result, ptr, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    # numba's @intrinsic reads the argument names: spell them out for each variant
-    if variant == "_sgd":
+    # numba's @intrinsic reads the argument names: spell them out for both variants
+    if sgd_step:
         def impl(typingctx, out, r, idx, vals, k0, k1, M, j, lr):
             return typing(out, r, idx, vals, k0, k1, M, j, lr)
-    elif variant == "_fill":
-        def impl(typingctx, out, r, idx, vals, k0, k1, M, j, blen, brow, bval):
-            return typing(out, r, idx, vals, k0, k1, M, j, blen, brow, bval)
     else:
         def impl(typingctx, out, r, idx, vals, k0, k1, M, j):
             return typing(out, r, idx, vals, k0, k1, M, j)
-    impl.__name__ = impl.__qualname__ = f"gather_axpy{width}{variant}"
+    impl.__name__ = impl.__qualname__ = f"gather_axpy{width}" + ("_sgd" if sgd_step else "")
     return intrinsic(impl)
 
 
@@ -322,5 +295,5 @@ else:
     prefetch_row = _prefetch_row
     list_nonzero_codes = _list_nonzero_codes
     gather_axpy128, gather_axpy64, gather_axpy16 = (_make_gather_axpy(n) for n in (8, 4, 1))
-    gather_axpy128_sgd, gather_axpy64_sgd, gather_axpy16_sgd = (_make_gather_axpy(n, "_sgd") for n in (8, 4, 1))
-    gather_axpy128_fill = _make_gather_axpy(8, "_fill")
+    gather_axpy128_sgd, gather_axpy64_sgd, gather_axpy16_sgd = (_make_gather_axpy(n, sgd_step=True)
+                                                                for n in (8, 4, 1))
