@@ -206,13 +206,13 @@ def test_csr_build_bytes_lists_exactly_what_csr_build_lists(n, d):
 
 
 @pytest.mark.parametrize("row_length", [16, 48, 784 + 16 - 784 % 16])
-def test_list_nonzero_codes_compresses_one_row(row_length):
+def test_list_nonzero_compresses_one_row_of_codes(row_length):
     """The vector compress lists a row's non-zero bytes in order with the bits of
     BYTE_VALUES, appends after ``pos``, and writes nothing beyond the 16 spare entries."""
     from fastnn.backends import numba_sparse as sp, simd
     from numba import njit
 
-    list_row = njit(lambda codes, src, ci, cv, pos: simd.list_nonzero_codes(codes, src, ci, cv, pos))
+    list_row = njit(lambda codes, src, ci, cv, pos: simd.list_nonzero(codes, src, ci, cv, pos))
     r = np.random.default_rng(row_length)
     codes = r.integers(0, 256, (4, row_length)).astype(np.uint8)
     codes[r.random(codes.shape) < 0.5] = 0
@@ -228,6 +228,29 @@ def test_list_nonzero_codes_compresses_one_row(row_length):
             np.testing.assert_array_equal(ci[pos:end], t)
             np.testing.assert_array_equal(cv[pos:end].view(np.int32), sp.BYTE_VALUES[codes[src, t]].view(np.int32))
             assert (ci[:pos] == -7).all() and (ci[end + 16:] == -7).all() and (cv[end + 16:] == -7).all()
+
+
+@pytest.mark.parametrize("d", [37, 784, 5])
+def test_csr_build_lists_float_rows_in_order(d):
+    """csr_build (vector compress for C-contiguous float32 rows, one by one otherwise) lists
+    exactly the entries with x != 0, NaN and inf included, -0.0 and +0.0 not."""
+    from fastnn.backends import numba_sparse as sp
+
+    x = data(12, d, d, 0.6, zero_rows=(7,))
+    x[2, d - 1], x[3, 0], x[4, d // 2], x[5, 1 % d] = np.nan, -0.0, np.inf, -1e-38
+    for batch, n in ((x, 12), (x[::2], 6)):  # the second is strided: the one-by-one path
+        lists = sp.csr_alloc(n, d)
+        rp, ci, cv, blen, brow, bval = lists
+        nnz = sp.csr_build(batch, np.arange(n), n, False, *lists)
+        assert nnz == np.count_nonzero(batch != 0)
+        for r in range(n):
+            t = np.flatnonzero(batch[r] != 0)
+            np.testing.assert_array_equal(ci[rp[r]:rp[r + 1]], t)
+            np.testing.assert_array_equal(cv[rp[r]:rp[r + 1]], batch[r, t])
+        for t in range(d):
+            r = np.flatnonzero(batch[:, t] != 0)
+            np.testing.assert_array_equal(brow[t, :blen[t]], r)
+            np.testing.assert_array_equal(bval[t, :blen[t]], batch[r, t])
 
 
 def test_buffers_start_on_a_cache_line():

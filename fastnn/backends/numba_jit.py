@@ -26,8 +26,8 @@ zero, so they return the same bits whatever the tiling, skipping or thread count
 (density <= SPARSE_MAX_DENSITY, MNIST-like pixels) x @ W and x.T @ dz run over the
 batch's non-zero lists (``numba_sparse``: one AXPY of a W row per non-zero, sums
 contracted into fused multiply-adds in a fixed order); the compiled loop builds the
-lists once per batch straight from the data set rows and shares them between forward
-and backward, the standalone kernels build them in scratch. Dense x (hidden ReLU
+lists once per batch straight from the data set rows (or from the augmented batch) and
+shares them between forward and backward; the standalone kernels build them in scratch. Dense x (hidden ReLU
 activations, ~50% non-zero) goes to BLAS; dz @ W.T always goes to BLAS.
 ``dense_backward_sgd`` fuses the first layer's plain-SGD update into its backward pass
 and, for sparse inputs, touches only weight rows whose input is non-zero in the batch.
@@ -62,8 +62,8 @@ _numba_parallel._launch_threads()
 
 from . import blas, stepwise
 from .augment import augment_rows, image_shape
-from .numba_sparse import (MAX_CHUNKS, SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_alloc, csr_build,
-                           csr_build_bytes, csr_forward, encode_bytes, parallel_chunks, sparse_enough)
+from .numba_sparse import (MAX_CHUNKS, SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_alloc,
+                           csr_build, csr_build_bytes, csr_forward, encode_bytes, parallel_chunks, sparse_enough)
 from .stepwise import AUG_STREAM
 from .spec import (ACT, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_TANH, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT,
                    OPT_ADAM, OPT_RMSPROP, OPT_SGD, P_OFF, P_OFF2, S_OFF, S_OFF2, ACTIVATION)

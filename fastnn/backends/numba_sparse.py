@@ -32,17 +32,19 @@ costs ~44 us, see numba_jit.PARALLEL_MIN_WORK).
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .simd import (BLOCK16, BLOCK64, BLOCK128, LANES, gather_axpy16, gather_axpy16_sgd, gather_axpy64,
-                   gather_axpy64_sgd, gather_axpy128, gather_axpy128_sgd, list_nonzero_codes, prefetch_row, thread_count)
+                   gather_axpy64_sgd, gather_axpy128, gather_axpy128_sgd, list_nonzero, prefetch_row, thread_count)
 
 # Inputs at or below this fraction of non-zeros take the zero-skipping kernels. A term
-# of the list kernels costs ~1.5-2x a BLAS multiply-add on one thread (they are bound by
-# loading W's rows from L2; 784x128: ~30-36 ps against ~20 ps), and BLAS scales better to
-# two threads: at 0.42 (augmented KMNIST) BLAS was faster with two. So they win at MNIST's
-# (0.19) and KMNIST's (0.34) density, but not for ReLU activations (~0.5).
-SPARSE_MAX_DENSITY = 0.35
+# of the list kernels costs more than a BLAS multiply-add (they are bound by loading W's
+# rows from L2), but a batch is listed once for both of its products and the weight
+# gradient is fused with the SGD step. Measured on augmented KMNIST batches (0.41
+# non-zero): lists 454 against BLAS 582 us (784x128, one thread, BLAS without the SGD
+# step) and 2698 against 3442 us (784x1600, two threads). Raw MNIST is 0.19, KMNIST 0.34.
+SPARSE_MAX_DENSITY = 0.45
 # Multiply-adds below which a list kernel stays serial: ~150 us of work at ~36 ps a term.
 # Splitting pays once half the work saves more than the 44 us parallel region, i.e. from
 # ~2.4M terms; at 2**21, MNIST's batch of 128 (2.5M) was split and ran no faster.
@@ -76,7 +78,7 @@ def csr_alloc(n, d):
     """Fresh list buffers for a batch of up to n rows of d features.
 
     Returns rp (n + 1,) int64, ci (n * d + 16,) int32, cv (n * d + 16,) float32 (16 spare
-    entries for ``list_nonzero_codes``' full-width stores), blen (d,) int64,
+    entries for ``list_nonzero``'s full-width stores), blen (d,) int64,
     brow (d, n) int32, bval (d, n) float32.
     """
     return (np.empty(n + 1, np.int64), np.empty(n * d + LANES, np.int32), np.empty(n * d + LANES, np.float32),
@@ -99,6 +101,35 @@ def _add_to_buckets(ci, cv, k0, k1, r, blen, brow, bval):
         blen[t] = b + one
 
 
+def _list_row(x, src, ci, cv, nnz):
+    """Append the non-zeros of x[src] to ci/cv from position nnz; returns the new count.
+    (The interpreter's version; compiled code takes the overload below.)"""
+    for t in range(x.shape[1]):
+        if x[src, t] != 0:
+            ci[nnz], cv[nnz] = t, x[src, t]
+            nnz += 1
+    return nnz
+
+
+@overload(_list_row)
+def _list_row_compiled(x, src, ci, cv, nnz):
+    if not (isinstance(x, types.Array) and x.layout == "C" and x.dtype == types.float32):
+        return _list_row  # strided or other dtypes: one entry at a time
+
+    def vector_compress(x, src, ci, cv, nnz):  # 16 at a time, then the last d % 16
+        d = x.shape[1]
+        nnz = list_nonzero(x, src, ci, cv, nnz)
+        for t in range(d - d % LANES, d):
+            v = x[src, t]
+            if v != 0:
+                ci[nnz] = t
+                cv[nnz] = v
+                nnz += 1
+        return nnz
+
+    return vector_compress
+
+
 @njit(cache=True, error_model="numpy")
 def csr_build(x, rows, n, use_rows, rp, ci, cv, blen, brow, bval):
     """List the non-zeros of a batch; returns their count.
@@ -112,14 +143,8 @@ def csr_build(x, rows, n, use_rows, rp, ci, cv, blen, brow, bval):
     blen[:d] = 0
     nnz = 0
     for r in range(n):
-        src = rows[r] if use_rows else r
         rp[r] = nnz
-        for t in range(d):
-            v = x[src, t]
-            if v != 0:
-                ci[nnz] = t
-                cv[nnz] = v
-                nnz += 1
+        nnz = _list_row(x, rows[r] if use_rows else r, ci, cv, nnz)
         _add_to_buckets(ci, cv, rp[r], nnz, r, blen, brow, bval)
     rp[n] = nnz
     return nnz
@@ -133,7 +158,7 @@ _PREFETCH_ROWS = 3
 
 def byte_row_length(d):
     """Bytes per row of the codes for d features: d rounded up to whole 16-byte chunks
-    (``list_nonzero_codes`` reads 16 at a time)."""
+    (``list_nonzero`` reads 16 at a time)."""
     return -(-d // LANES) * LANES
 
 
@@ -169,7 +194,7 @@ def csr_build_bytes(codes, d, rows, n, rp, ci, cv, blen, brow, bval):
     """``csr_build`` of the batch x[rows[:n]] from its byte codes (``encode_bytes``); same lists, same count.
 
     codes (N, byte_row_length(d)) uint8; d the number of features. Each row is listed
-    16 pixels at a time (``simd.list_nonzero_codes``) while the next rows are prefetched.
+    16 pixels at a time (``simd.list_nonzero``) while the next rows are prefetched.
     """
     blen[:d] = 0
     for r in range(min(_PREFETCH_ROWS, n)):
@@ -179,7 +204,7 @@ def csr_build_bytes(codes, d, rows, n, rp, ci, cv, blen, brow, bval):
         if r + _PREFETCH_ROWS < n:
             prefetch_row(codes, rows[r + _PREFETCH_ROWS])
         rp[r] = nnz
-        nnz = list_nonzero_codes(codes, rows[r], ci, cv, nnz)
+        nnz = list_nonzero(codes, rows[r], ci, cv, nnz)
         _add_to_buckets(ci, cv, rp[r], nnz, r, blen, brow, bval)
     rp[n] = nnz
     return nnz

@@ -25,12 +25,14 @@ Arguments: ``out`` and ``M`` 2-D float32 arrays with unit column stride (C order
 callers guarantee 0 <= k0 <= k1 <= len(idx), 0 <= idx[k] < M.shape[0],
 j + width <= M.shape[1] and the same for ``out``.
 
-    list_nonzero_codes(codes, src, ci, cv, pos) -> int64
-        appends the non-zero bytes of codes[src] (a 2-D C uint8 array whose row length is a
-        multiple of 16) to the row lists: for each t with k = codes[src, t] != 0, in
-        increasing t, ci[p] = t and cv[p] = k / 255 (float32, correctly rounded: the bits of
-        ``BYTE_VALUES[k]``), p counting up from ``pos``; returns the p after the last one.
-        Sixteen pixels per step: one compare, a compress of the indices and of the values
+    list_nonzero(a, src, ci, cv, pos) -> int64
+        appends the non-zero entries of a[src, :L] (a 2-D C array, L its row length rounded
+        down to a multiple of 16; the caller lists any rest) to the row lists: for each t
+        with a[src, t] != 0, in increasing t, ci[p] = t and cv[p] = its value, p counting up
+        from ``pos``; returns the p after the last one. ``a`` is float32 (the value as is;
+        NaN counts as non-zero) or uint8 pixel codes k (the value k / 255 in float32,
+        correctly rounded: the bits of ``BYTE_VALUES[k]``).
+        Sixteen entries per step: one compare, a compress of the indices and of the values
         (``llvm.experimental.vector.compress``: vpcompressd with AVX-512, expanded by LLVM
         elsewhere), two full-width stores and a popcount, no per-pixel branch.
         The stores write all 16 lanes, so ci and cv need 16 writable entries past the last
@@ -196,19 +198,20 @@ def _prefetch_row_interpreted(a, row):
 
 
 @intrinsic
-def _list_nonzero_codes(typingctx, codes, src, ci, cv, pos):
-    if not (isinstance(codes, types.Array) and codes.dtype == types.uint8 and codes.ndim == 2
+def _list_nonzero(typingctx, codes, src, ci, cv, pos):
+    if not (isinstance(codes, types.Array) and codes.dtype in (types.uint8, types.float32) and codes.ndim == 2
             and codes.layout == "C" and isinstance(ci, types.Array) and ci.dtype == types.int32 and ci.ndim == 1
             and isinstance(cv, types.Array) and cv.dtype == types.float32 and cv.ndim == 1):
-        raise TypingError("list_nonzero_codes needs a C-contiguous 2-D uint8 codes, 1-D int32 ci and 1-D "
+        raise TypingError("list_nonzero needs C-contiguous 2-D uint8 or float32 rows, 1-D int32 ci and 1-D "
                           f"float32 cv; got {codes}, {ci}, {cv}")
+    floats = codes.dtype == types.float32
     sig = types.int64(codes, src, ci, cv, pos)
 
     def codegen(context, builder, signature, args):
         codes_a, ci_a, cv_a = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3))
         i64, i32, i16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
-        bytes_t, index_t = ir.VectorType(ir.IntType(8), LANES), ir.VectorType(i32, LANES)
-        value_t, mask_t = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(1), LANES)
+        index_t, value_t = ir.VectorType(i32, LANES), ir.VectorType(ir.FloatType(), LANES)
+        chunk_t, mask_t = value_t if floats else ir.VectorType(ir.IntType(8), LANES), ir.VectorType(ir.IntType(1), LANES)
 
         def function(name, result, *arguments):
             return cgutils.get_or_insert_function(builder.module, ir.FunctionType(result, arguments), name)
@@ -218,11 +221,11 @@ def _list_nonzero_codes(typingctx, codes, src, ci, cv, pos):
         popcount = function("llvm.ctpop.i16", i16, i16)
         src_ = context.cast(builder, args[1], signature.args[1], types.int64)
         pos_ = context.cast(builder, args[4], signature.args[4], types.int64)
-        row_bytes = cgutils.unpack_tuple(builder, codes_a.shape)[1]
-        row = builder.gep(codes_a.data, [builder.mul(src_, row_bytes)])
+        row_length = cgutils.unpack_tuple(builder, codes_a.shape)[1]
+        row = builder.gep(codes_a.data, [builder.mul(src_, row_length)])
         lane = ir.Constant(index_t, list(range(LANES)))
         scale = ir.Constant(value_t, [255.0] * LANES)
-        zeros = ir.Constant(bytes_t, None)
+        zeros = ir.Constant(chunk_t, None)
         entry = builder.block
         head = builder.append_basic_block("list_codes.head")
         body = builder.append_basic_block("list_codes.body")
@@ -233,16 +236,18 @@ def _list_nonzero_codes(typingctx, codes, src, ci, cv, pos):
         t, p = builder.phi(i64), builder.phi(i64)
         t.add_incoming(ir.Constant(i64, 0), entry)
         p.add_incoming(pos_, entry)
-        last = builder.sub(row_bytes, ir.Constant(i64, LANES))  # whole chunks only: never past the row
+        last = builder.sub(row_length, ir.Constant(i64, LANES))  # whole chunks only: never past the row
         builder.cbranch(builder.icmp_signed("<=", t, last), body, done)
 
         builder.position_at_end(body)
-        chunk = builder.load(builder.bitcast(builder.gep(row, [t]), bytes_t.as_pointer()), align=1)
-        nonzero = builder.icmp_unsigned("!=", chunk, zeros)
+        chunk = builder.load(builder.bitcast(builder.gep(row, [t]), chunk_t.as_pointer()), align=1)
+        # float rows: unordered !=, so NaN is listed (as ``v != 0`` lists it)
+        nonzero = builder.fcmp_unordered("!=", chunk, zeros) if floats else builder.icmp_unsigned("!=", chunk, zeros)
         first = builder.insert_element(ir.Constant(index_t, ir.Undefined), builder.trunc(t, i32), ir.Constant(i32, 0))
         features = builder.add(builder.shuffle_vector(first, ir.Constant(index_t, ir.Undefined),
                                                       ir.Constant(index_t, [0] * LANES)), lane)
-        values = builder.fdiv(builder.uitofp(chunk, value_t), scale)  # k / 255, rounded once: BYTE_VALUES[k]
+        # codes: k / 255, rounded once, is BYTE_VALUES[k]
+        values = chunk if floats else builder.fdiv(builder.uitofp(chunk, value_t), scale)
         undefined = ir.Constant(index_t, ir.Undefined)
         builder.store(builder.call(compress_index, [features, nonzero, undefined]),
                       builder.bitcast(builder.gep(ci_a.data, [p]), index_t.as_pointer()), align=4)
@@ -259,10 +264,12 @@ def _list_nonzero_codes(typingctx, codes, src, ci, cv, pos):
     return sig, codegen
 
 
-def _list_nonzero_codes_interpreted(codes, src, ci, cv, pos):
-    t = np.flatnonzero(codes[src])
+def _list_nonzero_interpreted(codes, src, ci, cv, pos):
+    whole = codes.shape[1] - codes.shape[1] % LANES
+    t = np.flatnonzero(codes[src, :whole])
     ci[pos:pos + len(t)] = t
-    cv[pos:pos + len(t)] = codes[src, t].astype(np.float32) / np.float32(255)
+    v = codes[src, t]
+    cv[pos:pos + len(t)] = v if v.dtype == np.float32 else v.astype(np.float32) / np.float32(255)
     return pos + len(t)
 
 
@@ -290,10 +297,10 @@ if config.DISABLE_JIT:
     gather_axpy128_sgd, gather_axpy64_sgd, gather_axpy16_sgd = (_make_interpreted(w, True)
                                                                 for w in (BLOCK128, BLOCK64, BLOCK16))
     prefetch_row = _prefetch_row_interpreted
-    list_nonzero_codes = _list_nonzero_codes_interpreted
+    list_nonzero = _list_nonzero_interpreted
 else:
     prefetch_row = _prefetch_row
-    list_nonzero_codes = _list_nonzero_codes
+    list_nonzero = _list_nonzero
     gather_axpy128, gather_axpy64, gather_axpy16 = (_make_gather_axpy(n) for n in (8, 4, 1))
     gather_axpy128_sgd, gather_axpy64_sgd, gather_axpy16_sgd = (_make_gather_axpy(n, sgd_step=True)
                                                                 for n in (8, 4, 1))
