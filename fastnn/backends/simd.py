@@ -68,6 +68,16 @@ def _check_types(out, idx, vals, M):
                           f"1-D float32 vals; got {out}, {idx}, {vals}, {M}")
 
 
+def _loop_blocks(builder, name):
+    """The blocks of a loop: ends the current block (``entry``) with a branch to ``head``,
+    positions the builder there, and returns (entry, head, body, done)."""
+    entry = builder.block
+    head, body, done = (builder.append_basic_block(f"{name}.{part}") for part in ("head", "body", "done"))
+    builder.branch(head)
+    builder.position_at_end(head)
+    return entry, head, body, done
+
+
 def _make_gather_axpy(n_vec, sgd_step=False):
     width = n_vec * LANES
 
@@ -102,13 +112,7 @@ def _make_gather_axpy(n_vec, sgd_step=False):
 
             r_, k0_, k1_, j_ = as_i64(1), as_i64(4), as_i64(5), as_i64(7)
             m_stride, out_stride = row_stride(m_a), row_stride(out_a)
-            entry = builder.block
-            head = builder.append_basic_block("gather_axpy.head")
-            body = builder.append_basic_block("gather_axpy.body")
-            done = builder.append_basic_block("gather_axpy.done")
-            builder.branch(head)
-
-            builder.position_at_end(head)
+            entry, head, body, done = _loop_blocks(builder, "gather_axpy")
             k = builder.phi(i64)
             k.add_incoming(k0_, entry)
             acc = []
@@ -226,13 +230,7 @@ def _list_nonzero(typingctx, codes, src, ci, cv, pos):
         lane = ir.Constant(index_t, list(range(LANES)))
         scale = ir.Constant(value_t, [255.0] * LANES)
         zeros = ir.Constant(chunk_t, None)
-        entry = builder.block
-        head = builder.append_basic_block("list_codes.head")
-        body = builder.append_basic_block("list_codes.body")
-        done = builder.append_basic_block("list_codes.done")
-        builder.branch(head)
-
-        builder.position_at_end(head)
+        entry, head, body, done = _loop_blocks(builder, "list_nonzero")
         t, p = builder.phi(i64), builder.phi(i64)
         t.add_incoming(ir.Constant(i64, 0), entry)
         p.add_incoming(pos_, entry)
