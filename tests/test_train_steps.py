@@ -124,6 +124,24 @@ def test_batch_size_one_epoch():
     assert_paths_agree(out, 1e-4)
 
 
+@pytest.mark.parametrize("opt_name", ["sgd", "sgd-nesterov-wd"])
+@pytest.mark.parametrize("sparsity", [0.6, 0.9])
+def test_density_rules_agree(opt_name, sparsity):
+    """Inputs 38% non-zero (the zero-skipping limit is 45%) or 10%, a second layer whose
+    input is ~45% non-zero and a third whose input is nearly all zeros: the compiled loop
+    must make the step-by-step path's list-or-BLAS choices for every layer, bit for bit."""
+    x, y = make_data(256, 200, 7, seed=5, sparsity=sparsity)
+    layers = [("dense", 200, 40, S.ACT_RELU), ("dense", 40, 30, S.ACT_RELU), ("dense", 30, 7, S.ACT_NONE)]
+    base = make_net(layers)
+    W1, b1 = S.dense_views(base, 1)
+    b1[:] -= 1.5  # most of layer 1's outputs are 0 after the ReLU: a sparse input to layer 2
+    out = {}
+    for path in PATHS:
+        net, opt = copy_net(base), make_opt(opt_name, len(base.params))
+        out[path] = (net, opt) + run(path, net, opt, x, y, np.random.default_rng(2).permutation(256), 32, 8)
+    assert_paths_agree(out, 1e-4)
+
+
 def test_ragged_last_batch_and_chunking():
     """Several calls (chunks) give exactly what one call gives; the last batch has n % batch_size rows."""
     x, y = make_data(50, 200, 7, seed=4)

@@ -39,11 +39,13 @@ from .simd import (BLOCK16, BLOCK64, BLOCK128, LANES, gather_axpy16, gather_axpy
                    gather_axpy64_sgd, gather_axpy128, gather_axpy128_sgd, list_nonzero, prefetch_row, thread_count)
 
 # Inputs at or below this fraction of non-zeros take the zero-skipping kernels. A term
-# of the list kernels costs more than a BLAS multiply-add (they are bound by loading W's
-# rows from L2), but a batch is listed once for both of its products and the weight
-# gradient is fused with the SGD step. Measured on augmented KMNIST batches (0.41
-# non-zero): lists 454 against BLAS 582 us (784x128, one thread, BLAS without the SGD
-# step) and 2698 against 3442 us (784x1600, two threads). Raw MNIST is 0.19, KMNIST 0.34.
+# of the list kernels costs more than a BLAS multiply-add (they load W's rows from L2),
+# but the training loop lists a batch once for both of its products and fuses the weight
+# gradient with the SGD step. Augmented KMNIST batches (0.41 non-zero), one thread:
+# forward + weight gradient 454 us on the lists against 582 on BLAS (784x128, BLAS
+# without its SGD pass); a lone 128x784x128 product 280 against 274 us (even). Two
+# threads, 784x1600: 2698 against 3442 us. Raw MNIST is 0.19 non-zero, KMNIST 0.34,
+# ReLU activations ~0.5.
 SPARSE_MAX_DENSITY = 0.45
 # Multiply-adds below which a list kernel stays serial: ~150 us of work at ~36 ps a term.
 # Splitting pays once half the work saves more than the 44 us parallel region, i.e. from
