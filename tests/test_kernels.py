@@ -393,6 +393,28 @@ def test_activations_match(act):
     close(outs[1], ref, 2e-6, 1e-6)
 
 
+def test_float32_tanh_within_8_ulp_and_special_values():
+    """Numba's float32 tanh (a vectorised rational form) against float64 tanh on a dense
+    grid, and NaN, +-inf, +-0 and tiny inputs as tanh gives them; float64 input keeps libm."""
+    x = np.concatenate([np.linspace(-12, 12, 2_000_001, dtype=np.float32),
+                        np.float32([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -3e-4, 7.9, -7.91, 8.5])])
+    out = np.empty((1, x.size), np.float32)
+    nb.activation_forward(S.ACT_TANH, x[None], out)
+    ref = np.tanh(x.astype(np.float64))
+    finite = np.isfinite(ref)
+    ulp = np.abs(out[0, finite] - ref[finite]) / np.spacing(np.abs(ref[finite]).astype(np.float32))
+    assert ulp.max() <= 8
+    tail = out[0, -10:]
+    assert np.isnan(tail[0]) and tail[1] == 1 and tail[2] == -1
+    assert tail[3] == 0 and not np.signbit(tail[3]) and tail[4] == 0 and np.signbit(tail[4])
+    assert tail[5] == np.float32(1e-30) and tail[6] == np.float32(-3e-4)
+    assert (np.abs(tail[7:]) <= 1).all()
+    x64 = np.linspace(-3, 3, 101)[None]
+    out64 = np.empty_like(x64)
+    nb.activation_forward(S.ACT_TANH, x64, out64)
+    np.testing.assert_allclose(out64, np.tanh(x64), rtol=1e-15)
+
+
 # -------------------------------------------------------------------------------- loss
 
 
