@@ -27,8 +27,8 @@ zero, so they return the same bits whatever the tiling, skipping or thread count
 batch's non-zero lists (``numba_sparse``: one AXPY of a W row per non-zero, sums
 contracted into fused multiply-adds in a fixed order); the compiled loop builds the
 lists once per batch straight from the data set rows (or from the augmented batch) and
-shares them between forward and backward; the standalone kernels build them in scratch. Dense x (hidden ReLU
-activations, ~50% non-zero) goes to BLAS; dz @ W.T always goes to BLAS.
+shares them between forward and backward; the standalone kernels build them in scratch.
+Dense x (hidden ReLU activations, ~50% non-zero) goes to BLAS; dz @ W.T always goes to BLAS.
 ``dense_backward_sgd`` fuses the first layer's plain-SGD update into its backward pass
 and, for sparse inputs, touches only weight rows whose input is non-zero in the batch.
 The 4 x 4 tile kernels above remain for ``matmul`` and as exported variants.

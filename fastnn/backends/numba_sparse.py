@@ -59,9 +59,8 @@ MAX_CHUNKS = 32
 
 @njit(cache=True, error_model="numpy")
 def parallel_chunks(n_items, work, min_work):
-    """How many parallel chunks to split n_items into: 1 (serial) below ``min_work`` or
-    when Numba runs one thread (a parallel region of 32 chunks on one thread made the
-    KMNIST first-layer kernels 15-30% slower than the serial loops)."""
+    """How many parallel chunks to split n_items into: 1 (serial) below ``min_work``, or
+    when Numba runs one thread (no parallel region to enter for nothing)."""
     if work < min_work or thread_count() == 1:
         return 1
     return max(1, min(MAX_CHUNKS, n_items))
