@@ -215,7 +215,8 @@ def _list_nonzero(typingctx, codes, src, ci, cv, pos):
         codes_a, ci_a, cv_a = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3))
         i64, i32, i16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
         index_t, value_t = ir.VectorType(i32, LANES), ir.VectorType(ir.FloatType(), LANES)
-        chunk_t, mask_t = value_t if floats else ir.VectorType(ir.IntType(8), LANES), ir.VectorType(ir.IntType(1), LANES)
+        chunk_t = value_t if floats else ir.VectorType(ir.IntType(8), LANES)
+        mask_t = ir.VectorType(ir.IntType(1), LANES)
 
         def function(name, result, *arguments):
             return cgutils.get_or_insert_function(builder.module, ir.FunctionType(result, arguments), name)
