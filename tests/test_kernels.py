@@ -251,6 +251,11 @@ def test_csr_build_lists_float_rows_in_order(d):
             r = np.flatnonzero(batch[:, t] != 0)
             np.testing.assert_array_equal(brow[t, :blen[t]], r)
             np.testing.assert_array_equal(bval[t, :blen[t]], batch[r, t])
+        rows_only = np.empty(n + 1, np.int64), np.empty(nnz + 16, np.int32), np.empty(nnz + 16, np.float32)
+        assert sp.csr_rows(batch, n, *rows_only) == nnz  # the same row lists without the buckets
+        np.testing.assert_array_equal(rows_only[0], rp[:n + 1])
+        np.testing.assert_array_equal(rows_only[1][:nnz], ci[:nnz])
+        np.testing.assert_array_equal(rows_only[2][:nnz], cv[:nnz])
 
 
 def test_buffers_start_on_a_cache_line():

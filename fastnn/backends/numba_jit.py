@@ -63,8 +63,9 @@ _numba_parallel._launch_threads()
 
 from . import blas, stepwise
 from .augment import augment_rows, image_shape
-from .numba_sparse import (MAX_CHUNKS, SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_alloc,
-                           csr_build, csr_build_bytes, csr_forward, encode_bytes, parallel_chunks, sparse_enough)
+from .numba_sparse import (LANES, MAX_CHUNKS, SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_alloc,
+                           csr_build, csr_build_bytes, csr_forward, csr_rows, encode_bytes, parallel_chunks,
+                           sparse_enough)
 from .stepwise import AUG_STREAM
 from .spec import (ACT, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_TANH, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT,
                    OPT_ADAM, OPT_RMSPROP, OPT_SGD, P_OFF, P_OFF2, S_OFF, S_OFF2, ACTIVATION)
@@ -82,18 +83,24 @@ PARALLEL_MIN_ELEMENTS = 1 << 18
 
 
 @njit(cache=True, error_model="numpy")
+def _count_nonzero(a):
+    # branch-free count: a branch per element mispredicts on ReLU outputs (~50% zeros)
+    # and made this scan cost as much as a 128-row BLAS product
+    n, m = a.shape
+    nnz = 0
+    for r in range(n):
+        for k in range(m):
+            nnz += a[r, k] != 0
+    return nnz
+
+
+@njit(cache=True, error_model="numpy")
 def density(a):
     """Fraction of non-zero entries of a 2-D array (0.0 for an empty one)."""
     n, m = a.shape
     if n * m == 0:
         return 0.0
-    # branch-free count: a branch per element mispredicts on ReLU outputs (~50% zeros)
-    # and made this scan cost as much as a 128-row BLAS product
-    nnz = 0
-    for r in range(n):
-        for k in range(m):
-            nnz += a[r, k] != 0
-    return nnz / (n * m)
+    return _count_nonzero(a) / (n * m)
 
 
 @njit(cache=True, error_model="numpy")
@@ -467,14 +474,16 @@ def _bias_act_rows(out, b, act):
 def dense_forward(x, W, b, act, out):
     """out = act(x @ W + b). x (n, d_in), W (d_in, d_out), b (d_out,), out (n, d_out).
 
-    Sparse x (density <= SPARSE_MAX_DENSITY) lists its non-zeros (``numba_sparse``,
-    scratch allocated here; the compiled loop reuses a workspace instead) and adds
-    one row of W per non-zero; dense x takes BLAS.
+    Sparse x (density <= SPARSE_MAX_DENSITY) lists its non-zeros row by row
+    (``numba_sparse.csr_rows``, scratch sized to them; the compiled loop reuses a
+    workspace instead) and adds one row of W per non-zero; dense x takes BLAS.
     """
-    if _prefer_sparse(x):
-        n, d = x.shape
-        rp, ci, cv, blen, brow, bval = csr_alloc(n, d)
-        csr_build(x, rp, n, False, rp, ci, cv, blen, brow, bval)
+    n, d = x.shape
+    nnz = _count_nonzero(x)
+    if sparse_enough(nnz, n, d):  # the same rule as _prefer_sparse
+        # the forward needs only the row lists, sized to the non-zeros
+        rp, ci, cv = np.empty(n + 1, np.int64), np.empty(nnz + LANES, np.int32), np.empty(nnz + LANES, np.float32)
+        csr_rows(x, n, rp, ci, cv)
         csr_forward(rp, ci, cv, W, out, n)
     else:
         np.dot(x, W, out)

@@ -151,6 +151,20 @@ def csr_build(x, rows, n, use_rows, rp, ci, cv, blen, brow, bval):
     return nnz
 
 
+@njit(cache=True, error_model="numpy")
+def csr_rows(x, n, rp, ci, cv):
+    """The row lists of x[:n] only (``csr_build`` without the buckets); returns their count.
+
+    x (>= n, d) float32; writes rp[:n + 1] and ci/cv[:count], which need 16 spare entries.
+    """
+    nnz = 0
+    for r in range(n):
+        rp[r] = nnz
+        nnz = _list_row(x, r, ci, cv, nnz)
+    rp[n] = nnz
+    return nnz
+
+
 #: float32 value of each byte code: k / 255 correctly rounded (as load_dataset divides)
 BYTE_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
 # Rows of csr_build_bytes prefetched ahead of the one being listed.
