@@ -102,14 +102,22 @@ def _add_to_buckets(ci, cv, k0, k1, r, blen, brow, bval):
         blen[t] = b + one
 
 
+@njit(cache=True, error_model="numpy")
+def _list_from(x, src, t0, ci, cv, nnz):
+    # the non-zeros of x[src, t0:] one at a time, appended from position nnz; the new count
+    for t in range(t0, x.shape[1]):
+        v = x[src, t]
+        if v != 0:
+            ci[nnz] = t
+            cv[nnz] = v
+            nnz += 1
+    return nnz
+
+
 def _list_row(x, src, ci, cv, nnz):
     """Append the non-zeros of x[src] to ci/cv from position nnz; returns the new count.
     (The interpreter's version; compiled code takes the overload below.)"""
-    for t in range(x.shape[1]):
-        if x[src, t] != 0:
-            ci[nnz], cv[nnz] = t, x[src, t]
-            nnz += 1
-    return nnz
+    return _list_from(x, src, 0, ci, cv, nnz)
 
 
 @overload(_list_row)
@@ -118,15 +126,8 @@ def _list_row_compiled(x, src, ci, cv, nnz):
         return _list_row  # strided or other dtypes: one entry at a time
 
     def vector_compress(x, src, ci, cv, nnz):  # 16 at a time, then the last d % 16
-        d = x.shape[1]
         nnz = list_nonzero(x, src, ci, cv, nnz)
-        for t in range(d - d % LANES, d):
-            v = x[src, t]
-            if v != 0:
-                ci[nnz] = t
-                cv[nnz] = v
-                nnz += 1
-        return nnz
+        return _list_from(x, src, x.shape[1] - x.shape[1] % LANES, ci, cv, nnz)
 
     return vector_compress
 
