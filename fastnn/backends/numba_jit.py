@@ -105,7 +105,7 @@ def density(a):
 
 @njit(cache=True, error_model="numpy")
 def _prefer_sparse(a):
-    return density(a) <= SPARSE_MAX_DENSITY
+    return sparse_enough(_count_nonzero(a), a.shape[0], a.shape[1])
 
 
 # ----------------------------------------------------------------------------- matmul
@@ -480,7 +480,7 @@ def dense_forward(x, W, b, act, out):
     """
     n, d = x.shape
     nnz = _count_nonzero(x)
-    if sparse_enough(nnz, n, d):  # the same rule as _prefer_sparse
+    if sparse_enough(nnz, n, d):  # _prefer_sparse, keeping the count for the list sizes
         # the forward needs only the row lists, sized to the non-zeros
         rp, ci, cv = np.empty(n + 1, np.int64), np.empty(nnz + LANES, np.int32), np.empty(nnz + LANES, np.float32)
         csr_rows(x, n, rp, ci, cv)
