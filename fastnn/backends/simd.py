@@ -202,17 +202,17 @@ def _prefetch_row_interpreted(a, row):
 
 
 @intrinsic
-def _list_nonzero(typingctx, codes, src, ci, cv, pos):
-    if not (isinstance(codes, types.Array) and codes.dtype in (types.uint8, types.float32) and codes.ndim == 2
-            and codes.layout == "C" and isinstance(ci, types.Array) and ci.dtype == types.int32 and ci.ndim == 1
+def _list_nonzero(typingctx, a, src, ci, cv, pos):
+    if not (isinstance(a, types.Array) and a.dtype in (types.uint8, types.float32) and a.ndim == 2
+            and a.layout == "C" and isinstance(ci, types.Array) and ci.dtype == types.int32 and ci.ndim == 1
             and isinstance(cv, types.Array) and cv.dtype == types.float32 and cv.ndim == 1):
         raise TypingError("list_nonzero needs C-contiguous 2-D uint8 or float32 rows, 1-D int32 ci and 1-D "
-                          f"float32 cv; got {codes}, {ci}, {cv}")
-    floats = codes.dtype == types.float32
-    sig = types.int64(codes, src, ci, cv, pos)
+                          f"float32 cv; got {a}, {ci}, {cv}")
+    floats = a.dtype == types.float32
+    sig = types.int64(a, src, ci, cv, pos)
 
     def codegen(context, builder, signature, args):
-        codes_a, ci_a, cv_a = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3))
+        rows_a, ci_a, cv_a = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3))
         i64, i32, i16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
         index_t, value_t = ir.VectorType(i32, LANES), ir.VectorType(ir.FloatType(), LANES)
         chunk_t = value_t if floats else ir.VectorType(ir.IntType(8), LANES)
@@ -226,8 +226,8 @@ def _list_nonzero(typingctx, codes, src, ci, cv, pos):
         popcount = function("llvm.ctpop.i16", i16, i16)
         src_ = context.cast(builder, args[1], signature.args[1], types.int64)
         pos_ = context.cast(builder, args[4], signature.args[4], types.int64)
-        row_length = cgutils.unpack_tuple(builder, codes_a.shape)[1]
-        row = builder.gep(codes_a.data, [builder.mul(src_, row_length)])
+        row_length = cgutils.unpack_tuple(builder, rows_a.shape)[1]
+        row = builder.gep(rows_a.data, [builder.mul(src_, row_length)])
         lane = ir.Constant(index_t, list(range(LANES)))
         scale = ir.Constant(value_t, [255.0] * LANES)
         zeros = ir.Constant(chunk_t, None)
@@ -263,11 +263,11 @@ def _list_nonzero(typingctx, codes, src, ci, cv, pos):
     return sig, codegen
 
 
-def _list_nonzero_interpreted(codes, src, ci, cv, pos):
-    whole = codes.shape[1] - codes.shape[1] % LANES
-    t = np.flatnonzero(codes[src, :whole])
+def _list_nonzero_interpreted(a, src, ci, cv, pos):
+    whole = a.shape[1] - a.shape[1] % LANES
+    t = np.flatnonzero(a[src, :whole])
     ci[pos:pos + len(t)] = t
-    v = codes[src, t]
+    v = a[src, t]
     cv[pos:pos + len(t)] = v if v.dtype == np.float32 else v.astype(np.float32) / np.float32(255)
     return pos + len(t)
 
@@ -277,6 +277,12 @@ if config.DISABLE_JIT:
         import numba
 
         return numba.get_num_threads()
+
+    gather_axpy128, gather_axpy64, gather_axpy16 = (_make_interpreted(w) for w in (BLOCK128, BLOCK64, BLOCK16))
+    gather_axpy128_sgd, gather_axpy64_sgd, gather_axpy16_sgd = (_make_interpreted(w, True)
+                                                                for w in (BLOCK128, BLOCK64, BLOCK16))
+    prefetch_row = _prefetch_row_interpreted
+    list_nonzero = _list_nonzero_interpreted
 else:
     try:  # Numba internals: if a release renames them, compiled code assumes several threads
         from numba.np.ufunc.parallel import _iget_num_threads, _launch_threads
@@ -289,15 +295,6 @@ else:
     else:
         _launch_threads()  # registers the symbol that cached callers link against
         thread_count = _iget_num_threads
-
-
-if config.DISABLE_JIT:
-    gather_axpy128, gather_axpy64, gather_axpy16 = (_make_interpreted(w) for w in (BLOCK128, BLOCK64, BLOCK16))
-    gather_axpy128_sgd, gather_axpy64_sgd, gather_axpy16_sgd = (_make_interpreted(w, True)
-                                                                for w in (BLOCK128, BLOCK64, BLOCK16))
-    prefetch_row = _prefetch_row_interpreted
-    list_nonzero = _list_nonzero_interpreted
-else:
     prefetch_row = _prefetch_row
     list_nonzero = _list_nonzero
     gather_axpy128, gather_axpy64, gather_axpy16 = (_make_gather_axpy(n) for n in (8, 4, 1))
