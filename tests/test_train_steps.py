@@ -310,3 +310,68 @@ def test_real_mnist_rows():
     np.testing.assert_array_equal(res["numba"][2], res["numpy"][2])
     loss = res["numba"][1]
     assert loss[-3:].mean() < 0.9 * loss[:3].mean()
+
+
+def test_listing_ahead_trains_bit_for_bit(monkeypatch):
+    """With two Numba threads a second thread lists each next batch (small networks): the same
+    bits as listing in the loop, ragged last batch, chunked calls and a refused step included;
+    train_steps then restores the thread count and leaves no thread behind."""
+    import threading
+
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two Numba threads")
+    x, y = load_mnist_rows(1000)
+    prepared = nb.prepare_inputs(x)
+    layers = [("dense", 784, 64, S.ACT_RELU), ("dense", 64, 32, S.ACT_RELU), ("dense", 32, 10, S.ACT_NONE)]
+    base, order = make_net(layers), np.random.default_rng(0).permutation(1000)
+    lrs = np.full(20, 0.05)
+    lrs[12] = 1e30  # blows the weights up: step 13's loss is not finite and the loop stops there
+
+    def train(opt_name, calls):
+        net, opt = copy_net(base), make_opt(opt_name, len(base.params))
+        loss, correct, done = np.zeros(20), np.zeros(20, np.int64), []
+        for first, count in calls:
+            done.append(nb.train_steps(x, y, order, first * 64, count, 64, net, opt, lrs[first:first + count], 3,
+                                       0.1, np.zeros(8), loss[first:first + count], correct[first:first + count],
+                                       inputs=prepared))
+        return done, net.params, opt.slots, loss, correct
+
+    numba.set_num_threads(2)
+    assert nb._lists_ahead(base, 64, 20, prepared, 1)
+    threads_before = threading.active_count()
+    for opt_name in ("sgd", "adam-wd"):
+        for calls in ([(0, 20)], [(0, 5), (5, 7), (12, 8)], [(14, 6)]):  # (14, 6): 16 batches, the last 40 rows
+            ahead = train(opt_name, calls)
+            assert numba.get_num_threads() == 2 and threading.active_count() == threads_before
+            with monkeypatch.context() as m:
+                m.setattr(nb, "LIST_AHEAD_MAX_TERMS", 0)
+                assert not nb._lists_ahead(base, 64, 20, prepared, 1)
+                alone = train(opt_name, calls)
+            assert ahead[0] == alone[0] and ahead[0] in ([13], [5, 7, 1], [2])
+            if calls != [(14, 6)]:
+                assert np.isfinite(ahead[3][12]) and not np.isfinite(ahead[3][13])
+            for a, b in zip(ahead[1:], alone[1:]):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_when_lists_are_built_ahead():
+    import numba
+
+    x, _ = load_mnist_rows(640)
+    prepared = nb.prepare_inputs(x)
+    small = make_net([("dense", 784, 128, S.ACT_RELU), ("dense", 128, 64, S.ACT_RELU), ("dense", 64, 10, S.ACT_NONE)])
+    wide = make_net([("dense", 784, 1600, S.ACT_RELU), ("dense", 1600, 10, S.ACT_NONE)])
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        if numba.get_num_threads() == 2:
+            assert nb._lists_ahead(small, 128, 64, prepared, 1)
+        assert not nb._lists_ahead(small, 128, 1, prepared, 1)  # one step: nothing to list ahead
+        assert not nb._lists_ahead(small, 128, 64, prepared, None)  # BLAS wants the second core
+        assert not nb._lists_ahead(wide, 128, 64, prepared, 1)  # 784x1600: split the list kernels instead
+        numba.set_num_threads(1)
+        assert not nb._lists_ahead(small, 128, 64, prepared, 1)
+    finally:
+        numba.set_num_threads(threads)

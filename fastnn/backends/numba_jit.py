@@ -49,10 +49,12 @@ built from these same kernels; ``train_steps_stepwise`` is the plain-Python driv
 import contextlib
 import mmap
 import sys
+import threading
 from typing import NamedTuple
 
+import numba
 import numpy as np
-from numba import njit, prange, types
+from numba import config, njit, prange, types
 from numba.extending import overload
 from numba.np.ufunc import parallel as _numba_parallel
 
@@ -62,8 +64,9 @@ from numba.np.ufunc import parallel as _numba_parallel
 _numba_parallel._launch_threads()
 
 from . import blas, stepwise
+from .atomics import atomic_claim, atomic_load, atomic_store, spin_pause
 from .augment import augment_rows, image_shape
-from .numba_sparse import (LANES, MAX_CHUNKS, SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_alloc,
+from .numba_sparse import (LANES, MAX_CHUNKS, PARALLEL_MIN_TERMS, SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_alloc,
                            csr_build, csr_build_bytes, csr_forward, csr_rows, encode_bytes, parallel_chunks,
                            sparse_enough)
 from .stepwise import AUG_STREAM
@@ -950,10 +953,72 @@ def _update(opt_code, hp, params, grads, slots, lr, t):
         adam_update(params, grads, slots[0], slots[1], lr, hp[0], hp[1], hp[2], hp[3], t)
 
 
+# Listing ahead: while the compiled loop runs step s, a second thread lists the non-zeros of
+# batch s + 1 (``_list_ahead``), into the other of two list buffers. The int64 array the two
+# threads share holds, one 64-byte line apart: the next step nobody has claimed, the number
+# of steps the loop has finished, a stop flag, and per buffer the step whose lists it holds
+# (plus one, once written) followed by their count.
+_CLAIMED, _FINISHED, _STOP, _READY = 0, 8, 16, 24
+SYNC_SIZE = 40
+
+
 @njit(cache=True, error_model="numpy")
+def _list_batch(x, codes, d0, rows, n, lists):
+    # the lists of the batch x[rows[:n]] (from its byte codes when there are any); their count
+    rp, ci, cv, blen, brow, bval = lists
+    if codes.shape[0] > 0:
+        return csr_build_bytes(codes, d0, rows, n, rp, ci, cv, blen, brow, bval)
+    return csr_build(x, rows, n, True, rp, ci, cv, blen, brow, bval)
+
+
+@njit(cache=True, error_model="numpy")
+def _lists_of_step(s, lists, lists2):
+    return lists2 if s % 2 else lists
+
+
+@njit(cache=True, error_model="numpy")
+def _take_lists(x, codes, d0, rows, n, s, lists, lists2, sync):
+    # The loop's side of listing ahead: step s's list count, its lists listed here unless
+    # the other thread claimed them first (then wait for it to finish them).
+    if atomic_claim(sync, _CLAIMED, s):
+        return _list_batch(x, codes, d0, rows, n, _lists_of_step(s, lists, lists2))
+    ready = _READY + 8 * (s % 2)
+    while atomic_load(sync, ready) != s + 1:
+        spin_pause()
+    return sync[ready + 1]
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def _list_ahead(x, codes, d0, order, start, batch_size, n_steps, lists, lists2, sync):
+    """The second thread of listing ahead: lists the steps' batches in order, each once the
+    loop has finished with its buffer (step s - 2), until every step is listed or the stop
+    flag is set. Busy-waits: the loop and this thread each have a core of their own.
+
+    Deadlock-free whatever the scheduling: a step is listed by whichever thread claims it
+    first, and the loop waits only on a step this thread has claimed, which it is listing.
+    """
+    n_total = order.shape[0]
+    while atomic_load(sync, _STOP) == 0:
+        s = atomic_load(sync, _CLAIMED)
+        pos = start + s * batch_size
+        if s >= n_steps or pos >= n_total:
+            return
+        if atomic_load(sync, _FINISHED) < s - 1 or not atomic_claim(sync, _CLAIMED, s):
+            spin_pause()
+            continue
+        n = min(batch_size, n_total - pos)
+        ready = _READY + 8 * (s % 2)
+        sync[ready + 1] = _list_batch(x, codes, d0, order[pos:pos + n], n, _lists_of_step(s, lists, lists2))
+        atomic_store(sync, ready, s + 1)
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
 def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, grads, state, opt_code, hp, slots,
                 step, lr_steps, seed, smoothing, aug, img_h, img_w, step_loss, step_correct, act, grad, aux, vec, offs,
-                labels, backup, empty, lists, codes):
+                labels, backup, empty, lists, codes, lists2, sync):
+    # lists2: a second set of list buffers for odd steps and sync the shared flags when a
+    # second thread lists ahead (``_list_ahead``), else lists itself and an empty array
+    listing_ahead = sync.shape[0] > 0
     n_layers = spec.shape[0]
     n_total = order.shape[0]
     d0 = spec[0, N_IN]
@@ -966,7 +1031,6 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
     dW0 = grads[:w0_end].reshape((d0, n0))
     b0 = params[w0_end:w0_end + n0]
     db0 = grads[w0_end:w0_end + n0]
-    rp, ci, cv, blen, brow, bval = lists
     for s in range(n_steps):
         pos = start + s * batch_size
         if pos >= n_total:
@@ -975,6 +1039,7 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
         a0 = _view(act, offs[0, 0], n, d0)
         g = step[0]
         rows = order[pos:pos + n]
+        rp, ci, cv, blen, brow, bval = _lists_of_step(s, lists, lists2)
         for r in range(n):
             labels[r] = y[rows[r]]
         # The first dense layer works from the batch's non-zero lists, built straight from
@@ -988,10 +1053,10 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
                 sparse0 = True
         else:
             if first_dense:
-                if codes.shape[0] > 0:
-                    nnz = csr_build_bytes(codes, d0, rows, n, rp, ci, cv, blen, brow, bval)
+                if listing_ahead:
+                    nnz = _take_lists(x, codes, d0, rows, n, s, lists, lists2, sync)
                 else:
-                    nnz = csr_build(x, rows, n, True, rp, ci, cv, blen, brow, bval)
+                    nnz = _list_batch(x, codes, d0, rows, n, lists)
                 sparse0 = sparse_enough(nnz, n, d0)
             if not sparse0:
                 for r in range(n):
@@ -1042,6 +1107,8 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
         else:
             _update(opt_code, hp, params, grads, slots, lr, g + 1)
         step[0] = g + 1
+        if listing_ahead:
+            atomic_store(sync, _FINISHED, s + 1)  # this step's list buffer is free again
     return n_steps
 
 
@@ -1111,6 +1178,39 @@ def _blas_threads_limit(net, batch_size, aug, inputs):
     return 1 if lists_first and batch_size * max(hidden, default=0) < BLAS_SERIAL_MAX_MACS else None
 
 
+# With two or more Numba threads, a train_steps call whose first layer takes the lists and
+# whose BLAS products are small (BLAS_SERIAL_MAX_MACS) runs its kernels on one thread and
+# lists the next batch on a second, when the first layer has fewer multiply-adds per batch
+# than this: below it, splitting the list kernels across threads (PARALLEL_MIN_TERMS) saves
+# less than listing ahead.
+LIST_AHEAD_MAX_TERMS = 2 * PARALLEL_MIN_TERMS
+_NO_SYNC = np.zeros(0, np.int64)
+
+
+def _lists_ahead(net, batch_size, n_steps, inputs, blas_limit):
+    """Whether train_steps lists the next batch on a second thread (see LIST_AHEAD_MAX_TERMS)."""
+    if config.DISABLE_JIT or blas_limit != 1 or n_steps < 2 or numba.get_num_threads() < 2:
+        return False
+    terms = batch_size * net.spec[0, N_IN] * net.spec[0, N_OUT] * inputs.density
+    return terms < LIST_AHEAD_MAX_TERMS
+
+
+@contextlib.contextmanager
+def _listing_ahead(args, sync):
+    """Runs ``_list_ahead(*args)`` on a second thread, and the caller's compiled code on one Numba
+    thread (its core is the other's), until the block ends: then stops and joins it."""
+    helper = threading.Thread(target=_list_ahead, args=args, name="fastnn-list-ahead", daemon=True)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    helper.start()
+    try:
+        yield
+    finally:
+        sync[_STOP] = 1
+        helper.join()
+        numba.set_num_threads(threads)
+
+
 def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
                 step_loss, step_correct, workspace=None, inputs=None):
     """The contract's ``train_steps`` (see ``fastnn.backends``) as one compiled loop.
@@ -1119,7 +1219,8 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
     ``make_workspace(net, batch_size)``) is optional: by default a cached one is used.
     ``inputs``: ``prepare_inputs(x)`` of this same x (faster; None: work from x alone).
     With plain SGD (momentum 0, weight decay 0) ``net.grads`` of the first dense layer's
-    W is left as scratch.
+    W is left as scratch. With two or more Numba threads and a small network (see
+    ``LIST_AHEAD_MAX_TERMS``) a second thread lists each next batch's non-zeros meanwhile.
     """
     ws = workspace if workspace is not None else stepwise.get_workspace(net, batch_size)
     img_h, img_w = image_shape(aug, x.shape[1]) if aug[0] != 0 else (0, 0)
@@ -1128,22 +1229,32 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
         raise ValueError(f"inputs of shape {codes.shape} were not prepared from this x {x.shape}: "
                          f"pass inputs=prepare_inputs(x)")
     limit = _blas_threads_limit(net, batch_size, aug, inputs)
-    with blas.at_most_threads("scipy", limit) if limit else contextlib.nullcontext():
+    d0 = int(net.spec[0, N_IN])
+    lists = _lists(batch_size, d0)
+    ahead = _lists_ahead(net, batch_size, n_steps, inputs, limit)
+    lists2, sync = (_lists(batch_size, d0, 1), np.zeros(SYNC_SIZE, np.int64)) if ahead else (lists, _NO_SYNC)
+    with contextlib.ExitStack() as stack:
+        if limit:
+            stack.enter_context(blas.at_most_threads("scipy", limit))
+        if ahead:
+            stack.enter_context(_listing_ahead((x, codes, d0, order, start, batch_size, n_steps, lists, lists2,
+                                                sync), sync))
         return _train_loop(x, y, order, start, n_steps, batch_size, net.spec, net.fconf, net.params, net.grads,
                            net.state, opt.code, opt.hparams, opt.slots, opt.step, lr_steps, seed, smoothing, aug,
                            img_h, img_w, step_loss, step_correct, ws.act, ws.grad, ws.aux, ws.vec, ws.offsets,
-                           ws.labels, ws.backup, ws.empty, _lists(batch_size, int(net.spec[0, N_IN])), codes)
+                           ws.labels, ws.backup, ws.empty, lists, codes, lists2, sync)
 
 
 _LISTS = {}
 
 
-def _lists(batch_size, d):
+def _lists(batch_size, d, copy=0):
     """Non-zero list buffers (``numba_sparse.csr_alloc``) for batches of up to batch_size rows of d features.
 
-    Cached per shape (a few kept). Like the cached workspaces, not safe for two threads at once.
+    Cached per shape and ``copy`` (listing ahead uses copies 0 and 1; a few kept). Like the
+    cached workspaces, not safe for two train_steps calls at once.
     """
-    return stepwise.cached(_LISTS, (int(batch_size), int(d)), lambda: csr_alloc(batch_size, d), limit=4)
+    return stepwise.cached(_LISTS, (int(batch_size), int(d), copy), lambda: csr_alloc(batch_size, d), limit=4)
 
 
 def forward(x, net, out, batch_size, workspace=None):
@@ -1189,7 +1300,11 @@ def warmup():
                                  np.zeros(1, np.int64))
                 run(x, y, np.arange(10), 0, 3, 4, net, opt, np.full(3, 0.01), 0, 0.0, np.zeros(8), np.zeros(3),
                     np.zeros(3, np.int64))
-    prepare_inputs(x)
+    inputs = prepare_inputs(x)
+    stopped = np.zeros(SYNC_SIZE, np.int64)
+    stopped[_STOP] = 1
+    lists = _lists(4, x.shape[1])
+    _list_ahead(x, inputs.codes, x.shape[1], np.arange(10), 0, 4, 3, lists, lists, stopped)
     out = np.zeros((10, 3), np.float32)
     forward(x, net, out, 4)
     forward_stepwise(x, net, out, 4)

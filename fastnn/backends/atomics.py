@@ -1,0 +1,110 @@
+"""Atomic int64 flags for two threads that share buffers inside compiled code (Numba intrinsics).
+
+    atomic_load(a, i) -> int64          a[i], read with acquire ordering
+    atomic_store(a, i, v)               a[i] = v, with release ordering
+    atomic_claim(a, i, expected) -> bool
+                                        a[i] = expected + 1 if a[i] == expected (compare-and-swap,
+                                        acquire-release); whether this call made the change
+    spin_pause()                        a hint that the caller is busy-waiting (x86 ``pause``)
+
+``a`` is a 1-D C-contiguous int64 array; nothing is bounds-checked. Plain Numba loads and
+stores may be merged, hoisted out of a wait loop or reordered with the buffer writes they
+announce; these are LLVM's atomic operations, so a value written before a release store is
+seen by a thread whose acquire load reads that store. Used by ``numba_jit``'s list-building
+thread (see ``numba_jit.train_steps``).
+
+Under NUMBA_DISABLE_JIT they are plain array operations (single-threaded use only).
+"""
+
+import platform
+
+from llvmlite import ir
+from numba import config, types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def _element(context, builder, signature, args):  # pointer to a[i]
+    arr = context.make_array(signature.args[0])(context, builder, args[0])
+    return builder.gep(arr.data, [context.cast(builder, args[1], signature.args[1], types.int64)])
+
+
+def _check(a, i):
+    if not (isinstance(a, types.Array) and a.dtype == types.int64 and a.ndim == 1 and a.layout == "C"
+            and isinstance(i, types.Integer)):
+        raise TypingError(f"atomics need a 1-D C-contiguous int64 array and an integer index; got {a}, {i}")
+
+
+@intrinsic
+def _atomic_load(typingctx, a, i):
+    _check(a, i)
+
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_element(context, builder, signature, args), "acquire", 8)
+
+    return types.int64(a, i), codegen
+
+
+@intrinsic
+def _atomic_store(typingctx, a, i, v):
+    _check(a, i)
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[2], signature.args[2], types.int64)
+        builder.store_atomic(value, _element(context, builder, signature, args), "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(a, i, v), codegen
+
+
+@intrinsic
+def _atomic_claim(typingctx, a, i, expected):
+    _check(a, i)
+
+    def codegen(context, builder, signature, args):
+        old = context.cast(builder, args[2], signature.args[2], types.int64)
+        new = builder.add(old, ir.Constant(ir.IntType(64), 1))
+        result = builder.cmpxchg(_element(context, builder, signature, args), old, new, "acq_rel", "acquire")
+        return builder.extract_value(result, 1)
+
+    return types.boolean(a, i, expected), codegen
+
+
+@intrinsic
+def _spin_pause(typingctx):
+    def codegen(context, builder, signature, args):
+        if _X86:
+            builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                        "llvm.x86.sse2.pause"), [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+def _load_interpreted(a, i):
+    return a[i]
+
+
+def _store_interpreted(a, i, v):
+    a[i] = v
+
+
+def _claim_interpreted(a, i, expected):
+    if a[i] != expected:
+        return False
+    a[i] = expected + 1
+    return True
+
+
+def _pause_interpreted():
+    pass
+
+
+if config.DISABLE_JIT:
+    atomic_load, atomic_store, atomic_claim, spin_pause = (_load_interpreted, _store_interpreted,
+                                                           _claim_interpreted, _pause_interpreted)
+else:
+    atomic_load, atomic_store, atomic_claim, spin_pause = _atomic_load, _atomic_store, _atomic_claim, _spin_pause
