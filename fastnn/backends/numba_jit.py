@@ -41,6 +41,9 @@ would break equality with the step-by-step path. ``error_model="numpy"``: a floa
 division by zero gives inf/nan as in NumPy instead of raising, and, more to the point,
 without the per-division check LLVM can vectorise the loops.
 
+With two Numba threads and a small network, ``train_steps`` instead runs the kernels on one
+thread while a second lists the next batch's non-zeros (``_list_ahead``): no parallel region.
+
 Whole network: ``train_steps`` runs a compiled loop (``_train_loop``) over many batches,
 built from these same kernels; ``train_steps_stepwise`` is the plain-Python driver of
 ``stepwise.py`` over these kernels, which must give the same numbers.
@@ -66,9 +69,9 @@ _numba_parallel._launch_threads()
 from . import blas, stepwise
 from .atomics import atomic_claim, atomic_load, atomic_store, spin_pause
 from .augment import augment_rows, image_shape
-from .numba_sparse import (LANES, MAX_CHUNKS, PARALLEL_MIN_TERMS, SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_alloc,
-                           csr_build, csr_build_bytes, csr_forward, csr_rows, encode_bytes, parallel_chunks,
-                           sparse_enough)
+from .numba_sparse import (LANES, MAX_CHUNKS, PARALLEL_MIN_TERMS, SPARSE_MAX_DENSITY, bucket_dw, byte_row_length,
+                           csr_alloc, csr_build, csr_build_bytes, csr_forward, csr_rows, encode_bytes,
+                           parallel_chunks, sparse_enough)
 from .stepwise import AUG_STREAM
 from .spec import (ACT, ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_TANH, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT,
                    OPT_ADAM, OPT_RMSPROP, OPT_SGD, P_OFF, P_OFF2, S_OFF, S_OFF2, ACTIVATION)
