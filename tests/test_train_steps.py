@@ -339,7 +339,7 @@ def test_listing_ahead_trains_bit_for_bit(monkeypatch):
         return done, net.params, opt.slots, loss, correct
 
     numba.set_num_threads(2)
-    assert nb._lists_ahead(base, 64, 20, prepared, 1)
+    assert nb._should_list_ahead(base, 64, 20, prepared, 1)
     threads_before = threading.active_count()
     for opt_name in ("sgd", "adam-wd"):
         for calls in ([(0, 20)], [(0, 5), (5, 7), (12, 8)], [(14, 6)]):  # (14, 6): 16 batches, the last 40 rows
@@ -347,7 +347,7 @@ def test_listing_ahead_trains_bit_for_bit(monkeypatch):
             assert numba.get_num_threads() == 2 and threading.active_count() == threads_before
             with monkeypatch.context() as m:
                 m.setattr(nb, "LIST_AHEAD_MAX_TERMS", 0)
-                assert not nb._lists_ahead(base, 64, 20, prepared, 1)
+                assert not nb._should_list_ahead(base, 64, 20, prepared, 1)
                 alone = train(opt_name, calls)
             assert ahead[0] == alone[0] and ahead[0] in ([13], [5, 7, 1], [2])
             if calls != [(14, 6)]:
@@ -367,11 +367,11 @@ def test_when_lists_are_built_ahead():
     try:
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
         if numba.get_num_threads() == 2:
-            assert nb._lists_ahead(small, 128, 64, prepared, 1)
-        assert not nb._lists_ahead(small, 128, 1, prepared, 1)  # one step: nothing to list ahead
-        assert not nb._lists_ahead(small, 128, 64, prepared, None)  # BLAS wants the second core
-        assert not nb._lists_ahead(wide, 128, 64, prepared, 1)  # 784x1600: split the list kernels instead
+            assert nb._should_list_ahead(small, 128, 64, prepared, 1)
+        assert not nb._should_list_ahead(small, 128, 1, prepared, 1)  # one step: nothing to list ahead
+        assert not nb._should_list_ahead(small, 128, 64, prepared, None)  # BLAS wants the second core
+        assert not nb._should_list_ahead(wide, 128, 64, prepared, 1)  # 784x1600: split the list kernels instead
         numba.set_num_threads(1)
-        assert not nb._lists_ahead(small, 128, 64, prepared, 1)
+        assert not nb._should_list_ahead(small, 128, 64, prepared, 1)
     finally:
         numba.set_num_threads(threads)

@@ -1190,7 +1190,7 @@ LIST_AHEAD_MAX_TERMS = 2 * PARALLEL_MIN_TERMS
 _NO_SYNC = np.zeros(0, np.int64)
 
 
-def _lists_ahead(net, batch_size, n_steps, inputs, blas_limit):
+def _should_list_ahead(net, batch_size, n_steps, inputs, blas_limit):
     """Whether train_steps lists the next batch on a second thread (see LIST_AHEAD_MAX_TERMS)."""
     if config.DISABLE_JIT or blas_limit != 1 or n_steps < 2 or numba.get_num_threads() < 2:
         return False
@@ -1234,7 +1234,7 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
     limit = _blas_threads_limit(net, batch_size, aug, inputs)
     d0 = int(net.spec[0, N_IN])
     lists = _lists(batch_size, d0)
-    ahead = _lists_ahead(net, batch_size, n_steps, inputs, limit)
+    ahead = _should_list_ahead(net, batch_size, n_steps, inputs, limit)
     lists2, sync = (_lists(batch_size, d0, 1), np.zeros(SYNC_SIZE, np.int64)) if ahead else (lists, _NO_SYNC)
     with contextlib.ExitStack() as stack:
         if limit:
