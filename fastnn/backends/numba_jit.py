@@ -980,12 +980,18 @@ def _lists_of_step(s, lists, lists2):
 
 
 @njit(cache=True, error_model="numpy")
+def _ready_flag(s):
+    # where step s's buffer records the step it holds (the count follows)
+    return _READY + 8 * (s % 2)
+
+
+@njit(cache=True, error_model="numpy")
 def _take_lists(x, codes, d0, rows, n, s, lists, lists2, sync):
     # The loop's side of listing ahead: step s's list count, its lists listed here unless
     # the other thread claimed them first (then wait for it to finish them).
     if atomic_claim(sync, _CLAIMED, s):
         return _list_batch(x, codes, d0, rows, n, _lists_of_step(s, lists, lists2))
-    ready = _READY + 8 * (s % 2)
+    ready = _ready_flag(s)
     while atomic_load(sync, ready) != s + 1:
         spin_pause()
     return sync[ready + 1]
@@ -1010,7 +1016,7 @@ def _list_ahead(x, codes, d0, order, start, batch_size, n_steps, lists, lists2, 
             spin_pause()
             continue
         n = min(batch_size, n_total - pos)
-        ready = _READY + 8 * (s % 2)
+        ready = _ready_flag(s)
         sync[ready + 1] = _list_batch(x, codes, d0, order[pos:pos + n], n, _lists_of_step(s, lists, lists2))
         atomic_store(sync, ready, s + 1)
 
@@ -1201,9 +1207,11 @@ def _should_list_ahead(net, batch_size, n_steps, inputs, blas_limit):
 
 
 @contextlib.contextmanager
-def _listing_ahead(args, sync):
+def _listing_ahead(*args):
     """Runs ``_list_ahead(*args)`` on a second thread, and the caller's compiled code on one Numba
-    thread (its core is the other's), until the block ends: then stops and joins it."""
+    thread (its core is the other's), until the block ends: then sets the stop flag in
+    ``sync`` (the last argument) and joins it."""
+    sync = args[-1]
     helper = threading.Thread(target=_list_ahead, args=args, name="fastnn-list-ahead", daemon=True)
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
@@ -1242,8 +1250,7 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
         if limit:
             stack.enter_context(blas.at_most_threads("scipy", limit))
         if ahead:
-            stack.enter_context(_listing_ahead((x, codes, d0, order, start, batch_size, n_steps, lists, lists2,
-                                                sync), sync))
+            stack.enter_context(_listing_ahead(x, codes, d0, order, start, batch_size, n_steps, lists, lists2, sync))
         return _train_loop(x, y, order, start, n_steps, batch_size, net.spec, net.fconf, net.params, net.grads,
                            net.state, opt.code, opt.hparams, opt.slots, opt.step, lr_steps, seed, smoothing, aug,
                            img_h, img_w, step_loss, step_correct, ws.act, ws.grad, ws.aux, ws.vec, ws.offsets,
