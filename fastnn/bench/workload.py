@@ -6,7 +6,6 @@ over one training set, holding its own copy of the network.
 
 import importlib.util
 import math
-
 import time
 
 import numpy as np
