@@ -353,8 +353,9 @@ def test_predict_proba_evaluate_against_manual(data):
     assert loss == pytest.approx(-np.log(proba[np.arange(300), y].astype(np.float64)).mean(), rel=1e-4)
     assert acc == pytest.approx(np.mean(proba.argmax(1) == y))
     assert model.evaluate(x, y, return_dict=True) == {"loss": loss, "accuracy": acc}
-    # the result does not depend on the inference batch size
-    np.testing.assert_allclose(model.predict_proba(x, batch_size=1024), proba, rtol=1e-6)
+    # the result does not depend on the inference batch size beyond float32 rounding: the NumPy
+    # backend's BLAS picks its blocking by the number of rows (1.5e-6 apart seen with OpenBLAS Haswell kernels)
+    np.testing.assert_allclose(model.predict_proba(x, batch_size=1024), proba, rtol=1e-5)
 
 
 def _image_problem(n=120, side=8, seed=0):
