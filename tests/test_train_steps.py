@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastnn.backends import numba_jit as nb
+from fastnn.backends import jit_listing, numba_jit as nb
 from fastnn.backends import numpy_ref as npr
 from fastnn.backends import spec as S
 
@@ -346,7 +346,7 @@ def test_listing_ahead_trains_bit_for_bit(monkeypatch):
             ahead = train(opt_name, calls)
             assert numba.get_num_threads() == 2 and threading.active_count() == threads_before
             with monkeypatch.context() as m:
-                m.setattr(nb, "LIST_AHEAD_MAX_TERMS", 0)
+                m.setattr(jit_listing, "LIST_AHEAD_MAX_TERMS", 0)  # where _should_list_ahead reads it
                 assert not nb._should_list_ahead(base, 64, 20, prepared, 1)
                 alone = train(opt_name, calls)
             assert ahead[0] == alone[0] and ahead[0] in ([13], [5, 7, 1], [2])

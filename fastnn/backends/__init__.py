@@ -2,8 +2,9 @@
 
 ``numpy``  (``numpy_ref.py``) plain vectorised NumPy: the correctness oracle and
            the "pure NumPy" speed baseline.
-``numba``  (``numba_jit.py``) Numba-compiled kernels plus a compiled training loop
-           that runs many optimizer steps per call. The default.
+``numba``  (``numba_jit.py``, a facade over the ``jit_*`` modules) Numba-compiled
+           kernels plus a compiled training loop that runs many optimizer steps per
+           call. The default.
 
 Only this package knows which engine runs; layers, losses, optimizers and the
 model call ``get_backend(name).<kernel>``.

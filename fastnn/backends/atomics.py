@@ -10,8 +10,8 @@
 ``a`` is a 1-D C-contiguous int64 array; nothing is bounds-checked. Plain Numba loads and
 stores may be merged, hoisted out of a wait loop or reordered with the buffer writes they
 announce; these are LLVM's atomic operations, so a value written before a release store is
-seen by a thread whose acquire load reads that store. Used by ``numba_jit``'s list-building
-thread (see ``numba_jit.train_steps``).
+seen by a thread whose acquire load reads that store. Used by the list-building
+thread of listing ahead (see ``jit_listing``).
 
 Under NUMBA_DISABLE_JIT they are plain array operations (single-threaded use only).
 """

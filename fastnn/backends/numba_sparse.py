@@ -28,7 +28,7 @@ loop equals the step-by-step path bit for bit. Only zero terms are dropped, and 
 
 Threads: the forward splits rows, the weight gradient splits features, each chunk
 written by one thread; small problems stay serial (a parallel region with sleeping waits
-costs ~44 us, see numba_jit.PARALLEL_MIN_WORK).
+costs ~44 us, see jit_base.PARALLEL_MIN_WORK).
 """
 
 import numpy as np

@@ -1,0 +1,229 @@
+"""The compiled training loop (``_train_loop``: many optimizer steps per call) and inference loop
+(``_forward_loop``), with their Python drivers ``train_steps``, ``forward`` and ``prepare_inputs``.
+
+The loop composes the kernel families through ``jit_layers`` and ``jit_optimizers``; with
+two Numba threads and a small network it takes each batch's non-zero lists from the
+listing-ahead thread (``jit_listing``). Must not hold kernels of its own.
+"""
+
+import contextlib
+import mmap
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from . import blas, stepwise
+from .atomics import atomic_store
+from .augment import augment_rows, image_shape
+from .jit_activations import activation_backward
+from .jit_base import _prefer_sparse, _view
+from .jit_dense import _bias_act_rows, _colsum, dense_backward_sgd
+from .jit_layers import _layer_backward, _layer_forward
+from .jit_listing import (_FINISHED, _NO_SYNC, SYNC_SIZE, _list_batch, _listing_ahead, _lists, _lists_of_step,
+                          _should_list_ahead, _take_lists)
+from .jit_loss import softmax_nll
+from .jit_optimizers import _update, sgd_update
+from .numba_sparse import (SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_build, csr_forward, encode_bytes,
+                           sparse_enough)
+from .spec import ACT, ACT_NONE, DENSE, KIND, N_IN, N_OUT, OPT_SGD
+from .stepwise import AUG_STREAM
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, grads, state, opt_code, hp, slots,
+                step, lr_steps, seed, smoothing, aug, img_h, img_w, step_loss, step_correct, act, grad, aux, vec, offs,
+                labels, backup, empty, lists, codes, lists2, sync):
+    # lists2: a second set of list buffers for odd steps and sync the shared flags when a
+    # second thread lists ahead (``_list_ahead``), else lists itself and an empty array
+    listing_ahead = sync.shape[0] > 0
+    n_layers = spec.shape[0]
+    n_total = order.shape[0]
+    d0 = spec[0, N_IN]
+    first_dense = spec[0, KIND] == DENSE
+    # Plain SGD on a dense first layer: fuse its weight update into the backward pass.
+    fuse = opt_code == OPT_SGD and hp[0] == 0 and hp[2] == 0 and first_dense
+    n0 = spec[0, N_OUT] if first_dense else 0
+    w0_end = d0 * n0
+    W0 = params[:w0_end].reshape((d0, n0))
+    dW0 = grads[:w0_end].reshape((d0, n0))
+    b0 = params[w0_end:w0_end + n0]
+    db0 = grads[w0_end:w0_end + n0]
+    for s in range(n_steps):
+        pos = start + s * batch_size
+        if pos >= n_total:
+            return s
+        n = min(batch_size, n_total - pos)
+        a0 = _view(act, offs[0, 0], n, d0)
+        g = step[0]
+        rows = order[pos:pos + n]
+        rp, ci, cv, blen, brow, bval = _lists_of_step(s, lists, lists2)
+        for r in range(n):
+            labels[r] = y[rows[r]]
+        # The first dense layer works from the batch's non-zero lists, built straight from
+        # the data set rows (the dense batch is then never written) or from the augmented batch.
+        sparse0 = False
+        nnz = 0
+        if aug[0] != 0:
+            augment_rows(x, rows, img_h, img_w, aug, seed, g * 64 + AUG_STREAM, a0)
+            if first_dense and _prefer_sparse(a0):  # the lists only when they will be used
+                nnz = csr_build(a0, rows, n, False, rp, ci, cv, blen, brow, bval)
+                sparse0 = True
+        else:
+            if first_dense:
+                if listing_ahead:
+                    nnz = _take_lists(x, codes, d0, rows, n, s, lists, lists2, sync)
+                else:
+                    nnz = _list_batch(x, codes, d0, rows, n, lists)
+                sparse0 = sparse_enough(nnz, n, d0)
+            if not sparse0:
+                for r in range(n):
+                    a0[r, :] = x[rows[r]]
+        if backup.shape[0] > 0:
+            backup[:] = state
+        for i in range(n_layers):
+            w_in, w_out = spec[i, N_IN], spec[i, N_OUT]
+            if i == 0 and sparse0:
+                a1 = _view(act, offs[1, 0], n, w_out)
+                csr_forward(rp, ci, cv, W0, a1, n)
+                _bias_act_rows(a1, b0, spec[0, ACT])
+            else:
+                _layer_forward(spec, fconf, params, state, i, _view(act, offs[i, 0], n, w_in),
+                               _view(act, offs[i + 1, 0], n, w_out), _view(aux, offs[i, 1], n, w_out),
+                               vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out], True, seed, g)
+        w_last = spec[n_layers - 1, N_OUT]
+        loss, correct = softmax_nll(_view(act, offs[n_layers, 0], n, w_last), labels[:n], smoothing,
+                                    _view(grad, offs[n_layers, 0], n, w_last))
+        step_loss[s] = loss
+        step_correct[s] = correct
+        if not np.isfinite(loss):
+            if backup.shape[0] > 0:
+                state[:] = backup
+            return s
+        lr = lr_steps[s]
+        for i in range(n_layers - 1, -1, -1):
+            w_in, w_out = spec[i, N_IN], spec[i, N_OUT]
+            xi = _view(act, offs[i, 0], n, w_in)
+            yi = _view(act, offs[i + 1, 0], n, w_out)
+            dy = _view(grad, offs[i + 1, 0], n, w_out)
+            if i == 0 and sparse0:
+                # dense_backward(_sgd) on the lists built above: same kernels, same bits
+                if spec[0, ACT] != ACT_NONE:
+                    activation_backward(spec[0, ACT], yi, dy, dy)
+                _colsum(dy, db0)
+                bucket_dw(blen, brow, bval, dy, dW0, W0, np.float32(lr), fuse, nnz, rp, ci, cv)
+            elif i == 0 and fuse:
+                if spec[0, ACT] != ACT_NONE:
+                    activation_backward(spec[0, ACT], yi, dy, dy)
+                dense_backward_sgd(xi, W0, dy, dW0, db0, lr)
+            else:
+                dx = _view(grad, offs[i, 0], n, w_in) if i > 0 else empty
+                _layer_backward(spec, fconf, params, grads, i, xi, yi, dy, dx, _view(aux, offs[i, 1], n, w_out),
+                                vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out])
+        if fuse:
+            sgd_update(params[w0_end:], grads[w0_end:], slots[0, w0_end:], lr, 0.0, False, 0.0)
+        else:
+            _update(opt_code, hp, params, grads, slots, lr, g + 1)
+        step[0] = g + 1
+        if listing_ahead:
+            atomic_store(sync, _FINISHED, s + 1)  # this step's list buffer is free again
+    return n_steps
+
+
+@njit(cache=True, error_model="numpy")
+def _forward_loop(x, spec, fconf, params, state, out, batch_size, act, offs, empty):
+    n_layers = spec.shape[0]
+    n_total = x.shape[0]
+    d0 = spec[0, N_IN]
+    k = spec[n_layers - 1, N_OUT]
+    vec0 = act[0:0]
+    for pos in range(0, n_total, batch_size):
+        n = min(batch_size, n_total - pos)
+        a0 = _view(act, offs[0, 0], n, d0)
+        a0[:, :] = x[pos:pos + n]
+        for i in range(n_layers):
+            _layer_forward(spec, fconf, params, state, i, _view(act, offs[i, 0], n, spec[i, N_IN]),
+                           _view(act, offs[i + 1, 0], n, spec[i, N_OUT]), empty, vec0, False, 0, 0)
+        out[pos:pos + n] = _view(act, offs[n_layers, 0], n, k)
+
+
+class ByteInputs(NamedTuple):
+    """``prepare_inputs``' result: one-byte codes of x and the fraction of its values that are non-zero."""
+
+    codes: np.ndarray  # uint8 (N, byte_row_length(d))
+    density: float
+
+
+def prepare_inputs(x):
+    """Once per data set: the one-byte codes of x (float32 (N, d)) for ``train_steps(inputs=...)``.
+
+    Returns ``ByteInputs`` when every value of x is k / 255 for an integer k (8-bit images
+    scaled as ``load_dataset`` scales them), else None. The compiled loop then lists each
+    batch's non-zeros from 1 byte per pixel instead of 4 (same lists, same results). One
+    pass over x (about 15 ms for MNIST's 60,000 x 784, plus the first touch of the 47 MB
+    of codes: 45 ms in all), stopping at the first row with a value that is not such a fraction.
+    """
+    shape = (x.shape[0], byte_row_length(x.shape[1]))
+    # An anonymous mapping rather than np.empty: NumPy asks for transparent huge pages on
+    # large arrays, and where the kernel then compacts memory on first touch (THP defrag
+    # "madvise") that took 105 ms for MNIST's 47 MB against 45 ms with plain pages; listing
+    # random rows from plain pages measured no slower (96-98 against 95-96 us per batch).
+    codes = np.frombuffer(mmap.mmap(-1, max(shape[0] * shape[1], 1)), np.uint8)[:shape[0] * shape[1]].reshape(shape)
+    nnz = encode_bytes(x, codes)
+    return ByteInputs(codes, nnz / max(x.size, 1)) if nnz >= 0 else None
+
+
+_NO_CODES = np.zeros((0, 8), np.uint8)
+# Hidden-layer products below this many multiply-adds per batch run OpenBLAS on one thread
+# during train_steps when the first layer takes the zero-skipping lists: waking a second
+# BLAS thread for every 128x128x64 product cost 784-128-64-10 at batch 128 on 2 threads
+# 12% (274k against 308k samples/s); at batch 512 (4.2M) one thread gained nothing, and
+# 1024x1024 products need both (batch 512: 21.6k against 12.5k samples/s).
+BLAS_SERIAL_MAX_MACS = 1 << 22
+
+
+def _blas_threads_limit(net, batch_size, aug, inputs):
+    """1 when every BLAS product of a train step is small (see BLAS_SERIAL_MAX_MACS), else None."""
+    spec = net.spec
+    hidden = [int(spec[i, N_IN] * spec[i, N_OUT]) for i in range(1, len(spec)) if spec[i, KIND] == DENSE]
+    lists_first = (spec[0, KIND] == DENSE and aug[0] == 0 and inputs is not None
+                   and inputs.density <= SPARSE_MAX_DENSITY)
+    return 1 if lists_first and batch_size * max(hidden, default=0) < BLAS_SERIAL_MAX_MACS else None
+
+
+def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
+                step_loss, step_correct, workspace=None, inputs=None):
+    """The contract's ``train_steps`` (see ``fastnn.backends``) as one compiled loop.
+
+    Arguments are not validated (the model does that); ``workspace`` (from
+    ``make_workspace(net, batch_size)``) is optional: by default a cached one is used.
+    ``inputs``: ``prepare_inputs(x)`` of this same x (faster; None: work from x alone).
+    With plain SGD (momentum 0, weight decay 0) ``net.grads`` of the first dense layer's
+    W is left as scratch. With two or more Numba threads and a small network (see
+    ``LIST_AHEAD_MAX_TERMS``) a second thread lists each next batch's non-zeros meanwhile.
+    """
+    ws = workspace if workspace is not None else stepwise.get_workspace(net, batch_size)
+    img_h, img_w = image_shape(aug, x.shape[1]) if aug[0] != 0 else (0, 0)
+    codes = _NO_CODES if inputs is None else inputs.codes
+    if codes.shape[0] and codes.shape != (x.shape[0], byte_row_length(x.shape[1])):
+        raise ValueError(f"inputs of shape {codes.shape} were not prepared from this x {x.shape}: "
+                         f"pass inputs=prepare_inputs(x)")
+    limit = _blas_threads_limit(net, batch_size, aug, inputs)
+    d0 = int(net.spec[0, N_IN])
+    lists = _lists(batch_size, d0)
+    ahead = _should_list_ahead(net, batch_size, n_steps, inputs, limit)
+    lists2, sync = (_lists(batch_size, d0, 1), np.zeros(SYNC_SIZE, np.int64)) if ahead else (lists, _NO_SYNC)
+    with contextlib.ExitStack() as stack:
+        if limit:
+            stack.enter_context(blas.at_most_threads("scipy", limit))
+        if ahead:
+            stack.enter_context(_listing_ahead(x, codes, d0, order, start, batch_size, n_steps, lists, lists2, sync))
+        return _train_loop(x, y, order, start, n_steps, batch_size, net.spec, net.fconf, net.params, net.grads,
+                           net.state, opt.code, opt.hparams, opt.slots, opt.step, lr_steps, seed, smoothing, aug,
+                           img_h, img_w, step_loss, step_correct, ws.act, ws.grad, ws.aux, ws.vec, ws.offsets,
+                           ws.labels, ws.backup, ws.empty, lists, codes, lists2, sync)
+
+
+def forward(x, net, out, batch_size, workspace=None):
+    """The contract's ``forward``: inference-mode logits of all rows of x into out, compiled."""
+    ws = workspace if workspace is not None else stepwise.get_workspace(net, batch_size)
+    _forward_loop(x, net.spec, net.fconf, net.params, net.state, out, batch_size, ws.act, ws.offsets, ws.empty)

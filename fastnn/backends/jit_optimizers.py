@@ -1,0 +1,155 @@
+"""Optimizer kernels: in-place SGD (momentum, Nesterov), RMSprop and Adam updates over the flat
+parameter buffer, and ``_update``, the compiled loop's dispatch on the optimizer code.
+
+To add an optimizer: a code and hyperparameter layout in ``spec.py``, its ``*_update`` here
+(serial ``_range`` body plus a ``prange`` twin for large buffers), a branch in ``_update``,
+and its NumPy twin in ``numpy_ref``. Must not hold layer or loss logic.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .jit_base import PARALLEL_MIN_ELEMENTS
+from .numba_sparse import MAX_CHUNKS
+from .spec import OPT_RMSPROP, OPT_SGD
+
+# The update loops compute g = grad + weight_decay * p unconditionally (adding 0 * p
+# changes nothing for finite p) and test momentum/nesterov outside the loops: a branch
+# inside would keep LLVM from vectorising them.
+
+
+@njit(cache=True, error_model="numpy")
+def _sgd_range(params, grads, velocity, lr, momentum, nesterov, weight_decay, i0, i1):
+    # Loops run over slices from 0: an index that might be negative would need
+    # wrap-around handling, which keeps LLVM from vectorising.
+    p, gr = params[i0:i1], grads[i0:i1]
+    if momentum == 0:
+        for i in range(p.shape[0]):
+            p[i] = p[i] - lr * (gr[i] + weight_decay * p[i])
+        return
+    vel = velocity[i0:i1]
+    if nesterov:
+        for i in range(p.shape[0]):
+            g = gr[i] + weight_decay * p[i]
+            v = vel[i] * momentum + g
+            vel[i] = v
+            p[i] = p[i] - lr * (g + momentum * v)
+    else:
+        for i in range(p.shape[0]):
+            g = gr[i] + weight_decay * p[i]
+            v = vel[i] * momentum + g
+            vel[i] = v
+            p[i] = p[i] - lr * v
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _sgd_par(params, grads, velocity, lr, momentum, nesterov, weight_decay, chunks):
+    p = params.shape[0]
+    for c in prange(chunks):
+        _sgd_range(params, grads, velocity, lr, momentum, nesterov, weight_decay, c * p // chunks,
+                   (c + 1) * p // chunks)
+
+
+@njit(cache=True, error_model="numpy")
+def _elem_chunks(p):
+    if p < PARALLEL_MIN_ELEMENTS:
+        return 1
+    return MAX_CHUNKS
+
+
+@njit(cache=True, error_model="numpy")
+def sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay):
+    """PyTorch SGD step in place (params, velocity (P,)); see numpy_ref.sgd_update."""
+    lr32, mom, wd = np.float32(lr), np.float32(momentum), np.float32(weight_decay)
+    chunks = _elem_chunks(params.shape[0])
+    if chunks == 1:
+        _sgd_range(params, grads, velocity, lr32, mom, nesterov, wd, 0, params.shape[0])
+    else:
+        _sgd_par(params, grads, velocity, lr32, mom, nesterov, wd, chunks)
+
+
+@njit(cache=True, error_model="numpy")
+def _rmsprop_range(params, grads, square_avg, momentum_buf, lr, alpha, one_m_alpha, eps, weight_decay, momentum, i0,
+                   i1):
+    p, gr, sq = params[i0:i1], grads[i0:i1], square_avg[i0:i1]
+    if momentum != 0:
+        buf = momentum_buf[i0:i1]
+        for i in range(p.shape[0]):
+            g = gr[i] + weight_decay * p[i]
+            s = sq[i] * alpha + one_m_alpha * (g * g)
+            sq[i] = s
+            b = buf[i] * momentum + g / (np.sqrt(s) + eps)
+            buf[i] = b
+            p[i] = p[i] - lr * b
+    else:
+        for i in range(p.shape[0]):
+            g = gr[i] + weight_decay * p[i]
+            s = sq[i] * alpha + one_m_alpha * (g * g)
+            sq[i] = s
+            p[i] = p[i] - lr * (g / (np.sqrt(s) + eps))
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _rmsprop_par(params, grads, sq, buf, lr, alpha, one_m_alpha, eps, weight_decay, momentum, chunks):
+    p = params.shape[0]
+    for c in prange(chunks):
+        _rmsprop_range(params, grads, sq, buf, lr, alpha, one_m_alpha, eps, weight_decay, momentum,
+                       c * p // chunks, (c + 1) * p // chunks)
+
+
+@njit(cache=True, error_model="numpy")
+def rmsprop_update(params, grads, square_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum):
+    """PyTorch RMSprop step in place; see numpy_ref.rmsprop_update."""
+    a = (np.float32(lr), np.float32(alpha), np.float32(1.0 - alpha), np.float32(eps), np.float32(weight_decay),
+         np.float32(momentum))
+    chunks = _elem_chunks(params.shape[0])
+    if chunks == 1:
+        _rmsprop_range(params, grads, square_avg, momentum_buf, a[0], a[1], a[2], a[3], a[4], a[5], 0,
+                       params.shape[0])
+    else:
+        _rmsprop_par(params, grads, square_avg, momentum_buf, a[0], a[1], a[2], a[3], a[4], a[5], chunks)
+
+
+@njit(cache=True, error_model="numpy")
+def _adam_range(params, grads, m, v, step_size, b1, one_m_b1, b2, one_m_b2, bc2_sqrt, eps, weight_decay, i0, i1):
+    p, gr, ms, vs = params[i0:i1], grads[i0:i1], m[i0:i1], v[i0:i1]
+    for i in range(p.shape[0]):
+        g = gr[i] + weight_decay * p[i]
+        mi = ms[i] * b1 + one_m_b1 * g
+        vi = vs[i] * b2 + one_m_b2 * (g * g)
+        ms[i] = mi
+        vs[i] = vi
+        p[i] = p[i] - step_size * (mi / (np.sqrt(vi) / bc2_sqrt + eps))
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _adam_par(params, grads, m, v, step_size, b1, one_m_b1, b2, one_m_b2, bc2_sqrt, eps, weight_decay, chunks):
+    p = params.shape[0]
+    for c in prange(chunks):
+        _adam_range(params, grads, m, v, step_size, b1, one_m_b1, b2, one_m_b2, bc2_sqrt, eps, weight_decay,
+                    c * p // chunks, (c + 1) * p // chunks)
+
+
+@njit(cache=True, error_model="numpy")
+def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    """PyTorch Adam step number ``step`` (1-based) in place; see numpy_ref.adam_update."""
+    step_size = np.float32(lr / (1.0 - beta1**step))
+    bc2_sqrt = np.float32(np.sqrt(1.0 - beta2**step))
+    b1, omb1 = np.float32(beta1), np.float32(1.0 - beta1)
+    b2, omb2 = np.float32(beta2), np.float32(1.0 - beta2)
+    eps32, wd = np.float32(eps), np.float32(weight_decay)
+    chunks = _elem_chunks(params.shape[0])
+    if chunks == 1:
+        _adam_range(params, grads, m, v, step_size, b1, omb1, b2, omb2, bc2_sqrt, eps32, wd, 0, params.shape[0])
+    else:
+        _adam_par(params, grads, m, v, step_size, b1, omb1, b2, omb2, bc2_sqrt, eps32, wd, chunks)
+
+
+@njit(cache=True, error_model="numpy")
+def _update(opt_code, hp, params, grads, slots, lr, t):
+    if opt_code == OPT_SGD:
+        sgd_update(params, grads, slots[0], lr, hp[0], hp[1] != 0, hp[2])
+    elif opt_code == OPT_RMSPROP:
+        rmsprop_update(params, grads, slots[0], slots[1], lr, hp[0], hp[1], hp[2], hp[3])
+    else:
+        adam_update(params, grads, slots[0], slots[1], lr, hp[0], hp[1], hp[2], hp[3], t)
