@@ -1,17 +1,21 @@
 """Saving and loading models: one zip file holding ``config.json`` + ``weights.npz``.
 
-The format (``FORMAT_VERSION`` 1), like Keras' ``.keras`` files, is a plain zip
+The format (``FORMAT_VERSION`` 2), like Keras' ``.keras`` files, is a plain zip
 archive that any zip tool can open:
 
 ``config.json``
-    ``{"format": "fastnn-model", "format_version": 1, "fastnn_version": ...,
+    ``{"format": "fastnn-model", "format_version": 2, "fastnn_version": ...,
     "class": "MLP" | "Sequential", "config": <model.get_config()>,
-    "n_features": d, "n_classes": k, "weights": [dotted names in order]}``
+    "n_features": d, "n_classes": k, "weights": [dotted names in order],
+    "training": <fastnn.training_state record> or null}``
 ``weights.npz``
     Every weight under its dotted name (``layers.0.W`` of shape (n_in, n_out),
     ``layers.0.b``, batch-norm ``gamma``/``beta``/``running_mean``/``running_var``),
     plus the optimizer state ``optimizer.slots`` (2, P) and ``optimizer.step`` (1,),
     so that training can resume.
+
+Version 2 added ``"training"`` (where the run stood, for ``fit(initial_epoch=)``);
+version 1 files still load, with no training record.
 
 No pickle anywhere: JSON for the configuration, ``np.load(allow_pickle=False)``
 for the arrays. Writes go to a temporary file in the destination directory that
@@ -27,8 +31,10 @@ import zipfile
 
 import numpy as np
 
+from .training_state import check_state
+
 FORMAT = "fastnn-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class ModelFormatError(ValueError):
@@ -62,6 +68,7 @@ def save_model(model, path):
         "n_features": model.n_features_,
         "n_classes": model.n_classes_,
         "weights": model.get_weight_names(),
+        "training": model.training_state,
     }
     if config["class"] not in _model_classes():
         raise ValueError(f"can only save MLP or Sequential models, got {config['class']}")
@@ -145,6 +152,11 @@ def load_model(path, backend=None):
     slots, step = arrays.get("optimizer.slots"), arrays.get("optimizer.step")
     if slots is not None and slots.shape == opt.slots.shape and step is not None and step.shape == opt.step.shape:
         opt.slots[...], opt.step[...] = slots, step
+    if config.get("training") is not None:
+        try:
+            model.training_state = check_state(config["training"])
+        except ValueError as exc:
+            raise ModelFormatError(f"{path!r} has a damaged training record: {exc}") from None
     return model
 
 

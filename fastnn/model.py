@@ -7,18 +7,22 @@ owns its state buffers, and a backend that runs the arithmetic. ``fit`` drives
 of row indices (the data set is never copied), so the progress bar can show
 live loss and accuracy while the compiled loop does the work.
 
-Non-finite loss: the backend stops before applying a step whose loss is not
-finite. ``fit`` then stops training and keeps the last good weights, those after
-one update fewer, the last that gave a finite loss (it restores the chunk-start
-snapshot and deterministically replays the chunk's steps up to there), records that epoch
-with ``loss = nan``, sets ``model.stop_reason`` / ``History.stop_reason`` and
-emits a ``RuntimeWarning`` suggesting a lower learning rate, as Keras'
-TerminateOnNaN does (no exception: the partly trained model stays usable).
+Divergence (``fastnn.divergence``): the backend stops before applying a step whose
+loss is not finite, and ``fit`` checks each chunk for an exploding loss. ``fit`` then
+stops training and keeps the last good weights, those after one update fewer than
+the first bad step (it restores the chunk-start snapshot and deterministically
+replays the chunk's steps up to there), records that epoch with ``loss = nan``, sets
+``model.stop_reason`` / ``History.stop_reason`` and emits a ``DivergenceWarning``
+naming the learning rate to lower, at the caller's line (no exception: the partly
+trained model stays usable).
+
+Resume (``fastnn.training_state``): after each finished epoch ``training_state``
+records where the run stands; a model saved then and fit again with
+``initial_epoch`` continues with the same bits as an uninterrupted run.
 """
 
 import math
 import time
-import warnings
 
 import numpy as np
 
@@ -27,6 +31,8 @@ from .backends import DEFAULT_BACKEND, get_backend
 from .backends import spec as S
 from .backends.augment import image_shape, make_aug
 from .callbacks import CallbackList, History, ProgressBar, Callback
+from .divergence import EXPLOSION_FACTOR, DivergenceWarning, explosion_threshold, first_exploded_step, warn_outside
+from .training_state import make_state, resume_mismatches, shuffle_stream
 from .optimizers import Optimizer, Schedule, get_optimizer, optimizer_from_config, optimizer_to_config
 from .validation import (
     ACTIVATION_NAMES, BACKEND_NAMES, FIT_PARAMS, OPTIMIZER_NAMES, SCHEDULE_NAMES, Boolean, InstanceOf,
@@ -131,6 +137,7 @@ class Sequential:
         self.net = self.plan = None
         self.n_features_ = self.n_classes_ = None
         self.stop_training, self.stop_reason, self.history = False, None, None
+        self.training_state = None  # fastnn.training_state record once an epoch has finished
 
     # building ----------------------------------------------------------------
 
@@ -158,6 +165,7 @@ class Sequential:
         if plan.n_out < 2:
             raise ValueError(f"the last layer must have at least 2 outputs (one per class), got {plan.n_out}")
         self.plan, self.net = plan, S.allocate(plan.rows)
+        self.training_state = None
         L.initialize(self.net, self.seed)
         self.optimizer.build(len(self.net.params))
         self._entries = L.param_entries(layers, plan, self.net)
@@ -210,7 +218,7 @@ class Sequential:
 
     @np.errstate(over="ignore", invalid="ignore")  # divergence is reported once, by fit itself
     def fit(self, x, y, epochs=10, batch_size=128, validation_split=0.0, validation_data=None, callbacks=None,
-            shuffle=True, seed=None, verbose=1):
+            shuffle=True, seed=None, verbose=1, initial_epoch=0):
         """Train on ``x`` (n, d) and integer labels ``y`` (n,); returns a History.
 
         Parameters
@@ -218,6 +226,8 @@ class Sequential:
         x : array of shape (n, d), real numeric (converted once to float32)
         y : array of shape (n,), integer class ids in [0, n_classes)
         epochs, batch_size : int >= 1
+            ``epochs`` is the index of the last epoch (as in Keras), not a count from
+            ``initial_epoch``.
         validation_split : float in [0, 1)
             Hold out this fraction of the *last* rows (before shuffling), as Keras does.
         validation_data : (x_val, y_val) or None
@@ -226,12 +236,23 @@ class Sequential:
         shuffle : bool
             Draw a fresh permutation of the training rows every epoch.
         seed : int or None
-            Seeds shuffling and dropout; None uses the model's ``seed``.
+            Seeds shuffling and dropout; None uses the seed of the run being resumed
+            (``initial_epoch > 0`` on a model saved during training), else the model's ``seed``.
         verbose : {0, 1, 2}
             0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+        initial_epoch : int >= 0
+            Epoch at which to start (0-based), to resume a run: a model saved after k
+            epochs (``save``, ``ModelCheckpoint``, ``BackupAndRestore``), loaded and fit
+            with the same data, ``epochs`` and ``batch_size`` and ``initial_epoch=k``, ends
+            with the same bits as the uninterrupted run: the shuffle order, schedule
+            position, optimizer state and step, and dropout/augmentation streams continue.
         """
         check_params(dict(epochs=epochs, batch_size=batch_size, validation_split=validation_split, shuffle=shuffle,
-                          seed=seed, verbose=verbose), FIT_PARAMS)
+                          seed=seed, verbose=verbose, initial_epoch=initial_epoch), FIT_PARAMS)
+        if initial_epoch > epochs:
+            raise ValueError(f"initial_epoch must be at most epochs ({epochs}), got {initial_epoch}; epochs is the "
+                             f"index of the last epoch, so to train 2 more epochs after {initial_epoch} pass "
+                             f"epochs={initial_epoch + 2}")
         callbacks = list(callbacks or [])
         for i, cb in enumerate(callbacks):
             check_value(f"callbacks[{i}]", cb, InstanceOf(Callback, "fastnn.callbacks.Callback"))
@@ -258,9 +279,6 @@ class Sequential:
             if y_val is not None:
                 y_val = check_y(y_val, "validation y", len(y_val), self.n_classes_)
 
-        seed = self.seed if seed is None else seed
-        rng = np.random.default_rng(seed)
-        dropout_seed = int(rng.integers(0, 2**31 - 1))
         history = History()
         cbs = [history] + callbacks + ([ProgressBar(verbose)] if verbose else [])
         cb = CallbackList(cbs, self)
@@ -280,10 +298,30 @@ class Sequential:
         step_correct = np.zeros(steps_per_epoch, dtype=np.int64)
         order = np.arange(n_train, dtype=np.int64)
         y_train = y  # rows >= n_train are never indexed by `order`
+        explode_at = explosion_threshold(self.n_classes_)
 
-        cb.on_train_begin({"metrics": metrics, "epochs": epochs, "samples": n_train, "steps_per_epoch": steps_per_epoch})
+        self._restored_epoch = None  # BackupAndRestore sets it in on_train_begin
+        cb.on_train_begin({"metrics": metrics, "epochs": epochs, "samples": n_train, "steps_per_epoch": steps_per_epoch,
+                           "initial_epoch": initial_epoch})
+        if self._restored_epoch is not None:
+            initial_epoch = min(self._restored_epoch, epochs)
+        saved = self.training_state
+        if seed is None:
+            seed = saved["seed"] if initial_epoch > 0 and saved is not None else self.seed
+        differences = resume_mismatches(saved, initial_epoch, seed, shuffle, batch_size, n_train)
+        if saved is not None and 0 < initial_epoch < epochs and saved["epochs"] != epochs:
+            first = initial_epoch * steps_per_epoch
+            if not np.array_equal(self.optimizer.learning_rates(first, steps_per_epoch, total_steps, steps_per_epoch),
+                                  self.optimizer.learning_rates(first, steps_per_epoch, saved["epochs"] * steps_per_epoch,
+                                                                steps_per_epoch)):
+                differences.append(f"epochs={epochs} (the saved run planned {saved['epochs']}, and its schedule "
+                                   f"depends on that)")
+        if differences:
+            warn_outside(f"resuming at epoch {initial_epoch} with {', '.join(differences)}: training continues, but "
+                         f"not as the saved run would have", UserWarning)
+        rng, dropout_seed = shuffle_stream(seed, n_train, shuffle, initial_epoch)
         prev = None  # the previous chunk, to replay up to the last good step if the next diverges at once
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             cb.on_epoch_begin(epoch, {})
             if shuffle:
                 order = rng.permutation(n_train).astype(np.int64)
@@ -298,18 +336,22 @@ class Sequential:
                                                   dropout_seed, self.label_smoothing, self._aug(),
                                                   step_loss[done : done + k], step_correct[done : done + k],
                                                   inputs=inputs))
-                done += applied
-                last_lr = float(lrs[max(applied - 1, 0)])
-                if applied < k:
+                exploded = first_exploded_step(step_loss[done : done + applied], sizes[done : done + applied],
+                                               explode_at)
+                bad = exploded if exploded is not None else applied
+                last_lr = float(lrs[max(bad - 1, 0)])
+                if bad < k:
                     diverged = True
-                    # The weights after `applied` updates gave a non-finite loss: go back to
-                    # those after one update fewer, the last that gave a finite loss.
-                    if applied > 0:
-                        self._replay(backend, x, y_train, batch_size, dropout_seed, chunk_rec, applied - 1)
+                    # The weights after `bad` updates gave a non-finite or exploded loss: go back to
+                    # those after one update fewer, the last that gave a sane loss.
+                    if bad > 0:
+                        self._replay(backend, x, y_train, batch_size, dropout_seed, chunk_rec, bad - 1)
                     elif prev is not None:
                         self._replay(backend, x, y_train, batch_size, dropout_seed, prev, len(prev[3]) - 1)
-                    self._stop_nonfinite(epoch, done, lrs[applied])
+                    self._stop_diverged(epoch, done + bad, lrs[bad], step_loss[done + bad], explode_at)
+                    done += bad
                     break
+                done += applied
                 prev = chunk_rec
                 seen = sizes[:done].sum()
                 cb.on_chunk_end(epoch, {"loss": float(step_loss[:done] @ sizes[:done] / seen),
@@ -326,6 +368,8 @@ class Sequential:
                 )
             logs.update(seconds=seconds, samples_per_second=float(seen / seconds) if seconds > 0 else float("nan"),
                         lr=last_lr)
+            if not diverged:  # what a checkpoint saved now needs to resume at the next epoch
+                self.training_state = make_state(epoch + 1, seed, shuffle, batch_size, n_train, epochs)
             cb.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
@@ -356,14 +400,19 @@ class Sequential:
             backend.train_steps(x, y, order, start, n_steps, batch_size, net, opt, lrs[:n_steps], seed,
                                 self.label_smoothing, self._aug(), scratch_loss, scratch_correct)
 
-    def _stop_nonfinite(self, epoch, step, lr):
+    #: how the divergence advice names the learning rate; fastnn-train sets "--lr {}"
+    lr_flag = "lr={}"
+
+    def _stop_diverged(self, epoch, step, lr, loss, threshold):
         self.stop_training = True
+        what = "non-finite loss" if not math.isfinite(loss) else \
+            f"exploding loss ({loss:.3g}, over {threshold:.3g} = {EXPLOSION_FACTOR:g} x ln(classes))"
         self.stop_reason = (
-            f"non-finite loss at epoch {epoch + 1}, step {step + 1} (learning rate {lr:.3g}); training stopped "
-            f"and the last weights that gave a finite loss kept. Try a lower learning rate "
-            f"(e.g. lr={self.optimizer.lr / 10:.3g}) or scale the inputs to about [0, 1]."
+            f"{what} at epoch {epoch + 1}, step {step + 1} (learning rate {lr:.3g}); training stopped "
+            f"and the last weights that gave a sane loss kept. Lower the learning rate "
+            f"(e.g. {self.lr_flag.format(f'{self.optimizer.lr / 10:.3g}')}) or scale the inputs to about [0, 1]."
         )
-        warnings.warn(self.stop_reason, RuntimeWarning, stacklevel=3)
+        warn_outside(self.stop_reason, DivergenceWarning)
 
     # inference ---------------------------------------------------------------
 

@@ -179,6 +179,7 @@ FIT_PARAMS = {
     "shuffle": Boolean(),
     "seed": [Interval("int", 0), NoneValue()],
     "verbose": Options(0, 1, 2),
+    "initial_epoch": Interval("int", 0),
 }
 
 

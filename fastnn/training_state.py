@@ -1,0 +1,62 @@
+"""Where a training run stands, so that ``fit(initial_epoch=k)`` continues it bit for bit.
+
+The weights and the optimizer buffers (Adam moments, momentum/RMS buffers, step count) are
+saved as arrays by ``fastnn.io``; this small record, saved beside them in ``config.json``
+under ``"training"``, holds the rest:
+
+``epoch``       epochs finished (the ``initial_epoch`` to resume with)
+``seed``        the seed of the shuffling and dropout/augmentation streams (``fit``'s ``seed``)
+``shuffle``, ``batch_size``, ``n_train``
+                what fixes the sequence of batches
+``epochs``      the planned epochs, i.e. the schedule's length (``fit``'s ``epochs``)
+
+Dropout and augmentation draw from a counter-based generator keyed on the optimizer step
+(``backends.rng``), so restoring the step restores those streams. The shuffle order comes
+from NumPy's generator seeded with ``seed``; ``shuffle_stream`` fast-forwards it past the
+finished epochs' permutations, which gives exactly the permutations an uninterrupted run
+draws (and keeps the streams of runs recorded before resuming existed).
+"""
+
+import numpy as np
+
+FIELDS = ("epoch", "seed", "shuffle", "batch_size", "n_train", "epochs")
+
+
+def make_state(epoch, seed, shuffle, batch_size, n_train, epochs):
+    """The JSON-ready record after ``epoch`` finished epochs."""
+    return {"epoch": int(epoch), "seed": int(seed), "shuffle": bool(shuffle), "batch_size": int(batch_size),
+            "n_train": int(n_train), "epochs": int(epochs)}
+
+
+def check_state(state):
+    """``state`` as a record, or a ValueError saying which field is wrong (for damaged files)."""
+    if not isinstance(state, dict) or set(state) != set(FIELDS):
+        raise ValueError(f"the training record must have exactly the fields {list(FIELDS)}, got {state!r}")
+    for name in FIELDS:
+        value = state[name]
+        kind = bool if name == "shuffle" else int
+        if type(value) is not kind or (kind is int and value < (1 if name in ("batch_size", "n_train") else 0)):
+            raise ValueError(f"training record field {name!r} must be a {'bool' if kind is bool else 'non-negative int'},"
+                             f" got {value!r}")
+    return dict(state)
+
+
+def shuffle_stream(seed, n_train, shuffle, initial_epoch):
+    """(NumPy generator, dropout seed) as an uninterrupted run has them at the start of
+    epoch ``initial_epoch`` (0-based): the generator has drawn the earlier epochs' permutations."""
+    rng = np.random.default_rng(seed)
+    dropout_seed = int(rng.integers(0, 2**31 - 1))
+    if shuffle:
+        for _ in range(initial_epoch):
+            rng.permutation(n_train)
+    return rng, dropout_seed
+
+
+def resume_mismatches(state, initial_epoch, seed, shuffle, batch_size, n_train):
+    """How resuming at ``initial_epoch`` with these settings differs from the saved run
+    (empty when it continues that run exactly)."""
+    if state is None or initial_epoch == 0:
+        return []
+    now = {"epoch": initial_epoch, "seed": seed, "shuffle": shuffle, "batch_size": batch_size, "n_train": n_train}
+    names = {"epoch": "initial_epoch", "n_train": "training rows"}
+    return [f"{names.get(k, k)}={now[k]!r} (the saved run: {state[k]!r})" for k in now if now[k] != state[k]]
