@@ -13,6 +13,7 @@ import math
 import os
 import sys
 
+from .runs import EPOCH_LOG_EXTRAS, check_path_template, check_writable_dir
 from .validation import Boolean, Interval, Options, check_params
 
 
@@ -183,13 +184,17 @@ class ProgressBar(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Save the model after epochs (``fastnn.io`` format).
+    """Save the model after epochs (``fastnn.io`` format). Each file also holds the optimizer
+    state and the training record, so ``fit(..., initial_epoch=<its epoch>)`` on the loaded
+    model continues the run with the same bits.
 
     Parameters
     ----------
     filepath : str or path-like
         May contain ``{epoch}`` (1-based) and any epoch-log key, e.g.
-        ``"ckpt-{epoch:02d}-{val_loss:.3f}.fastnn"``.
+        ``"ckpt-{epoch:02d}-{val_loss:.3f}.fastnn"``. Checked when training begins:
+        unknown fields, fields the run will not log (``{val_loss}`` without validation),
+        bad format specs and a folder that cannot be written fail before the first epoch.
     monitor, mode : as in EarlyStopping (used with ``save_best_only``)
     save_best_only : bool
         Only save when ``monitor`` improves (the file then holds the best model).
@@ -207,6 +212,9 @@ class ModelCheckpoint(Callback):
         metrics = (logs or {}).get("metrics")
         if self.save_best_only and metrics is not None and self.monitor not in metrics:
             raise ValueError(f"ModelCheckpoint monitor must be one of {sorted(metrics)}, got {self.monitor!r}")
+        if metrics is not None:
+            example = check_path_template("ModelCheckpoint filepath", self.filepath, list(metrics) + EPOCH_LOG_EXTRAS)
+            check_writable_dir(os.path.dirname(os.path.abspath(example)), "ModelCheckpoint filepath's folder")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -220,6 +228,53 @@ class ModelCheckpoint(Callback):
         path = self.filepath.format(epoch=epoch + 1, **logs)
         self.model.save(path)
         self.saved.append(path)
+
+
+class BackupAndRestore(Callback):
+    """Survive interruptions (Keras semantics): back the model up into ``backup_dir`` at the
+    end of every epoch; when ``fit`` is called again after an interruption (an exception,
+    Ctrl-C, a killed process), restore the backup and continue from the epoch after it, with
+    the same bits as an uninterrupted run. The backup is deleted when training ends normally.
+
+    Parameters
+    ----------
+    backup_dir : str or path-like
+        A folder for this training run only (created; must be writable: checked before the
+        first epoch). The backup is ``backup_dir/backup.fastnn`` (weights, optimizer state,
+        training record), replaced atomically.
+    delete_checkpoint : bool
+        Delete the backup when training ends normally (default, as Keras).
+    """
+
+    FILE = "backup.fastnn"
+
+    def __init__(self, backup_dir, delete_checkpoint=True):
+        check_params({"delete_checkpoint": delete_checkpoint}, {"delete_checkpoint": Boolean()})
+        self.backup_dir, self.delete_checkpoint = os.fspath(backup_dir), delete_checkpoint
+        self.path = os.path.join(self.backup_dir, self.FILE)
+        self.restored_epoch = None
+
+    def on_train_begin(self, logs=None):
+        from .io import restore_training
+
+        check_writable_dir(self.backup_dir, "BackupAndRestore backup_dir")
+        self.restored_epoch = None
+        if os.path.exists(self.path):
+            self.restored_epoch = restore_training(self.model, self.path)
+            self.model._restored_epoch = self.restored_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = self.model.training_state
+        if state is not None and state["epoch"] == epoch + 1:  # not after a diverged epoch
+            self.model.save(self.path)
+
+    def on_train_end(self, logs=None):
+        if self.delete_checkpoint and os.path.exists(self.path):
+            os.remove(self.path)
+            try:
+                os.rmdir(self.backup_dir)  # only when nothing else is in it
+            except OSError:
+                pass
 
 
 class CallbackList:
@@ -238,4 +293,4 @@ class CallbackList:
         return call
 
 
-__all__ = ["Callback", "History", "EarlyStopping", "ProgressBar", "ModelCheckpoint"]
+__all__ = ["Callback", "History", "EarlyStopping", "ProgressBar", "ModelCheckpoint", "BackupAndRestore"]

@@ -160,4 +160,21 @@ def load_model(path, backend=None):
     return model
 
 
+def restore_training(model, path):
+    """Put a saved run's weights, optimizer state and training record into ``model`` (built,
+    same configuration); returns the epochs that run had finished (``BackupAndRestore``)."""
+    saved = load_model(path, backend=model.backend)
+    if saved.training_state is None:
+        raise ModelFormatError(f"{path!r} has no training record to resume from (saved before any epoch finished?)")
+    if (type(saved) is not type(model) or saved.get_config() != model.get_config()
+            or (saved.n_features_, saved.n_classes_) != (model.n_features_, model.n_classes_)):
+        raise ValueError(f"{path!r} was saved by a different model ({saved!r}, {saved.n_features_} inputs); remove it "
+                         f"or use another folder for this model's backup")
+    model.set_weights(saved.get_weights())
+    opt, theirs = model.optimizer.buffers, saved.optimizer.buffers
+    opt.slots[...], opt.step[...] = theirs.slots, theirs.step
+    model.training_state = saved.training_state
+    return saved.training_state["epoch"]
+
+
 load = load_model

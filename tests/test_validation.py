@@ -263,9 +263,9 @@ def test_set_weights_errors():
 def test_non_finite_loss_stops_with_hint_and_keeps_finite_weights(data):
     x, y = data
     model = MLP([16], optimizer="sgd", lr=1e6, backend="numpy")
-    with pytest.warns(RuntimeWarning, match="Try a lower learning rate"):
+    with pytest.warns(RuntimeWarning, match="Lower the learning rate"):
         history = model.fit(x * 100, y, epochs=5, batch_size=8, verbose=0)
-    assert model.stop_reason.startswith("non-finite loss")
+    assert model.stop_reason.startswith("exploding loss")  # caught before it turns non-finite
     assert history.stop_reason == model.stop_reason
     assert len(history.epoch) < 5 or np.isnan(history.history["loss"][-1])
     assert np.isnan(history.history["loss"][-1])
