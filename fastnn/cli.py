@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from . import __version__
+from .provenance import load_average, provenance
 from .validation import (
     ACTIVATION_NAMES, BACKEND_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES, Interval, POSITIVE_INT, POSITIVE_REAL,
     NON_NEGATIVE_REAL, UNIT_OPEN, check_value,
@@ -307,6 +308,7 @@ def _train(args):
         model = Sequential(hidden + [Dense(n_classes)], **common)
     model.build(x_train.shape[1], n_classes)
     compile_seconds = warm_up(model, x_train, y_train, args.batch_size, log) if args.backend == "numba" else 0.0
+    origin = provenance()  # the load average as training starts; the end's is added below
     t0 = time.perf_counter()
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=args.val_split, callbacks=callbacks, seed=args.seed, verbose=args.verbose)
@@ -356,6 +358,7 @@ def _train(args):
         "threads": threads,
         "versions": versions(),
         "platform": platform.platform(),
+        "provenance": {**origin, "load_average_end": load_average()},
         "files": files,
     }
     _write_json(os.path.join(out, "summary.json"), summary)

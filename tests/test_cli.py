@@ -4,6 +4,7 @@ run on real MNIST (one short epoch) checking every output file."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,9 @@ def test_train_and_evaluate_end_to_end_on_mnist(tmp_path, capsys):
     assert summary["config"]["args"]["layers"] == [64] and summary["config"]["model"]["layers"] == [64]
     assert summary["backend"] == "numpy" and summary["threads"] is None and summary["compile_seconds"] == 0
     assert set(summary["versions"]) >= {"fastnn", "numpy", "numba", "python"}
+    origin = summary["provenance"]  # what a recorded result needs to be traced (fastnn.provenance)
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", origin["commit"]) and origin["cpu"] and origin["logical_cpus"] >= 1
+    assert len(origin["load_average"]) == 3 and len(origin["load_average_end"]) == 3
     assert summary["history"]["epoch"] == [1] and len(summary["history"]["val_accuracy"]) == 1
     assert summary["epochs"][0]["seconds"] > 0 and summary["epochs"][0]["samples_per_second"] > 0
     assert np.array(summary["confusion_matrix"]).sum() == 10000

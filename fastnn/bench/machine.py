@@ -10,11 +10,11 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..backends.blas import get_threads, openblas_libs, set_threads as set_blas_threads
+from ..provenance import cpu_model
 from .common import SEED
 
 
@@ -51,16 +51,6 @@ def thread_info():
     if "torch" in sys.modules:
         info["torch"] = sys.modules["torch"].get_num_threads()
     return info
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def describe_machine():
