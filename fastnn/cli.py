@@ -20,6 +20,8 @@ import time
 import numpy as np
 
 from . import __version__
+from .atomic import atomic_write, write_text
+from .plotting import GALLERY_MAX
 from .provenance import load_average, provenance
 from .validation import (
     ACTIVATION_NAMES, BACKEND_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES, Interval, POSITIVE_INT, POSITIVE_REAL,
@@ -130,7 +132,8 @@ def build_evaluate_parser():
     p.add_argument("--batch-size", type=_arg(int, POSITIVE_INT), default=1024, help="inference batch (default: 1024)")
     p.add_argument("--gallery", default=None, metavar="FILE.png",
                    help="draw test images with predicted and true labels, misclassified first")
-    p.add_argument("--gallery-size", type=_arg(int, POSITIVE_INT), default=64, metavar="N")
+    p.add_argument("--gallery-size", type=_arg(int, Interval("int", 1, GALLERY_MAX)), default=64, metavar="N",
+                   help=f"images in the gallery, 1..{GALLERY_MAX} (default: 64)")
     _tta_arg(p)
     return p
 
@@ -204,7 +207,7 @@ def _finite(obj):
 
 def write_history_csv(history, path):
     hist = history.history
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(HISTORY_COLUMNS)
         for row, epoch in enumerate(history.epoch):
@@ -229,11 +232,7 @@ def warm_up(model, x, y, batch_size, log=None):
 
 
 def _write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(_finite(obj), f, indent=2, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
 
 
 def _make_optimizer(args):

@@ -10,6 +10,9 @@ import os
 
 import numpy as np
 
+from .atomic import atomic_write
+from .validation import Interval, check_value
+
 
 def _figure(width, height):
     from matplotlib.figure import Figure
@@ -18,10 +21,9 @@ def _figure(width, height):
 
 
 def _save(fig, path):
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    with atomic_write(path) as f:  # a full disk leaves no 0-byte or partial PNG
+        fig.savefig(f, format="png")
+    return os.fspath(path)
 
 
 def plot_curve(history, metric, path, title=None):
@@ -70,6 +72,10 @@ def plot_confusion_matrix(cm, path, class_names=None, title="Confusion matrix"):
     return _save(fig, path)
 
 
+#: most images a gallery draws: 50 rows of 8 already make a 65 x 73 inch figure
+GALLERY_MAX = 400
+
+
 def plot_gallery(images, y_true, y_pred, path, n=64, image_shape=(28, 28), class_names=None, columns=8):
     """A grid of images titled "pred (true)", misclassified ones first (in red).
 
@@ -77,9 +83,10 @@ def plot_gallery(images, y_true, y_pred, path, n=64, image_shape=(28, 28), class
     ----------
     images : array (N, H*W) or (N, H, W)
     y_true, y_pred : int arrays (N,)
-    n : int
+    n : int in [1, GALLERY_MAX]
         Number of images shown (the first misclassified, then correct ones).
     """
+    check_value("n", n, Interval("int", 1, GALLERY_MAX))
     images = np.asarray(images)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     wrong = np.flatnonzero(y_true != y_pred)

@@ -76,6 +76,8 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from .atomic import atomic_write, write_text
+
 #: keys the sweep itself sets on every run's argv
 RESERVED_KEYS = {"out": "the sweep writes each run to <sweep dir>/<run name>",
                  "threads": "the sweep sets the threads per run (fastnn-sweep --threads)"}
@@ -331,11 +333,7 @@ def _read_json(path):
 
 
 def _write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def is_finished(run_dir, argv):
@@ -497,11 +495,10 @@ def write_results(rows, out_dir, title="sweep", header_lines=()):
     ``meta.source``, a short table of those runs beside their reported numbers.
     """
     csv_path = os.path.join(out_dir, "results.csv")
-    with open(csv_path + ".tmp", "w", newline="") as f:
+    with atomic_write(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS + META_COLUMNS)
         w.writeheader()
         w.writerows(rows)
-    os.replace(csv_path + ".tmp", csv_path)
 
     lines = [f"# {title}", "", *header_lines, "", *markdown_table(rows, RESULT_COLUMNS)]
     compared = [r for r in rows if r.get("reported") != "" or r.get("source")]
@@ -514,9 +511,7 @@ def write_results(rows, out_dir, title="sweep", header_lines=()):
         if notes:
             lines += ["", "Notes:", "", *notes]
     md_path = os.path.join(out_dir, "results.md")
-    with open(md_path + ".tmp", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(md_path + ".tmp", md_path)
+    write_text(md_path, "\n".join(lines) + "\n")
     return md_path, csv_path
 
 

@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+from ..atomic import write_text
 from .common import BATCH_SIZES, CLOCKS, LR, RUNNERS, SEED
 from .kernels import format_kernel_table, run_kernel_suite
 from .machine import describe_machine, matmul_peak, set_threads, _threading_layer
@@ -75,7 +76,7 @@ def main(argv=None):
         table = format_kernel_table(records, peak)
         print(table)
         result = {"machine": machine, "peak_gflops": peak, "clock": args.clock, "kernels": records, "table": table}
-        (out / "kernels.json").write_text(json.dumps(result, indent=1))
+        write_text(out / "kernels.json", json.dumps(result, indent=1))
         print(f"\nwrote {out / 'kernels.json'}")
         return 0
     compile_info = None
@@ -101,7 +102,7 @@ def main(argv=None):
     result = {"machine": machine, "compile": compile_info, "records": records,
               "settings": {"lr": LR, "seed": SEED, "repeats": args.repeats, "max_seconds": args.max_seconds,
                            "limit": args.limit, "clock": args.clock}, "seconds": time.perf_counter() - t0, "table": table}
-    (out / "bench.json").write_text(json.dumps(result, indent=1, default=float))
+    write_text(out / "bench.json", json.dumps(result, indent=1, default=float))
     plot_chart(records, out / "bench.png")
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'} ({result['seconds']:.0f} s of timing)")
     return 0

@@ -2,6 +2,7 @@
 
 import math
 
+from ..atomic import atomic_write
 from .common import LR
 
 
@@ -89,7 +90,8 @@ def plot_chart(records, path):
         ax.set_title(f"{title} (label: numba/numpy)")
         ax.legend(fontsize=8, ncol=len(kinds), loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
 
 
