@@ -17,20 +17,27 @@ archive that any zip tool can open:
 Version 2 added ``"training"`` (where the run stood, for ``fit(initial_epoch=)``);
 version 1 files still load, with no training record.
 
+Loading trusts nothing in the file: every decoder error is a ``ModelFormatError`` naming
+the file, the config is checked field by field, and every array's name, shape and dtype
+(from its ``.npy`` header) is checked against what the config implies before any array or
+network is allocated; no member is inflated beyond that size.
+
 No pickle anywhere: JSON for the configuration, ``np.load(allow_pickle=False)``
 for the arrays. Writes go to a temporary file in the destination directory that
 is then renamed over the target (``os.replace``), so a crash never leaves a half
 written model behind. The suggested extension is ``.fastnn``; none is enforced.
 """
 
+import contextlib
 import io as _io
 import json
+import math
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from .atomic import atomic_write
 from .training_state import check_state
 
 FORMAT = "fastnn-model"
@@ -45,12 +52,6 @@ def _model_classes():
     from .model import MLP, Sequential
 
     return {"MLP": MLP, "Sequential": Sequential}
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def save_model(model, path):
@@ -78,85 +79,193 @@ def save_model(model, path):
     buf = _io.BytesIO()
     np.savez(buf, **arrays)
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("config.json", json.dumps(config, indent=2))
-            zf.writestr("weights.npz", buf.getvalue())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; use the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("config.json", json.dumps(config, indent=2))
+        zf.writestr("weights.npz", buf.getvalue())
     return path
 
 
-def read_model_file(path):
-    """(config dict, {name: array}) from a saved model, with the format checked."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no saved model at {path!r}")
+#: config.json larger than this is not one fastnn wrote (a few KB is usual)
+MAX_CONFIG_BYTES = 1 << 20
+#: per-array allowance in weights.npz beyond the array data: zip entry and .npy headers
+NPZ_OVERHEAD_BYTES = 4096
+
+# what the file's top level must hold (other keys are kept and ignored)
+_HEADER_FIELDS = {"class": (str, "a string"), "config": (dict, "an object"), "n_features": (int, "an integer"),
+                  "n_classes": (int, "an integer"), "weights": (list, "a list")}
+
+
+@contextlib.contextmanager
+def _format_errors(path, what, errors=(ValueError, TypeError, KeyError, AttributeError, IndexError)):
+    """Turn ``errors`` raised while interpreting untrusted file content into ModelFormatError
+    naming the file and ``what`` was being read; the one place hostile content is caught."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-            if not {"config.json", "weights.npz"} <= names:
-                raise ModelFormatError(f"{path!r} is not a fastnn model: it lacks config.json and weights.npz")
-            config = json.loads(zf.read("config.json").decode("utf-8"))
-            weights_bytes = zf.read("weights.npz")
-    except zipfile.BadZipFile:
-        raise ModelFormatError(f"{path!r} is not a fastnn model (not a zip archive; was it saved with model.save?)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"{path!r} has a damaged config.json: {exc}") from None
+        yield
+    except ModelFormatError:
+        raise
+    except errors as exc:
+        raise ModelFormatError(f"{path!r} has {what}: {type(exc).__name__}: {exc}") from None
+
+
+def _read_member(zf, name, limit, path):
+    """The decompressed bytes of zip member ``name``, refused before inflating when
+    its declared size exceeds ``limit`` (zipfile never inflates past the declared size)."""
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise ModelFormatError(f"{path!r} is damaged or not from fastnn: its {name} claims {info.file_size} bytes, "
+                               f"more than the {limit} its config allows")
+    with _format_errors(path, _DAMAGED_ZIP, _ZIP_ERRORS):
+        return zf.read(info)
+
+
+def _check_header(config, path):
+    """The top level of config.json: format, version and the fields load needs, with their types."""
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ModelFormatError(f"{path!r} is not a fastnn model (format {config.get('format') if isinstance(config, dict) else None!r})")
     version = config.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFormatError(f"{path!r} has an invalid format_version {version!r}")
     if version > FORMAT_VERSION:
         raise ModelFormatError(f"{path!r} uses model format version {version}, newer than this fastnn supports "
                                f"({FORMAT_VERSION}); upgrade fastnn (saved by fastnn {config.get('fastnn_version')})")
-    try:
-        with np.load(_io.BytesIO(weights_bytes), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as exc:
-        raise ModelFormatError(f"{path!r} has damaged weights: {exc}") from None
+    for key, (kind, noun) in _HEADER_FIELDS.items():
+        value = config.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ModelFormatError(f"{path!r} has a damaged config.json: {key!r} must be {noun}, "
+                                   f"got {type(value).__name__}" + ("" if key in config else " (missing)"))
+    if not all(isinstance(name, str) for name in config["weights"]):
+        raise ModelFormatError(f"{path!r} has a damaged config.json: 'weights' must be a list of names")
+
+
+def _expected_arrays(config, path, backend=None):
+    """(unbuilt model, {name: (shape, dtype)} of every array the file may hold), derived from
+    its config without allocating anything; ``backend`` overrides the saved one."""
+    classes = _model_classes()
+    if config["class"] not in classes:
+        raise ModelFormatError(f"{path!r} holds an unknown model class {config['class']!r}; expected one of {sorted(classes)}")
+    with _format_errors(path, "an invalid model config"):
+        model_config = dict(config["config"])
+        if backend is not None:
+            model_config["backend"] = backend
+        model = classes[config["class"]].from_config(model_config)
+        shapes = model.weight_shapes(config["n_features"], config["n_classes"])
+    names = [name for name, _ in shapes]
+    if config["weights"] != names:
+        raise ModelFormatError(f"{path!r} does not match its config: it lists weights {config['weights'][:8]}, "
+                               f"the config's layers have {names[:8]}")
+    n_params = sum(math.prod(shape) for name, shape in shapes if not name.endswith(("running_mean", "running_var")))
+    expected = {name: (shape, np.dtype(np.float32)) for name, shape in shapes}
+    expected.update({name: (shape(n_params), np.dtype(dtype)) for name, (shape, dtype) in OPTIONAL_ARRAYS.items()})
+    return model, expected
+
+
+#: arrays a file may hold besides the weights: name -> (shape from the parameter count, dtype)
+OPTIONAL_ARRAYS = {
+    "optimizer.slots": (lambda n_params: (2, n_params), np.float32),
+    "optimizer.step": (lambda n_params: (1,), np.int64),
+}
+
+
+def _read_arrays(weights_bytes, expected, path):
+    """{name: array} from weights.npz after checking every array's name, shape and dtype in
+    its .npy header against ``expected`` (so nothing unexpected is ever allocated)."""
+    arrays = {}
+    with _format_errors(path, "damaged weights", Exception), \
+            np.load(_io.BytesIO(weights_bytes), allow_pickle=False) as npz:
+        names = set(npz.files)
+        missing = [n for n in expected if n not in names and n not in OPTIONAL_ARRAYS]
+        if missing:
+            raise ModelFormatError(f"{path!r} lacks weights {missing}")
+        unknown = sorted(names - set(expected))
+        if unknown:
+            raise ModelFormatError(f"{path!r} holds arrays {unknown[:8]} that its config does not describe")
+        for name in (n for n in expected if n in names):  # weights first: their errors are the telling ones
+            with npz.zip.open(name + ".npy") as member:
+                read_header = _NPY_HEADER_READERS.get(np.lib.format.read_magic(member))
+                if read_header is None:
+                    raise ModelFormatError(f"{path!r} has damaged weights: array {name} has an unknown .npy version")
+                shape, _, dtype = read_header(member)
+            want_shape, want_dtype = expected[name]
+            if tuple(shape) != tuple(want_shape) or dtype != want_dtype:
+                raise ModelFormatError(f"{path!r} does not match its config: weight {name} must have shape "
+                                       f"{tuple(want_shape)} and dtype {want_dtype}, got {tuple(shape)} {dtype}")
+            arrays[name] = npz[name]
+    return arrays
+
+
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def read_model_file(path):
+    """(config dict, {name: array}) from a saved model, everything checked.
+
+    Every array's name, shape and dtype is checked against the config before any array
+    (or network) is allocated, and no member is inflated beyond what the config implies,
+    so a damaged or hostile file costs no more memory than a genuine one of its config.
+    Raises ModelFormatError (a ValueError) naming the file for anything that is not an
+    intact fastnn model, FileNotFoundError when there is no file.
+    """
+    config, arrays, _ = _read(path)
     return config, arrays
 
 
+#: what the zip and deflate decoders may raise on damaged bytes: BadZipFile, zlib.error,
+#: EOFError, NotImplementedError (unknown method), RuntimeError (encrypted), OSError (bad offsets) ...
+_ZIP_ERRORS = Exception
+_DAMAGED_ZIP = "a damaged zip archive (not saved by model.save, or corrupted)"
+
+
+def _read(path, backend=None):
+    """read_model_file's (config, arrays) and the unbuilt model they describe."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no saved model at {path!r}")
+    with open(path, "rb") as f:
+        with _format_errors(path, _DAMAGED_ZIP, _ZIP_ERRORS):
+            try:
+                zf = zipfile.ZipFile(f)
+            except zipfile.BadZipFile:
+                raise ModelFormatError(f"{path!r} is not a fastnn model (not a zip archive; was it saved with model.save?)") from None
+            names = set(zf.namelist())
+        with zf:
+            if not {"config.json", "weights.npz"} <= names:
+                raise ModelFormatError(f"{path!r} is not a fastnn model: it lacks config.json and weights.npz")
+            raw = _read_member(zf, "config.json", MAX_CONFIG_BYTES, path)
+            try:
+                config = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+                raise ModelFormatError(f"{path!r} has a damaged config.json: {exc}") from None
+            _check_header(config, path)
+            model, expected = _expected_arrays(config, path, backend)
+            limit = sum(math.prod(shape) * dtype.itemsize + NPZ_OVERHEAD_BYTES for shape, dtype in expected.values())
+            weights_bytes = _read_member(zf, "weights.npz", limit, path)
+    arrays = _read_arrays(weights_bytes, expected, path)
+    return config, arrays, model
+
+
 def load_model(path, backend=None):
-    """Load a model written by ``save``; ``backend`` overrides the saved backend name."""
-    config, arrays = read_model_file(path)
-    classes = _model_classes()
-    if config.get("class") not in classes:
-        raise ModelFormatError(f"{path!r} holds an unknown model class {config.get('class')!r}; expected one of {sorted(classes)}")
-    model_config = dict(config["config"])
-    if backend is not None:
-        model_config["backend"] = backend
-    try:
-        model = classes[config["class"]].from_config(model_config)
-        model.build(config["n_features"], config["n_classes"])
-    except (KeyError, TypeError) as exc:
-        raise ModelFormatError(f"{path!r} has an invalid model config: {exc!r}") from None
-    names = model.get_weight_names()
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise ModelFormatError(f"{path!r} lacks weights {missing}")
-    try:
-        model.set_weights([arrays[n] for n in names])
-    except ValueError as exc:
-        raise ModelFormatError(f"{path!r} does not match its config: {exc}") from None
-    opt = model.optimizer.buffers
-    slots, step = arrays.get("optimizer.slots"), arrays.get("optimizer.step")
-    if slots is not None and slots.shape == opt.slots.shape and step is not None and step.shape == opt.step.shape:
-        opt.slots[...], opt.step[...] = slots, step
+    """Load a model written by ``save``; ``backend`` overrides the saved backend name.
+
+    Raises ModelFormatError naming the file when it is damaged, hostile or not a model.
+    """
+    config, arrays, model = _read(path, backend)
+    training = None
     if config.get("training") is not None:
         try:
-            model.training_state = check_state(config["training"])
+            training = check_state(config["training"])
         except ValueError as exc:
             raise ModelFormatError(f"{path!r} has a damaged training record: {exc}") from None
+    with _format_errors(path, "an invalid model config"):
+        model.build(config["n_features"], config["n_classes"])
+    with _format_errors(path, "weights that do not match its config"):
+        model.set_weights([arrays[n] for n in config["weights"]])
+    opt = model.optimizer.buffers
+    if "optimizer.slots" in arrays and "optimizer.step" in arrays:
+        slots, step = arrays["optimizer.slots"], arrays["optimizer.step"]
+        if not np.isfinite(slots).all() or step[0] < 0:
+            raise ModelFormatError(f"{path!r} has a damaged optimizer state (non-finite slots or a negative step)")
+        opt.slots[...], opt.step[...] = slots, step
+    model.training_state = training
     return model
 
 

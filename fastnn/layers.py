@@ -207,28 +207,34 @@ class Plan:
         self.n_out = n
 
 
+def weight_shapes(layers, plan):
+    """[(dotted name, shape)] of every array ``param_entries`` returns, from the plan alone
+    (nothing allocated: a saved model's arrays are checked against it before building)."""
+    shapes = []
+    for i, layer in enumerate(layers):
+        row = plan.rows[plan.row_of[i]]
+        if isinstance(layer, Dense):
+            shapes += [(f"layers.{i}.W", (row[1], row[2])), (f"layers.{i}.b", (row[2],))]
+        elif isinstance(layer, BatchNorm):
+            shapes += [(f"layers.{i}.{key}", (row[1],)) for key in ("gamma", "beta", "running_mean", "running_var")]
+    return shapes
+
+
 def param_entries(layers, plan, net):
     """(dotted name, view) pairs for every parameter and state array, in get_weights order.
 
     Views alias ``net.params`` / ``net.state``, so writing into them sets the weights.
     """
-    entries = []
+    views = []
     for i, layer in enumerate(layers):
         r = plan.row_of[i]
-        row = net.spec[r]
         if isinstance(layer, Dense):
-            W, b = S.dense_views(net, r)
-            entries += [(f"layers.{i}.W", W), (f"layers.{i}.b", b)]
+            views += S.dense_views(net, r)
         elif isinstance(layer, BatchNorm):
-            n = int(row[S.N_IN])
-            p, p2, s, s2 = (int(v) for v in row[[S.P_OFF, S.P_OFF2, S.S_OFF, S.S_OFF2]])
-            entries += [
-                (f"layers.{i}.gamma", net.params[p : p + n]),
-                (f"layers.{i}.beta", net.params[p2 : p2 + n]),
-                (f"layers.{i}.running_mean", net.state[s : s + n]),
-                (f"layers.{i}.running_var", net.state[s2 : s2 + n]),
-            ]
-    return entries
+            n = int(net.spec[r, S.N_IN])
+            p, p2, s, s2 = (int(v) for v in net.spec[r, [S.P_OFF, S.P_OFF2, S.S_OFF, S.S_OFF2]])
+            views += [net.params[p : p + n], net.params[p2 : p2 + n], net.state[s : s + n], net.state[s2 : s2 + n]]
+    return [(name, view) for (name, _), view in zip(weight_shapes(layers, plan), views)]
 
 
 def initialize(net, seed):

@@ -22,6 +22,7 @@ records where the run stands; a model saved then and fit again with
 """
 
 import math
+import os
 import time
 
 import numpy as np
@@ -73,6 +74,48 @@ def _image_shape(aug, n_features, name):
     except ValueError:
         raise ValueError(f"{name} needs image rows, but {n_features} features are not a square image; add "
                          f"'image_shape': (height, width) to {name}, or leave it off") from None
+
+
+def physical_memory():
+    """Bytes of physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+def network_bytes(plan):
+    """Bytes a built network of ``plan`` holds: float32 parameters, gradients and two
+    optimizer slots (4 x 4 bytes per parameter), plus batch-norm state."""
+    n_params = n_state = 0
+    for row in plan.rows:  # Python ints: no overflow, however absurd the widths
+        if row[0] == "dense":
+            n_params += row[1] * row[2] + row[2]
+        elif row[0] == "batchnorm":
+            n_params, n_state = n_params + 2 * row[1], n_state + 2 * row[1]
+    return 16 * n_params + 4 * n_state
+
+
+def workspace_bytes(plan, batch_size):
+    """Approximate bytes of a training step's per-batch buffers: activations and their
+    gradients for every layer boundary, and the first layer's non-zero lists."""
+    n_in = plan.rows[0][1]
+    return 4 * batch_size * (2 * (n_in + sum(plan.widths)) + 2 * n_in)
+
+
+def _size(n_bytes):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n_bytes < 1024 or unit == "PiB":
+            return f"{n_bytes:.3g} {unit}"
+        n_bytes /= 1024
+
+
+def check_memory(n_bytes, what, fix):
+    """ValueError before allocating when ``what`` needs more than the machine's physical memory."""
+    total = physical_memory()
+    if total is not None and n_bytes > total:
+        raise ValueError(f"{what} needs about {_size(n_bytes)} of memory, more than this machine's "
+                         f"{_size(total)}; {fix}")
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -148,12 +191,8 @@ class Sequential:
     def _layers_for(self, n_classes):
         return self.layers
 
-    def build(self, n_features, n_classes=None):
-        """Create (and initialise) the weights for inputs of width ``n_features``.
-
-        ``n_classes`` is checked against the last layer's width (Sequential) or
-        sets the output layer's width (MLP). Rebuilding re-initialises everything.
-        """
+    def _plan(self, n_features, n_classes):
+        """(layers, Plan) for inputs of width ``n_features``, checked; allocates nothing."""
         check_value("n_features", n_features, POSITIVE_INT)
         check_value("n_classes", n_classes, [Interval("int", 2), NoneValue()])
         layers = self._layers_for(n_classes)
@@ -164,6 +203,23 @@ class Sequential:
             raise ValueError(f"n_classes must match the last layer's width ({plan.n_out}), got {n_classes}")
         if plan.n_out < 2:
             raise ValueError(f"the last layer must have at least 2 outputs (one per class), got {plan.n_out}")
+        return layers, plan
+
+    def weight_shapes(self, n_features, n_classes=None):
+        """[(dotted name, shape)] of the weights ``build(n_features, n_classes)`` would create,
+        in get_weights order, without allocating them (``fastnn.io`` checks files against it)."""
+        return L.weight_shapes(*self._plan(n_features, n_classes))
+
+    def build(self, n_features, n_classes=None):
+        """Create (and initialise) the weights for inputs of width ``n_features``.
+
+        ``n_classes`` is checked against the last layer's width (Sequential) or
+        sets the output layer's width (MLP). Rebuilding re-initialises everything.
+        A network too large for this machine's memory is refused before allocating.
+        """
+        layers, plan = self._plan(n_features, n_classes)
+        check_memory(network_bytes(plan), f"a network of layer widths {plan.widths} on {n_features} inputs",
+                     "use narrower or fewer layers")
         self.plan, self.net = plan, S.allocate(plan.rows)
         self.training_state = None
         L.initialize(self.net, self.seed)
@@ -272,6 +328,7 @@ class Sequential:
             x_val, y_val = x[n_train:], y[n_train:]
         else:
             n_train, x_val, y_val = len(x), None, None
+        batch_size = min(batch_size, n_train)  # one batch of everything; never a workspace for absent rows
         if not self.built:
             labels_max = int(y.max()) if y_val is None else max(int(y.max()), int(y_val.max()))
             self.build(x.shape[1], self._infer_classes(labels_max))
@@ -279,6 +336,9 @@ class Sequential:
             if y_val is not None:
                 y_val = check_y(y_val, "validation y", len(y_val), self.n_classes_)
 
+        check_memory(network_bytes(self.plan) + workspace_bytes(self.plan, batch_size),
+                     f"training with batch_size={batch_size} (layer widths {self.plan.widths})",
+                     "use a smaller batch_size or narrower layers")
         history = History()
         cbs = [history] + callbacks + ([ProgressBar(verbose)] if verbose else [])
         cb = CallbackList(cbs, self)
@@ -423,6 +483,7 @@ class Sequential:
         return check_x(x, "x", self.n_features_)
 
     def _forward(self, x, batch_size):
+        batch_size = max(1, min(batch_size, len(x)))  # workspaces are sized by the batch: none for absent rows
         out = np.empty((len(x), self.n_classes_), dtype=np.float32)
         get_backend(self.backend).forward(x, self.net, out, batch_size)
         return out
@@ -588,13 +649,13 @@ class MLP(Sequential):
         """The layer declarations this MLP expands to (with the output layer once its width is known)."""
         return self._layers_for(self.n_classes_)
 
-    def build(self, n_features, n_classes=None):
+    def _plan(self, n_features, n_classes):
         n_classes = n_classes or self.n_classes
         if n_classes is None:
             raise ValueError("n_classes must be an integer >= 2 to build an MLP, got None")
         if self.n_classes is not None and n_classes != self.n_classes:
             raise ValueError(f"n_classes must be {self.n_classes} (set in the constructor), got {n_classes}")
-        return super().build(n_features, n_classes)
+        return super()._plan(n_features, n_classes)
 
     def _infer_classes(self, labels_max):
         return self.n_classes or max(labels_max + 1, 2)
