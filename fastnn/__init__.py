@@ -19,7 +19,6 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 from . import callbacks, layers, optimizers  # noqa: E402
 from .callbacks import EarlyStopping, History, ModelCheckpoint, ProgressBar  # noqa: E402
 from .datasets import DatasetError, load_dataset  # noqa: E402
-from .estimator import MLPClassifier  # noqa: E402
 from .io import load  # noqa: E402
 from .layers import BatchNorm, Dense, Dropout, ReLU, Sigmoid, Tanh  # noqa: E402
 from .model import MLP, NotFittedError, Sequential  # noqa: E402
@@ -30,3 +29,13 @@ __all__ = [
     "Dense", "ReLU", "Sigmoid", "Tanh", "Dropout", "BatchNorm", "SGD", "Adam", "RMSprop",
     "History", "EarlyStopping", "ModelCheckpoint", "ProgressBar", "layers", "optimizers", "callbacks",
 ]
+
+
+def __getattr__(name):
+    # MLPClassifier needs scikit-learn (the "sklearn" extra): imported on first use, so that
+    # `import fastnn` neither needs nor pays for it.
+    if name == "MLPClassifier":
+        from .estimator import MLPClassifier
+
+        return MLPClassifier
+    raise AttributeError(f"module 'fastnn' has no attribute {name!r}")

@@ -263,6 +263,24 @@ class Sequential:
             view[...] = w
         return self
 
+    def __getstate__(self):
+        # The weight views alias the flat buffers, which pickle does not preserve: rebuilt on load.
+        state = dict(self.__dict__)
+        state.pop("_entries", None)
+        return state
+
+    def __setstate__(self, state):
+        """Unpickled buffers become fresh, aligned, writable copies: a copy made with
+        ``joblib.load(mmap_mode="r")`` holds read-only memory maps, which compiled code
+        must not be given."""
+        self.__dict__.update(state)
+        if self.net is not None:
+            self.net = S.NetBuffers(*(_writable_copy(a) for a in self.net))
+            opt = self.optimizer.buffers
+            self.optimizer.buffers = opt._replace(hparams=_writable_copy(opt.hparams), slots=_writable_copy(opt.slots),
+                                                  step=_writable_copy(opt.step))
+            self._entries = L.param_entries(self._layers_for(self.n_classes_), self.plan, self.net)
+
     def _snapshot(self):
         return self.net.params.copy(), self.net.state.copy()
 
@@ -523,6 +541,14 @@ class Sequential:
             total += self._probabilities(self._forward(views, batch_size))
         return (total / (tta + 1)).astype(np.float32)
 
+    def predict_log_proba(self, x, batch_size=EVAL_BATCH):
+        """Log class probabilities, float32 (n, n_classes): the log-softmax of the logits,
+        accurate where ``log(predict_proba(x))`` would underflow to -inf."""
+        logits = self._logits(x, batch_size)
+        logp = np.empty_like(logits)
+        get_backend(self.backend).log_softmax(logits, logp)
+        return logp
+
     def predict(self, x, batch_size=EVAL_BATCH, tta=0, tta_augment=None, seed=0):
         """Predicted class ids, int64 (n,). ``tta``: see ``predict_proba``."""
         if tta:
@@ -593,6 +619,13 @@ class Sequential:
 
     def __repr__(self):
         return f"{type(self).__name__}({self._layers_for(self.n_classes_)!r})"
+
+
+def _writable_copy(a):
+    """A C-contiguous, writable copy of ``a`` starting on a cache line (see ``spec.aligned_zeros``)."""
+    out = S.aligned_zeros(a.shape, a.dtype)
+    out[...] = a
+    return out
 
 
 class MLP(Sequential):

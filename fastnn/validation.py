@@ -189,8 +189,10 @@ def check_x(x, name="x", n_features=None):
     """Return ``x`` as a C-contiguous float32 array of shape (n, d).
 
     Accepts any real numeric dtype (uint8 images, float64 ...), converting once.
-    Rejects other dtypes, wrong ndim, empty arrays, NaN or inf, and a feature
-    count different from ``n_features`` (the width the model was built for).
+    Read-only input (a memory map opened with mode "r") is copied, since compiled
+    kernels take writable arrays. Rejects other dtypes, wrong ndim, empty arrays,
+    NaN or inf, and a feature count different from ``n_features`` (the width the
+    model was built for).
     """
     if not isinstance(x, np.ndarray):
         try:
@@ -209,6 +211,8 @@ def check_x(x, name="x", n_features=None):
     if n_features is not None and x.shape[1] != n_features:
         raise ValueError(f"{name} must have {n_features} features (the model was built for {n_features}), got {x.shape[1]}")
     x = np.ascontiguousarray(x, dtype=np.float32)
+    if not x.flags.writeable:  # e.g. joblib.load(mmap_mode="r"): compiled kernels take writable arrays only
+        x = x.copy()
     if not np.isfinite(x).all():
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         raise ValueError(f"{name} must contain only finite values, got {bad} NaN or inf entries")
@@ -234,6 +238,8 @@ def check_y(y, name="y", n_samples=None, n_classes=None):
     elif y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{name} must hold integer class ids, got dtype {y.dtype}")
     y = np.ascontiguousarray(y, dtype=np.int64)
+    if not y.flags.writeable:
+        y = y.copy()
     if y.size:
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or (n_classes is not None and hi >= n_classes):
