@@ -28,6 +28,10 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=9.0", "pytest-benchmark>=5.3", "hypothesis>=6.170"],
+        # fastnn.MLPClassifier (scikit-learn's estimator interface and checks)
+        "sklearn": ["scikit-learn>=1.9"],
+        # model.to_onnx / fastnn-export, and the tests that run the export in onnxruntime
+        "onnx": ["onnx>=1.23", "onnxruntime>=1.32"],
     },
     entry_points={
         "console_scripts": [
@@ -35,6 +39,7 @@ setup(
             "fastnn-evaluate=fastnn.cli:evaluate_main",
             "fastnn-bench=fastnn.bench:main",
             "fastnn-sweep=fastnn.sweep:main",
+            "fastnn-export=fastnn.cli:export_main",
         ]
     },
     classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: MIT License"],

@@ -1,4 +1,4 @@
-"""Command-line entry points: ``fastnn-train`` and ``fastnn-evaluate``.
+"""Command-line entry points: ``fastnn-train``, ``fastnn-evaluate`` and ``fastnn-export``.
 
 argparse onto the library API and nothing more: every number the commands
 report comes from ``MLP.fit`` / ``evaluate`` / ``fastnn.metrics``. Errors that
@@ -405,6 +405,41 @@ def _evaluate(args):
 def evaluate_main(argv=None):
     """Entry point of ``fastnn-evaluate``; returns the exit status."""
     return _run("fastnn-evaluate", build_evaluate_parser(), _evaluate, argv)
+
+
+# fastnn-export ---------------------------------------------------------------------
+
+def build_export_parser():
+    from .export import OPSET
+
+    p = argparse.ArgumentParser(prog="fastnn-export",
+                                description="Write a saved model as ONNX: input 'input' float32 (batch, features), "
+                                            "output 'probabilities' float32 (batch, classes). Needs onnx "
+                                            "(pip install \"fastnn[onnx]\").")
+    p.add_argument("model", help="a model file written by fastnn-train or model.save")
+    p.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
+    p.add_argument("--opset", type=_arg(int, Interval("int", 13)), default=OPSET,
+                   help=f"ONNX operator set (default: {OPSET})")
+    return p
+
+
+def _export(args):
+    from .export import missing_onnx, to_onnx
+    from .io import load_model
+
+    message = missing_onnx()
+    if message:  # before reading anything
+        raise ValueError(message)
+    model = load_model(args.model)
+    to_onnx(model, args.out, args.opset)
+    print(f"wrote {args.out}: {model.n_features_} features -> {model.n_classes_} class probabilities "
+          f"(opset {args.opset})")
+    return 0
+
+
+def export_main(argv=None):
+    """Entry point of ``fastnn-export``; returns the exit status."""
+    return _run("fastnn-export", build_export_parser(), _export, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

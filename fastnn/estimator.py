@@ -35,7 +35,7 @@ try:
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
-        f"fastnn.MLPClassifier needs scikit-learn >= 1.6 ({exc}); install it with: pip install \"fastnn[sklearn]\""
+        f"fastnn.MLPClassifier needs scikit-learn ({exc}); install it with: pip install \"fastnn[sklearn]\""
     ) from exc
 
 from .callbacks import Callback

@@ -617,6 +617,20 @@ class Sequential:
 
         return save_model(self, path)
 
+    def to_onnx(self, path, opset=None):
+        """Write the model as ONNX (input ``input`` float32 (batch, n_features), output
+        ``probabilities`` float32 (batch, n_classes)); needs onnx. See ``fastnn.export``."""
+        from .export import OPSET, to_onnx
+
+        return to_onnx(self, path, OPSET if opset is None else opset)
+
+    def to_torch_state_dict(self):
+        """The weights named as ``torch.nn.Sequential`` expects them (W transposed), as
+        NumPy arrays; ``fastnn.export.to_torch(model)`` builds that Sequential."""
+        from .export import to_torch_state_dict
+
+        return to_torch_state_dict(self)
+
     def __repr__(self):
         return f"{type(self).__name__}({self._layers_for(self.n_classes_)!r})"
 
