@@ -1,20 +1,34 @@
-"""Training callbacks: History, EarlyStopping, ProgressBar, ModelCheckpoint.
+"""Training callbacks: History, EarlyStopping, ProgressBar, ModelCheckpoint, BackupAndRestore,
+LearningRateScheduler, ReduceLROnPlateau, CSVLogger, LambdaCallback.
 
 The model calls, in order: ``on_train_begin(logs)``, then per epoch
 ``on_epoch_begin(epoch, logs)``, ``on_chunk_end(epoch, logs)`` after every chunk
 of optimizer steps (``logs`` holds the running ``loss``, ``accuracy`` and
 ``samples`` seen so far in the epoch), ``on_epoch_end(epoch, logs)``, and finally
 ``on_train_end(logs)``. A callback stops training by setting
-``self.model.stop_training = True``. ``on_train_begin`` receives
-``logs["metrics"]``, the names the epoch logs will contain.
+``self.model.stop_training = True`` (checked after every chunk, and at the end of
+each epoch). ``on_train_begin`` receives ``logs["metrics"]``, the names the epoch
+logs will contain.
+
+Batch-level hooks (``on_train_batch_begin(batch, logs)``, ``on_train_batch_end(batch,
+logs)``, and Keras' older aliases ``on_batch_begin`` / ``on_batch_end``) are called
+around every optimizer step, ``batch`` being the step's index within the epoch and the
+end logs the running ``loss`` and ``accuracy`` of the epoch so far, as in Keras. They
+have a price: the compiled loop normally runs many steps per call, and when any
+callback defines one of these hooks ``fit`` runs one step per call instead (see the
+README for the measured cost). Callbacks that define none of them cost nothing.
 """
 
+import csv
 import math
+import numbers
 import os
 import sys
 
 from .runs import EPOCH_LOG_EXTRAS, check_path_template, check_writable_dir
-from .validation import Boolean, Interval, Options, check_params
+from .validation import Boolean, Interval, Options, check_params, check_value
+
+BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
 
 
 class Callback:
@@ -39,6 +53,24 @@ class Callback:
 
     def on_train_end(self, logs=None):
         pass
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.on_batch_end(batch, logs)
+
+    def on_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_batch_end(self, batch, logs=None):
+        pass
+
+
+def defines_batch_hooks(callback):
+    """Whether ``callback`` overrides (or, like a LambdaCallback, was given) a batch-level hook."""
+    return any(getattr(type(callback), hook) is not getattr(Callback, hook) or hook in vars(callback)
+               for hook in BATCH_HOOKS)
 
 
 class History(Callback):
@@ -277,13 +309,220 @@ class BackupAndRestore(Callback):
                 pass
 
 
+def _set_lr(model, lr, source):
+    """Make ``lr`` the optimizer's (base) learning rate, after checking it."""
+    check_value(source, lr, Interval("real", 0, closed="neither"))
+    model.optimizer.lr = float(lr)
+    return float(lr)
+
+
+class LearningRateScheduler(Callback):
+    """At the start of every epoch set the learning rate to ``schedule(epoch, lr)`` (Keras).
+
+    Parameters
+    ----------
+    schedule : callable
+        ``schedule(epoch, lr) -> new lr``: ``epoch`` is 0-based, ``lr`` the current rate
+        (a float); it must return a number > 0. The first epoch's rate applies from its
+        first optimizer step, also in the compiled loop.
+    verbose : {0, 1}
+        1 prints the rate set at each epoch.
+
+    With a per-step ``schedule`` on the model ('cosine', ...), this sets its base rate.
+    The optimizer keeps the last rate set after ``fit``, as in Keras.
+    """
+
+    def __init__(self, schedule, verbose=0):
+        if not callable(schedule):
+            raise ValueError(f"schedule must be a function (epoch, lr) -> lr, got {schedule!r}")
+        check_value("verbose", verbose, Options(0, 1))
+        self.schedule, self.verbose = schedule, verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = _set_lr(self.model, self.schedule(epoch, float(self.model.optimizer.lr)),
+                     f"LearningRateScheduler's schedule({epoch}, lr)")
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has stopped improving (Keras).
+
+    Parameters
+    ----------
+    monitor : str
+        An epoch-log key, e.g. 'val_loss' (default), 'loss', 'val_accuracy'.
+    factor : float in (0, 1)
+        new lr = max(lr * factor, min_lr).
+    patience : int >= 0
+        Epochs without improvement before the rate is reduced.
+    verbose : {0, 1}
+        1 prints each reduction.
+    mode : {'auto', 'min', 'max'}
+        'auto' maximises accuracies and minimises everything else.
+    min_delta : float >= 0
+        An improvement must beat the best value so far by more than this.
+    cooldown : int >= 0
+        Epochs after a reduction during which waiting does not count.
+    min_lr : float >= 0
+        Lower bound on the rate.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
+                 cooldown=0, min_lr=0.0):
+        check_params(
+            {"factor": factor, "patience": patience, "verbose": verbose, "mode": mode, "min_delta": min_delta,
+             "cooldown": cooldown, "min_lr": min_lr},
+            {"factor": Interval("real", 0, 1, closed="neither"), "patience": Interval("int", 0),
+             "verbose": Options(0, 1), "mode": Options("auto", "min", "max"), "min_delta": Interval("real", 0),
+             "cooldown": Interval("int", 0), "min_lr": Interval("real", 0)},
+        )
+        self.monitor, self.factor, self.patience, self.verbose = monitor, float(factor), patience, verbose
+        self.mode, self.min_delta = _mode_for(monitor, mode), float(min_delta)
+        self.cooldown, self.min_lr = cooldown, float(min_lr)
+        self._reset()
+
+    def _reset(self):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = self.cooldown_counter = 0
+
+    def on_train_begin(self, logs=None):
+        metrics = (logs or {}).get("metrics")
+        if metrics is not None and self.monitor not in metrics:
+            hint = " (pass validation_split or validation_data to fit)" if self.monitor.startswith("val_") else ""
+            raise ValueError(f"ReduceLROnPlateau monitor must be one of {sorted(metrics)}, got {self.monitor!r}{hint}")
+        self._reset()
+
+    def _improved(self, value):
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(value):
+            self.best, self.wait = value, 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            old = float(self.model.optimizer.lr)
+            if self.wait >= self.patience and old > self.min_lr:
+                new = _set_lr(self.model, max(old * self.factor, self.min_lr), "ReduceLROnPlateau's new rate")
+                if self.verbose:
+                    print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+                self.cooldown_counter, self.wait = self.cooldown, 0
+
+
+class CSVLogger(Callback):
+    """Write each epoch's logs as a CSV row when the epoch ends, flushed at once (Keras).
+
+    An interrupted run keeps every finished epoch on disk.
+
+    Parameters
+    ----------
+    filename : str or path-like
+    separator : str
+        One character between fields.
+    append : bool
+        Append to an existing file (its header is then not written again) instead of
+        overwriting it.
+    columns : list of str or None (keyword)
+        The log keys to write, in this order (missing ones as ``NA``); None: the first
+        epoch's keys, sorted, as Keras does.
+    epoch_base : {0, 1} (keyword)
+        The number written for the first epoch: 0 as Keras, 1 to count from one.
+    """
+
+    def __init__(self, filename, separator=",", append=False, *, columns=None, epoch_base=0):
+        check_params({"append": append, "epoch_base": epoch_base}, {"append": Boolean(), "epoch_base": Options(0, 1)})
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"separator must be a single character such as ',' or ';', got {separator!r}")
+        if columns is not None and (isinstance(columns, str) or not all(isinstance(c, str) for c in columns)):
+            raise ValueError(f"columns must be a list of log keys such as ['loss', 'val_loss'] or None, got {columns!r}")
+        self.filename, self.separator, self.append = os.fspath(filename), separator, append
+        self.columns, self.epoch_base = None if columns is None else list(columns), epoch_base
+        self.keys = self._file = self._writer = None
+
+    def on_train_begin(self, logs=None):
+        has_header = self.append and os.path.isfile(self.filename) and os.path.getsize(self.filename) > 0
+        try:
+            self._file = open(self.filename, "a" if self.append else "w", newline="", encoding="utf-8")
+        except OSError as e:
+            raise OSError(f"CSVLogger filename {self.filename!r} cannot be opened for writing ({e.strerror}); "
+                          f"pass a path in an existing, writable folder") from None
+        self._writer = csv.writer(self._file, delimiter=self.separator, lineterminator="\n")
+        self.keys = self.columns
+        self._header_due = not has_header
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+        if self._header_due:
+            self._writer.writerow(["epoch"] + self.keys)
+            self._header_due = False
+        self._writer.writerow([epoch + self.epoch_base] + [_csv_value(logs.get(key, "NA")) for key in self.keys])
+        self._file.flush()
+
+    def on_train_end(self, logs=None):
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None
+
+
+def _csv_value(value):
+    if isinstance(value, (str, numbers.Number)):
+        return value
+    try:
+        return f"[{', '.join(map(str, value))}]"
+    except TypeError:
+        return value
+
+
+class LambdaCallback(Callback):
+    """A callback made of plain functions (Keras).
+
+    ``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)``, ``on_train_begin(logs)``,
+    ``on_train_end(logs)``, ``on_train_batch_begin(batch, logs)``,
+    ``on_train_batch_end(batch, logs)``, and by keyword any other hook (``on_chunk_end``,
+    ``on_batch_begin``, ``on_batch_end``). Hooks not given do nothing; giving a batch-level
+    one makes ``fit`` run one step per compiled call.
+    """
+
+    HOOKS = ("on_train_begin", "on_epoch_begin", "on_chunk_end", "on_epoch_end", "on_train_end") + BATCH_HOOKS
+
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
+                 on_train_batch_begin=None, on_train_batch_end=None, **kwargs):
+        unknown = sorted(set(kwargs) - set(self.HOOKS))
+        if unknown:
+            raise ValueError(f"LambdaCallback got unknown hooks {unknown}; allowed: {list(self.HOOKS)}")
+        hooks = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end, on_train_begin=on_train_begin,
+                     on_train_end=on_train_end, on_train_batch_begin=on_train_batch_begin,
+                     on_train_batch_end=on_train_batch_end, **kwargs)
+        for name, fn in hooks.items():
+            if fn is None:
+                continue
+            if not callable(fn):
+                raise ValueError(f"LambdaCallback {name} must be a function or None, got {fn!r}")
+            setattr(self, name, fn)
+
+
 class CallbackList:
-    """Dispatches each hook to every callback in order."""
+    """Dispatches each hook to every callback in order.
+
+    ``batch_hooks`` tells whether any callback defines a batch-level hook (``fit`` then
+    runs one optimizer step per compiled call, so that they are called around each).
+    """
 
     def __init__(self, callbacks, model):
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             cb.set_model(model)
+        self.batch_hooks = any(defines_batch_hooks(cb) for cb in self.callbacks)
 
     def __getattr__(self, hook):
         def call(*args, **kwargs):
@@ -293,4 +532,5 @@ class CallbackList:
         return call
 
 
-__all__ = ["Callback", "History", "EarlyStopping", "ProgressBar", "ModelCheckpoint", "BackupAndRestore"]
+__all__ = ["Callback", "History", "EarlyStopping", "ProgressBar", "ModelCheckpoint", "BackupAndRestore",
+           "LearningRateScheduler", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback"]

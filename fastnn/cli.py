@@ -8,7 +8,6 @@ the library reports (``ValueError`` with a message naming the problem,
 """
 
 import argparse
-import csv
 import datetime
 import json
 import math
@@ -20,7 +19,7 @@ import time
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_write, write_text
+from .atomic import write_text
 from .plotting import GALLERY_MAX
 from .provenance import load_average, provenance
 from .validation import (
@@ -148,7 +147,7 @@ def _tta_arg(p):
 
 
 def set_threads(n):
-    """Use ``n`` threads in Numba and in both bundled OpenBLAS copies, after checking
+    """Use ``n`` threads in Numba and in every BLAS copy threadpoolctl finds, after checking
     1 <= n <= NUMBA_NUM_THREADS; returns Numba's count in use."""
     import numba
 
@@ -157,8 +156,7 @@ def set_threads(n):
     if n is not None:
         check_value("threads", n, Interval("int", 1, int(numba.config.NUMBA_NUM_THREADS)))
         numba.set_num_threads(n)
-        for owner in blas.OWNERS:
-            blas.set_threads(owner, n)
+        blas.set_threads(n)
     return int(numba.get_num_threads())
 
 
@@ -203,15 +201,6 @@ def _finite(obj):
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
-
-
-def write_history_csv(history, path):
-    hist = history.history
-    with atomic_write(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(HISTORY_COLUMNS)
-        for row, epoch in enumerate(history.epoch):
-            w.writerow([epoch + 1] + [("" if col not in hist else repr(float(hist[col][row]))) for col in HISTORY_COLUMNS[1:]])
 
 
 def warm_up(model, x, y, batch_size, log=None):
@@ -270,7 +259,7 @@ def _run(prog, parser, body, argv):
 # fastnn-train --------------------------------------------------------------------
 
 def _train(args):
-    from .callbacks import EarlyStopping
+    from .callbacks import CSVLogger, EarlyStopping
     from .datasets import dataset_info, load_dataset
     from .metrics import confusion_matrix
     from .layers import Dense, parse_architecture
@@ -279,7 +268,8 @@ def _train(args):
     # Everything that can be checked without data is checked before the (slow) load.
     if args.early_stopping is not None and args.val_split <= 0:
         raise ValueError("--early-stopping needs a validation set: pass --val-split, e.g. --val-split 0.1")
-    threads = set_threads(args.threads) if args.backend == "numba" else None
+    # --threads limits BLAS for the NumPy backend too (its matmuls are BLAS calls)
+    threads = set_threads(args.threads) if args.backend == "numba" or args.threads is not None else None
     augment = {k: getattr(args, "aug_" + k) for k in AUGMENT_KEYS}
     common = dict(optimizer=_make_optimizer(args), label_smoothing=args.label_smoothing, augment=augment,
                   backend=args.backend, seed=args.seed)
@@ -298,6 +288,8 @@ def _train(args):
     if args.train_limit is not None:
         x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
     out = make_run_dir(args.out)
+    # each epoch's row is on disk as soon as it ends, so an interrupted run keeps its history
+    callbacks.append(CSVLogger(os.path.join(out, "history.csv"), columns=HISTORY_COLUMNS[1:], epoch_base=1))
     log = (lambda *a: print(*a, flush=True)) if args.verbose else (lambda *a: None)
     log(f"fastnn-train: {info.name} ({len(x_train)} train, {len(x_test)} test) from {info.directory}; "
         f"backend={args.backend}" + (f", threads={threads}" if threads else "") + f"; output in {out}")
@@ -326,7 +318,6 @@ def _train(args):
     cm = confusion_matrix(y_test, model.predict(x_test, **tta), model.n_classes_)
 
     model_path = model.save(os.path.join(out, "model.fastnn"))
-    write_history_csv(history, os.path.join(out, "history.csv"))
     files = {"model": "model.fastnn", "history": "history.csv"}
     if not args.no_plots:
         from .plotting import plot_confusion_matrix, plot_curve
