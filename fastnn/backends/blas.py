@@ -1,65 +1,65 @@
-"""Thread counts of the OpenBLAS copies that NumPy and SciPy bundle, through their C API.
+"""Thread counts of every BLAS library loaded in the process, through threadpoolctl.
 
-NumPy's copy runs ``np.dot`` from Python; SciPy's runs ``np.dot`` inside ``@njit`` code
-(Numba calls BLAS through ``scipy.linalg.cython_blas``). Each has its own thread pool.
-Found by file name next to the packages (``numpy.libs``/``scipy.libs``, as pip wheels lay
-them out); where they are not found, the functions here do nothing.
+There is usually more than one copy: pip's NumPy and SciPy wheels each bundle an OpenBLAS
+(NumPy's runs ``np.dot`` from Python; SciPy's runs ``np.dot`` inside ``@njit`` code, which
+Numba calls through ``scipy.linalg.cython_blas``), conda brings MKL, a distribution its
+system OpenBLAS or BLIS. threadpoolctl finds them all, whatever their file names, and
+each keeps its own thread pool.
+
+One ``ThreadpoolController`` is kept for the process (a fresh scan of the loaded
+libraries costs about 1.6 ms, too much for every ``train_steps`` call). It is created on
+first use, after SciPy's BLAS is loaded, so that it sees the copy compiled code calls.
 """
 
 import contextlib
-import ctypes
 import functools
-import glob
-from pathlib import Path
 
-import numpy as np
+from threadpoolctl import ThreadpoolController
 
-OWNERS = ("numpy", "scipy")
+USER_API = "blas"
 
 
 @functools.lru_cache(maxsize=None)
-def openblas_libs():
-    """{owner: (ctypes lib, symbol prefix, symbol suffix)} of the bundled OpenBLAS copies found."""
-    found = {}
-    site = Path(np.__file__).resolve().parent.parent
-    for owner in OWNERS:
-        for path in sorted(glob.glob(str(site / f"{owner}.libs" / "*openblas*"))):
-            try:
-                lib = ctypes.CDLL(path)  # the same handle the package loaded (or will load)
-            except OSError:
-                continue
-            for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
-                                   ("openblas", "")):
-                if hasattr(lib, f"{prefix}_get_num_threads{suffix}"):
-                    found[owner] = (lib, prefix, suffix)
-                    break
-    return found
+def controller():
+    """The process's ThreadpoolController, restricted to BLAS libraries (scanned once)."""
+    import scipy.linalg.cython_blas  # noqa: F401  (load the copy Numba's np.dot calls before scanning)
+
+    return ThreadpoolController().select(user_api=USER_API)
 
 
-def get_threads(owner):
-    """Threads of ``owner``'s OpenBLAS ('numpy' or 'scipy'), or None when it was not found."""
-    if owner not in openblas_libs():
-        return None
-    lib, prefix, suffix = openblas_libs()[owner]
-    return int(getattr(lib, f"{prefix}_get_num_threads{suffix}")())
+def libraries(fresh=False):
+    """One dict per BLAS copy: ``internal_api`` (openblas, mkl, blis ...), ``version``,
+    ``num_threads``, ``threading_layer``, ``architecture``, ``prefix`` and ``filepath``.
+
+    ``fresh=True`` scans again (1.6 ms), to see libraries loaded since the first scan
+    (e.g. by a later ``import torch``).
+    """
+    found = ThreadpoolController().select(user_api=USER_API) if fresh else controller()
+    return found.info()
 
 
-def set_threads(owner, n):
-    """Use ``n`` threads in ``owner``'s OpenBLAS (no-op when it was not found)."""
-    if owner in openblas_libs():
-        lib, prefix, suffix = openblas_libs()[owner]
-        getattr(lib, f"{prefix}_set_num_threads{suffix}")(int(n))
+def get_threads():
+    """{filepath: threads} of every BLAS copy."""
+    return {lib.filepath: int(lib.num_threads) for lib in controller().lib_controllers}
+
+
+def set_threads(n):
+    """Use ``n`` threads in every BLAS copy (until changed again)."""
+    for lib in controller().lib_controllers:
+        lib.set_num_threads(int(n))
 
 
 @contextlib.contextmanager
-def at_most_threads(owner, n):
-    """Within the block, ``owner``'s OpenBLAS uses at most ``n`` threads; restored afterwards."""
-    before = get_threads(owner)
-    if before is None or before <= n:
-        yield
-        return
-    set_threads(owner, n)
+def at_most_threads(n):
+    """Within the block, every BLAS copy uses at most ``n`` threads; each is restored afterwards."""
+    lowered = []
     try:
+        for lib in controller().lib_controllers:
+            before = int(lib.num_threads)
+            if before > n:
+                lib.set_num_threads(int(n))
+                lowered.append((lib, before))
         yield
     finally:
-        set_threads(owner, before)
+        for lib, before in lowered:
+            lib.set_num_threads(before)

@@ -33,15 +33,17 @@ What is measured
   activations, softmax+NLL and optimizer updates, for both backends.
 
 Threads: ``--threads 1 2`` measures each count in the same process, setting Numba's
-thread count, both bundled OpenBLAS copies' (NumPy's, and SciPy's, which runs ``np.dot``
-inside Numba code) and PyTorch's alike. Without it, Numba's count (``NUMBA_NUM_THREADS``
-is honoured) is applied to all of them. The counts used are recorded.
+thread count, every BLAS copy's that threadpoolctl finds (NumPy's and SciPy's bundled
+OpenBLAS, SciPy's running ``np.dot`` inside Numba code; MKL ...) and PyTorch's alike.
+Without it, Numba's count (``NUMBA_NUM_THREADS`` is honoured) is applied to all of them.
+The counts used are recorded, and every BLAS copy found is reported (library, version,
+threads, kernels, file path).
 """
 
 from .common import BATCH_SIZES, CLOCKS, LR, REFERENCE_PATH, RUNNERS, SEED
 from .kernels import (MATMUL_SHAPES, MATMUL_VARIANTS, XT_VARIANTS, case_id, format_kernel_table, kernel_cases,
                       make_kernel_call, matmul_impls, run_kernel_suite, time_call)
-from .machine import blas_threads, cpu_model, describe_machine, matmul_peak, set_threads, thread_info
+from .machine import blas_libraries, blas_threads, cpu_model, describe_blas, describe_machine, matmul_peak, set_threads, thread_info
 from .report import format_table, plot_chart, ratio
 from .training import (compile_times, default_configs, epoch_order, plan_steps, run_training_suite,
                        time_training)
@@ -51,8 +53,8 @@ from .cli import main, parse_args
 
 __all__ = [
     "BATCH_SIZES", "CLOCKS", "LR", "REFERENCE_PATH", "RUNNERS", "SEED", "MATMUL_SHAPES", "MATMUL_VARIANTS",
-    "XT_VARIANTS", "available_runners", "blas_threads", "build_net", "build_sgd", "case_id", "compile_times",
-    "cpu_model", "default_configs", "describe_machine", "epoch_order", "format_kernel_table", "format_table",
+    "XT_VARIANTS", "available_runners", "blas_libraries", "blas_threads", "build_net", "build_sgd", "case_id", "compile_times",
+    "cpu_model", "default_configs", "describe_blas", "describe_machine", "epoch_order", "format_kernel_table", "format_table",
     "he_weights", "kernel_cases", "layer_sizes", "load_reference", "load_training_set", "main", "make_kernel_call",
     "make_runner", "matmul_impls", "matmul_peak", "parse_args", "plan_steps", "plot_chart", "ratio",
     "run_kernel_suite", "run_training_suite", "set_threads", "thread_info", "time_call", "time_training",

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..atomic import write_text
 from .common import BATCH_SIZES, CLOCKS, LR, RUNNERS, SEED
 from .kernels import format_kernel_table, run_kernel_suite
-from .machine import describe_machine, matmul_peak, set_threads, _threading_layer
+from .machine import describe_blas, describe_machine, matmul_peak, set_threads, _threading_layer
 from .report import format_table, plot_chart
 from .training import compile_times, default_configs, run_training_suite
 
@@ -63,6 +63,8 @@ def main(argv=None):
     machine = describe_machine()
     print(f"machine: {machine['cpu']}, {machine['logical_cpus']} CPUs (SIMD {machine.get('simd')}), {machine['blas']}, "
           f"numpy {machine['numpy']}, numba {machine['numba']}, torch {machine['torch']}")
+    for line in describe_blas(machine["blas_libraries"]):  # every copy: NumPy's, SciPy's (Numba's np.dot) ...
+        print(f"BLAS: {line}")
     load = machine["loadavg"]
     if load is not None and load > 0.5 * (os.cpu_count() or 1):
         print(f"warning: load average {load:.1f} on {os.cpu_count()} CPUs: other work will skew these timings "

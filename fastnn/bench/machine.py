@@ -1,10 +1,10 @@
 """The machine under test: CPU, versions, BLAS libraries, thread control, matmul peak.
 
-Thread counts are set without threadpoolctl: NumPy and SciPy each bundle an OpenBLAS
-whose C API (``*_set_num_threads``) is called through ctypes (``fastnn.backends.blas``).
+Thread counts of BLAS are read and set through threadpoolctl (``fastnn.backends.blas``),
+for every copy it finds: NumPy's and SciPy's bundled OpenBLAS (SciPy's runs ``np.dot``
+inside Numba code), MKL, BLIS ...
 """
 
-import ctypes
 import os
 import platform
 import statistics
@@ -13,20 +13,27 @@ import time
 
 import numpy as np
 
-from ..backends.blas import get_threads, openblas_libs, set_threads as set_blas_threads
+from ..backends import blas
 from ..provenance import cpu_model
 from .common import SEED
 
 
-def _openblas():
-    """NumPy's OpenBLAS as (lib, (prefix, suffix)), or (None, ('', ''))."""
-    lib, prefix, suffix = openblas_libs().get("numpy", (None, "", ""))
-    return lib, (prefix, suffix)
-
-
 def blas_threads():
-    """{owner: threads} of each bundled OpenBLAS (numpy: np.dot; scipy: np.dot in Numba code)."""
-    return {owner: get_threads(owner) for owner in openblas_libs()}
+    """{file path: threads} of every BLAS copy threadpoolctl finds."""
+    return blas.get_threads()
+
+
+def blas_libraries():
+    """Every BLAS copy loaded (a fresh threadpoolctl scan): library, version, threads,
+    internal API, kernels (architecture) and file path, one dict each."""
+    return [{k: lib.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer", "architecture",
+                                     "filepath")} for lib in blas.libraries(fresh=True)]
+
+
+def describe_blas(libraries):
+    """One line per BLAS copy, e.g. ``openblas 0.3.30 (Haswell kernels, pthreads, 2 threads) .../libscipy_openblas.so``."""
+    return [f"{lib['internal_api']} {lib['version']} ({lib['architecture']} kernels, {lib['threading_layer']}, "
+            f"{lib['num_threads']} threads) {lib['filepath']}" for lib in libraries]
 
 
 def set_threads(n):
@@ -37,8 +44,7 @@ def set_threads(n):
     if n > pool:
         raise ValueError(f"--threads {n} exceeds Numba's thread pool of {pool}; run with NUMBA_NUM_THREADS={n}")
     numba.set_num_threads(n)
-    for owner in openblas_libs():
-        set_blas_threads(owner, n)
+    blas.set_threads(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
     return thread_info()
@@ -73,17 +79,11 @@ def describe_machine():
         "env": {k: os.environ[k] for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
     }
     try:
-        config = np.show_config(mode="dicts")
-        blas = config["Build Dependencies"]["blas"]
-        info["blas"] = f"{blas.get('name')} {blas.get('version')}"
-        info["simd"] = config.get("SIMD Extensions", {}).get("found")
+        info["simd"] = np.show_config(mode="dicts").get("SIMD Extensions", {}).get("found")
     except Exception:  # older NumPy: no dict mode
-        info["blas"] = "unknown"
-    lib, (prefix, suffix) = _openblas()
-    if lib is not None and hasattr(lib, f"{prefix}_get_corename{suffix}"):
-        fn = getattr(lib, f"{prefix}_get_corename{suffix}")
-        fn.restype = ctypes.c_char_p
-        info["blas"] += f" ({fn().decode()} kernels)"
+        info["simd"] = None
+    info["blas_libraries"] = blas_libraries()
+    info["blas"] = "; ".join(f"{lib['internal_api']} {lib['version']}" for lib in info["blas_libraries"]) or "none found"
     return info
 
 
