@@ -37,7 +37,8 @@ from .training_state import make_state, resume_mismatches, shuffle_stream
 from .optimizers import Optimizer, Schedule, get_optimizer, optimizer_from_config, optimizer_to_config
 from .validation import (
     ACTIVATION_NAMES, BACKEND_NAMES, FIT_PARAMS, OPTIMIZER_NAMES, SCHEDULE_NAMES, Boolean, InstanceOf,
-    Interval, NoneValue, Options, POSITIVE_INT, Sizes, UNIT_OPEN, check_params, check_value, check_x, check_y,
+    Interval, NoneValue, Options, POSITIVE_INT, Sizes, UNIT_OPEN, check_params, check_sample_weight, check_value,
+    check_x, check_y, combine_weights,
 )
 
 #: samples per train_steps call: small enough for a live progress bar, large
@@ -292,7 +293,7 @@ class Sequential:
 
     @np.errstate(over="ignore", invalid="ignore")  # divergence is reported once, by fit itself
     def fit(self, x, y, epochs=10, batch_size=128, validation_split=0.0, validation_data=None, callbacks=None,
-            shuffle=True, seed=None, verbose=1, initial_epoch=0):
+            shuffle=True, seed=None, verbose=1, initial_epoch=0, sample_weight=None, class_weight=None):
         """Train on ``x`` (n, d) and integer labels ``y`` (n,); returns a History.
 
         Parameters
@@ -304,9 +305,12 @@ class Sequential:
             ``initial_epoch``.
         validation_split : float in [0, 1)
             Hold out this fraction of the *last* rows (before shuffling), as Keras does.
-        validation_data : (x_val, y_val) or None
-            Overrides ``validation_split``.
+        validation_data : (x_val, y_val), (x_val, y_val, val_sample_weight) or None
+            Overrides ``validation_split``. The weights weigh ``val_loss`` as
+            ``sample_weight`` weighs ``loss``.
         callbacks : list of Callback
+            Batch-level hooks (``on_train_batch_end`` ...) make the compiled loop run
+            one step per call (see ``fastnn.callbacks``).
         shuffle : bool
             Draw a fresh permutation of the training rows every epoch.
         seed : int or None
@@ -320,6 +324,16 @@ class Sequential:
             with the same data, ``epochs`` and ``batch_size`` and ``initial_epoch=k``, ends
             with the same bits as the uninterrupted run: the shuffle order, schedule
             position, optimizer state and step, and dropout/augmentation streams continue.
+        sample_weight : array of shape (n,), finite, >= 0, or None
+            Scales each sample's loss, as in Keras: a batch's loss (and its gradient) is
+            sum(w_i * loss_i) / batch rows, not divided by the sum of the weights, so the
+            weights' scale acts like the learning rate's. The logged ``loss`` is the mean
+            of w_i * loss_i over the epoch; ``accuracy`` stays unweighted (Keras'
+            ``metrics``). With ``validation_split`` the held-out rows keep their weights.
+        class_weight : dict {class id: weight >= 0} or None
+            Multiplies the weight of every training sample of that class (classes not
+            listed: 1), combined with ``sample_weight`` by multiplication. Not applied
+            to validation, as in Keras.
         """
         check_params(dict(epochs=epochs, batch_size=batch_size, validation_split=validation_split, shuffle=shuffle,
                           seed=seed, verbose=verbose, initial_epoch=initial_epoch), FIT_PARAMS)
@@ -332,11 +346,18 @@ class Sequential:
             check_value(f"callbacks[{i}]", cb, InstanceOf(Callback, "fastnn.callbacks.Callback"))
         x = check_x(x, "x", self.n_features_)
         y = check_y(y, "y", len(x), self.n_classes_)
+        check_sample_weight(sample_weight, "sample_weight", len(x))  # early: before any building
+        w_val = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError(f"validation_data must be a tuple (x_val, y_val), got {type(validation_data).__name__}")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                got = type(validation_data).__name__
+                got += f" of length {len(validation_data)}" if isinstance(validation_data, (tuple, list)) else ""
+                raise ValueError(f"validation_data must be a tuple (x_val, y_val) or (x_val, y_val, "
+                                 f"sample_weight_val), got {got}")
             x_val = check_x(validation_data[0], "validation_data x", x.shape[1])
             y_val = check_y(validation_data[1], "validation_data y", len(x_val), self.n_classes_)
+            if len(validation_data) == 3:
+                w_val = check_sample_weight(validation_data[2], "validation_data sample_weight", len(x_val))
             n_train = len(x)
         elif validation_split > 0:
             n_val = int(len(x) * validation_split)
@@ -344,6 +365,8 @@ class Sequential:
                 raise ValueError(f"validation_split must leave at least one sample on each side; with {len(x)} samples, got {validation_split}")
             n_train = len(x) - n_val
             x_val, y_val = x[n_train:], y[n_train:]
+            if sample_weight is not None:
+                w_val = check_sample_weight(sample_weight, "sample_weight", len(x))[n_train:]
         else:
             n_train, x_val, y_val = len(x), None, None
         batch_size = min(batch_size, n_train)  # one batch of everything; never a workspace for absent rows
@@ -353,6 +376,9 @@ class Sequential:
             y = check_y(y, "y", len(x), self.n_classes_)
             if y_val is not None:
                 y_val = check_y(y_val, "validation y", len(y_val), self.n_classes_)
+        # None without weights: train_steps then takes its unweighted (default) path
+        weights = combine_weights(sample_weight, class_weight, y, self.n_classes_)
+        weighted = {} if weights is None else {"sample_weight": weights}
 
         check_memory(network_bytes(self.plan) + workspace_bytes(self.plan, batch_size),
                      f"training with batch_size={batch_size} (layer widths {self.plan.widths})",
@@ -360,6 +386,7 @@ class Sequential:
         history = History()
         cbs = [history] + callbacks + ([ProgressBar(verbose)] if verbose else [])
         cb = CallbackList(cbs, self)
+        batch_hooks = cb.batch_hooks
         metrics = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if x_val is not None else [])
         self.stop_training, self.stop_reason = False, None
         backend = get_backend(self.backend)
@@ -369,7 +396,8 @@ class Sequential:
 
         steps_per_epoch = math.ceil(n_train / batch_size)
         total_steps = epochs * steps_per_epoch
-        chunk = max(1, math.ceil(CHUNK_SAMPLES / batch_size))
+        # one step per compiled call when a callback is called around every step
+        chunk = 1 if batch_hooks else max(1, math.ceil(CHUNK_SAMPLES / batch_size))
         sizes = np.full(steps_per_epoch, batch_size, dtype=np.float64)
         sizes[-1] = n_train - (steps_per_epoch - 1) * batch_size
         step_loss = np.zeros(steps_per_epoch, dtype=np.float64)
@@ -408,12 +436,14 @@ class Sequential:
             diverged = False
             while done < steps_per_epoch:
                 k = min(chunk, steps_per_epoch - done)
+                if batch_hooks:
+                    cb.on_train_batch_begin(done, {})
                 lrs = self.optimizer.learning_rates(epoch * steps_per_epoch + done, k, total_steps, steps_per_epoch)
                 chunk_rec = (self._full_snapshot(), order, done * batch_size, lrs)
                 applied = int(backend.train_steps(x, y_train, order, done * batch_size, k, batch_size, net, opt, lrs,
                                                   dropout_seed, self.label_smoothing, self._aug(),
                                                   step_loss[done : done + k], step_correct[done : done + k],
-                                                  inputs=inputs))
+                                                  inputs=inputs, **weighted))
                 exploded = first_exploded_step(step_loss[done : done + applied], sizes[done : done + applied],
                                                explode_at)
                 bad = exploded if exploded is not None else applied
@@ -423,17 +453,22 @@ class Sequential:
                     # The weights after `bad` updates gave a non-finite or exploded loss: go back to
                     # those after one update fewer, the last that gave a sane loss.
                     if bad > 0:
-                        self._replay(backend, x, y_train, batch_size, dropout_seed, chunk_rec, bad - 1)
+                        self._replay(backend, x, y_train, batch_size, dropout_seed, chunk_rec, bad - 1, weighted)
                     elif prev is not None:
-                        self._replay(backend, x, y_train, batch_size, dropout_seed, prev, len(prev[3]) - 1)
+                        self._replay(backend, x, y_train, batch_size, dropout_seed, prev, len(prev[3]) - 1, weighted)
                     self._stop_diverged(epoch, done + bad, lrs[bad], step_loss[done + bad], explode_at)
                     done += bad
                     break
                 done += applied
                 prev = chunk_rec
                 seen = sizes[:done].sum()
-                cb.on_chunk_end(epoch, {"loss": float(step_loss[:done] @ sizes[:done] / seen),
-                                        "accuracy": float(step_correct[:done].sum() / seen), "samples": int(seen)})
+                running = {"loss": float(step_loss[:done] @ sizes[:done] / seen),
+                           "accuracy": float(step_correct[:done].sum() / seen)}
+                if batch_hooks:
+                    cb.on_train_batch_end(done - 1, dict(running))
+                cb.on_chunk_end(epoch, {**running, "samples": int(seen)})
+                if self.stop_training:  # set by a batch or chunk hook: end the epoch here (Keras)
+                    break
             seconds = time.perf_counter() - t0
             seen = sizes[:done].sum()
             logs = {
@@ -442,11 +477,11 @@ class Sequential:
             }
             if x_val is not None:
                 logs["val_loss"], logs["val_accuracy"] = (
-                    (float("nan"), float("nan")) if diverged else self.evaluate(x_val, y_val)
+                    (float("nan"), float("nan")) if diverged else self.evaluate(x_val, y_val, sample_weight=w_val)
                 )
             logs.update(seconds=seconds, samples_per_second=float(seen / seconds) if seconds > 0 else float("nan"),
                         lr=last_lr)
-            if not diverged:  # what a checkpoint saved now needs to resume at the next epoch
+            if not diverged and done == steps_per_epoch:  # what a checkpoint saved now needs to resume at the next epoch
                 self.training_state = make_state(epoch + 1, seed, shuffle, batch_size, n_train, epochs)
             cb.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -468,7 +503,7 @@ class Sequential:
         net, opt = self.net, self.optimizer.buffers
         return net.params.copy(), net.state.copy(), opt.slots.copy(), opt.step.copy()
 
-    def _replay(self, backend, x, y, batch_size, seed, record, n_steps):
+    def _replay(self, backend, x, y, batch_size, seed, record, n_steps, weighted):
         """Restore a chunk-start snapshot and redo its first ``n_steps`` steps (deterministic)."""
         (params, state, slots, step), order, start, lrs = record
         net, opt = self.net, self.optimizer.buffers
@@ -476,7 +511,7 @@ class Sequential:
         if n_steps > 0:
             scratch_loss, scratch_correct = np.zeros(n_steps), np.zeros(n_steps, dtype=np.int64)
             backend.train_steps(x, y, order, start, n_steps, batch_size, net, opt, lrs[:n_steps], seed,
-                                self.label_smoothing, self._aug(), scratch_loss, scratch_correct)
+                                self.label_smoothing, self._aug(), scratch_loss, scratch_correct, **weighted)
 
     #: how the divergence advice names the learning rate; fastnn-train sets "--lr {}"
     lr_flag = "lr={}"
@@ -555,11 +590,14 @@ class Sequential:
             return self.predict_proba(x, batch_size, tta, tta_augment, seed).argmax(axis=1).astype(np.int64)
         return self._logits(x, batch_size).argmax(axis=1).astype(np.int64)
 
-    def evaluate(self, x, y, batch_size=EVAL_BATCH, return_dict=False, tta=0, tta_augment=None, seed=0):
+    def evaluate(self, x, y, batch_size=EVAL_BATCH, return_dict=False, tta=0, tta_augment=None, seed=0,
+                 sample_weight=None):
         """Mean loss (cross-entropy, with the model's label smoothing) and accuracy.
 
         Returns ``(loss, accuracy)``, or ``{"loss": ..., "accuracy": ...}`` with ``return_dict=True``.
         With ``tta`` (see ``predict_proba``) both come from the averaged probabilities.
+        ``sample_weight`` (n,) >= 0 weighs the loss as in ``fit``: sum(w_i * loss_i) / n;
+        accuracy stays unweighted.
         """
         if tta:
             # log of the averaged probabilities as logits: their softmax is those probabilities
@@ -568,8 +606,13 @@ class Sequential:
         else:
             logits = self._logits(x, batch_size)
         y = check_y(y, "y", len(logits), self.n_classes_)
+        w = check_sample_weight(sample_weight, "sample_weight", len(y))
         dlogits = np.empty_like(logits)
-        loss, correct = get_backend(self.backend).softmax_nll(logits, y, self.label_smoothing, dlogits)
+        backend = get_backend(self.backend)
+        if w is None:
+            loss, correct = backend.softmax_nll(logits, y, self.label_smoothing, dlogits)
+        else:
+            loss, correct = backend.softmax_nll_weighted(logits, y, w, self.label_smoothing, dlogits)
         result = (float(loss), float(correct) / len(y))
         return {"loss": result[0], "accuracy": result[1]} if return_dict else result
 

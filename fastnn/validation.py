@@ -271,3 +271,50 @@ class Configurable:
         return type(self) is type(other) and self.get_config() == other.get_config()
 
     __hash__ = object.__hash__
+
+
+def check_sample_weight(sample_weight, name, n_samples):
+    """Return per-sample weights as a contiguous float32 array of shape (n_samples,), or None.
+
+    Weights must be finite and >= 0 (a weight scales its sample's loss; 0 leaves it out).
+    """
+    if sample_weight is None:
+        return None
+    try:
+        w = np.asarray(sample_weight)
+    except Exception as exc:
+        raise ValueError(f"{name} must be a 1-D array of {n_samples} non-negative numbers, got "
+                         f"{type(sample_weight).__name__}: {exc}") from None
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.dtype == np.bool_ or not (np.issubdtype(w.dtype, np.integer) or np.issubdtype(w.dtype, np.floating)):
+        raise ValueError(f"{name} must hold real numbers, got dtype {w.dtype}")
+    if w.shape != (n_samples,):
+        raise ValueError(f"{name} must have shape ({n_samples},), one weight per sample, got shape {w.shape}")
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        raise ValueError(f"{name} must be finite and >= 0, got {int(bad.sum())} other values such as "
+                         f"{float(w[bad][0])!r}")
+    return w
+
+
+def combine_weights(sample_weight, class_weight, y, n_classes):
+    """Training weights: ``sample_weight`` times ``class_weight[y]`` (float32 (n,)), or None when both are None.
+
+    ``class_weight`` maps class ids in [0, n_classes) to weights >= 0; classes it leaves
+    out weigh 1 (as in Keras, whose tf.keras 2 versions multiply the two as here).
+    """
+    w = check_sample_weight(sample_weight, "sample_weight", len(y))
+    if class_weight is None:
+        return w
+    if not isinstance(class_weight, dict):
+        raise ValueError(f"class_weight must be a dict {{class id: weight}} or None, got {type(class_weight).__name__}")
+    table = np.ones(n_classes, dtype=np.float32)
+    for key, value in class_weight.items():
+        if isinstance(key, (bool, np.bool_)) or not isinstance(key, numbers.Integral) or not 0 <= key < n_classes:
+            raise ValueError(f"class_weight keys must be class ids in [0, {n_classes - 1}], got {key!r}")
+        check_value(f"class_weight[{key}]", value, Interval("real", 0))
+        table[int(key)] = value
+    per_class = table[y]
+    return per_class if w is None else w * per_class

@@ -25,6 +25,10 @@ activation_backward(act, y, dy, dx)       dx = dy * act'(.) written via the outp
 softmax_nll(logits, y, smoothing, dlogits) -> (mean loss: float, n_correct: int)
                                           fused stable log-softmax + NLL (with label
                                           smoothing) + gradient d(mean loss)/dlogits
+softmax_nll_weighted(logits, y, weights, smoothing, dlogits) -> (loss, n_correct)
+                                          the same with row weights (n,) >= 0: loss =
+                                          sum_r weights[r] * loss_r / n (Keras' default
+                                          reduction), dlogits scaled per row to match
 log_softmax(logits, out)                  out = log_softmax(logits)
 dropout_forward(x, rate, seed, stream, out, mask)
                                           inverted dropout; mask[i, j] in {0, 1/(1-rate)}
@@ -52,6 +56,9 @@ train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed,
     order[start + s*batch_size : start + (s+1)*batch_size] (the last may be ragged),
     writes each step's mean loss and correct count, and returns the number of steps
     applied; it stops before applying a step whose loss is not finite.
+    Keyword ``sample_weight``: float32 (len(x),) weights of the rows' losses
+    (``softmax_nll_weighted``), or None (the default: unweighted, the same bits
+    as without the keyword).
 forward(x, net, out, batch_size)         inference-mode logits for all rows of x
 
 prepare_inputs(x) -> inputs             once per data set (e.g. per fit): anything the

@@ -125,6 +125,20 @@ def softmax_nll(logits, y, smoothing, dlogits):
     n_correct : int
         Rows whose arg-max logit (first on ties) equals y.
     """
+    return _softmax_nll(logits, y, None, smoothing, dlogits)
+
+
+def softmax_nll_weighted(logits, y, weights, smoothing, dlogits):
+    """``softmax_nll`` with per-row weights (Keras' default "sum over batch size" reduction).
+
+    weights : (n,) float array >= 0. The loss is sum_r weights[r] * loss_r / n (float64)
+    (divided by the row count, not by the sum of the weights), and dlogits its gradient
+    (softmax - target) * weights[r] / n. n_correct is unweighted.
+    """
+    return _softmax_nll(logits, y, weights, smoothing, dlogits)
+
+
+def _softmax_nll(logits, y, weights, smoothing, dlogits):
     n, k = logits.shape
     rows = np.arange(n)
     n_correct = int(np.count_nonzero(np.argmax(logits, axis=1) == y))
@@ -141,8 +155,13 @@ def softmax_nll(logits, y, smoothing, dlogits):
     z[rows, y] -= 1.0 - smoothing
     if smoothing:
         z -= smoothing / k
+    if weights is None:
+        loss = row_loss.mean()
+    else:
+        loss = (row_loss * weights).sum() / n
+        z *= weights[:, None]
     z /= n
-    return float(row_loss.mean()), n_correct
+    return float(loss), n_correct
 
 
 # ---------------------------------------------------------------------------- dropout
@@ -310,10 +329,10 @@ def prepare_inputs(x):
 
 
 def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
-                step_loss, step_correct, workspace=None, inputs=None):
+                step_loss, step_correct, workspace=None, inputs=None, sample_weight=None):
     """The contract's ``train_steps`` (see ``fastnn.backends``), run by ``stepwise.train_steps``."""
     return stepwise.train_steps(sys.modules[__name__], x, y, order, start, n_steps, batch_size, net, opt,
-                                lr_steps, seed, smoothing, aug, step_loss, step_correct, workspace)
+                                lr_steps, seed, smoothing, aug, step_loss, step_correct, workspace, sample_weight)
 
 
 def forward(x, net, out, batch_size, workspace=None):

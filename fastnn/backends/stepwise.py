@@ -249,16 +249,18 @@ def batch_views(ws, net, n):
 
 
 def train_steps(kernels, x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
-                step_loss, step_correct, workspace=None):
+                step_loss, step_correct, workspace=None, sample_weight=None):
     """The contract's ``train_steps`` (see ``fastnn.backends``) with one kernel call per layer per batch.
 
     Step s trains on rows order[start + s * batch_size : ...] (min(batch_size, n - pos) rows,
     n = len(order)) with learning rate lr_steps[s]. Stops early when the rows run out.
     When a step's loss is not finite, its loss is still written to step_loss[s] but no
     update is applied (batch-norm running statistics are restored) and s is returned.
-    Returns the number of steps applied.
+    ``sample_weight`` (float32 (len(x),) or None) weights each row's loss
+    (``softmax_nll_weighted``). Returns the number of steps applied.
     """
     ws = workspace if workspace is not None else get_workspace(net, batch_size)
+    batch_weights = None if sample_weight is None else np.empty(batch_size, sample_weight.dtype)
     n_total = len(order)
     layers = [bind(net, i) for i in range(len(net.spec))]
     backward_order = list(reversed(layers))
@@ -278,7 +280,11 @@ def train_steps(kernels, x, y, order, start, n_steps, batch_size, net, opt, lr_s
         for L in layers:
             i = L.index
             bound_forward(kernels, L, acts[i], acts[i + 1], caches[i], True, seed, g)
-        loss, correct = kernels.softmax_nll(acts[-1], labels, smoothing, grads[-1])
+        if batch_weights is None:
+            loss, correct = kernels.softmax_nll(acts[-1], labels, smoothing, grads[-1])
+        else:
+            np.take(sample_weight, idx, out=batch_weights[:n])
+            loss, correct = kernels.softmax_nll_weighted(acts[-1], labels, batch_weights[:n], smoothing, grads[-1])
         step_loss[s] = loss
         step_correct[s] = correct
         if not np.isfinite(loss):
