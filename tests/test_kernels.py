@@ -27,7 +27,7 @@ ACTS = [S.ACT_NONE, S.ACT_RELU, S.ACT_SIGMOID, S.ACT_TANH]
 # (n, d_in, d_out): batch size 1, odd sizes, a row count that is not a multiple of anything.
 SHAPES = [(1, 7, 3), (5, 13, 9), (33, 50, 17), (70, 31, 129)]
 CONTRACT = ["matmul", "dense_forward", "dense_backward", "activation_forward", "activation_backward",
-            "softmax_nll", "log_softmax", "dropout_forward", "dropout_backward", "batchnorm_forward_train",
+            "softmax_nll", "softmax_nll_weighted", "log_softmax", "dropout_forward", "dropout_backward", "batchnorm_forward_train",
             "batchnorm_forward_eval", "batchnorm_backward", "sgd_update", "rmsprop_update", "adam_update",
             "train_steps", "forward", "make_workspace"]
 

@@ -267,13 +267,10 @@ def test_byte_inputs_train_bit_for_bit_like_floats(opt_name):
     assert npr.prepare_inputs(x) is None
 
 
-def test_small_networks_hold_scipy_blas_to_one_thread_while_training():
+def test_small_networks_hold_blas_to_one_thread_while_training():
     """Layers after a zero-skipping first layer multiply small matrices: train_steps runs
-    them with one BLAS thread (then restores the count), large ones with all."""
-    from fastnn.backends import blas
-
-    if blas.get_threads("scipy") is None:
-        pytest.skip("SciPy's bundled OpenBLAS not found")
+    them with one BLAS thread (tests/test_blas_threads.py checks every copy is held and
+    restored), large ones with all."""
     x, y = load_mnist_rows(640)
     prepared, no_aug = nb.prepare_inputs(x), np.zeros(8)
     small = make_net([("dense", 784, 128, S.ACT_RELU), ("dense", 128, 64, S.ACT_RELU), ("dense", 64, 10, S.ACT_NONE)])
@@ -283,18 +280,6 @@ def test_small_networks_hold_scipy_blas_to_one_thread_while_training():
     assert nb._blas_threads_limit(wide, 32, no_aug, prepared) is None
     assert nb._blas_threads_limit(small, 128, no_aug, None) is None  # the first layer may take BLAS
     assert nb._blas_threads_limit(small, 128, np.array([1, 2, 0, 0, 0, 0, 0, 0.0]), prepared) is None
-    before = blas.get_threads("scipy")
-    blas.set_threads("scipy", 2)
-    try:
-        seen = []
-        with blas.at_most_threads("scipy", 1):
-            seen.append(blas.get_threads("scipy"))
-        assert seen == [1] and blas.get_threads("scipy") == 2
-        with pytest.raises(RuntimeError), blas.at_most_threads("scipy", 1):
-            raise RuntimeError
-        assert blas.get_threads("scipy") == 2  # restored after an exception too
-    finally:
-        blas.set_threads("scipy", before)
 
 
 def test_real_mnist_rows():

@@ -22,7 +22,7 @@ from .jit_dense import _bias_act_rows, _colsum, dense_backward_sgd
 from .jit_layers import _layer_backward, _layer_forward
 from .jit_listing import (_FINISHED, _NO_SYNC, SYNC_SIZE, _list_batch, _listing_ahead, _lists, _lists_of_step,
                           _should_list_ahead, _take_lists)
-from .jit_loss import softmax_nll
+from .jit_loss import _softmax_nll
 from .jit_optimizers import _update, sgd_update
 from .numba_sparse import (SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_build, csr_forward, encode_bytes,
                            sparse_enough)
@@ -32,10 +32,13 @@ from .stepwise import AUG_STREAM
 @njit(cache=True, error_model="numpy", nogil=True)
 def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, grads, state, opt_code, hp, slots,
                 step, lr_steps, seed, smoothing, aug, img_h, img_w, step_loss, step_correct, act, grad, aux, vec, offs,
-                labels, backup, empty, lists, codes, lists2, sync):
+                labels, backup, empty, lists, codes, lists2, sync, sample_weight):
     # lists2: a second set of list buffers for odd steps and sync the shared flags when a
-    # second thread lists ahead (``_list_ahead``), else lists itself and an empty array
+    # second thread lists ahead (``_list_ahead``), else lists itself and an empty array.
+    # sample_weight: (N,) weights of the rows' losses, or empty: unweighted.
     listing_ahead = sync.shape[0] > 0
+    weighted = sample_weight.shape[0] > 0
+    batch_weights = np.empty(batch_size if weighted else 0, sample_weight.dtype)
     n_layers = spec.shape[0]
     n_total = order.shape[0]
     d0 = spec[0, N_IN]
@@ -59,6 +62,9 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
         rp, ci, cv, blen, brow, bval = _lists_of_step(s, lists, lists2)
         for r in range(n):
             labels[r] = y[rows[r]]
+        if weighted:
+            for r in range(n):
+                batch_weights[r] = sample_weight[rows[r]]
         # The first dense layer works from the batch's non-zero lists, built straight from
         # the data set rows (the dense batch is then never written) or from the augmented batch.
         sparse0 = False
@@ -91,8 +97,8 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
                                _view(act, offs[i + 1, 0], n, w_out), _view(aux, offs[i, 1], n, w_out),
                                vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out], True, seed, g)
         w_last = spec[n_layers - 1, N_OUT]
-        loss, correct = softmax_nll(_view(act, offs[n_layers, 0], n, w_last), labels[:n], smoothing,
-                                    _view(grad, offs[n_layers, 0], n, w_last))
+        loss, correct = _softmax_nll(_view(act, offs[n_layers, 0], n, w_last), labels[:n], batch_weights[:n],
+                                     smoothing, _view(grad, offs[n_layers, 0], n, w_last))
         step_loss[s] = loss
         step_correct[s] = correct
         if not np.isfinite(loss):
@@ -173,6 +179,7 @@ def prepare_inputs(x):
 
 
 _NO_CODES = np.zeros((0, 8), np.uint8)
+_NO_WEIGHTS = np.zeros(0, np.float32)
 # Hidden-layer products below this many multiply-adds per batch run OpenBLAS on one thread
 # during train_steps when the first layer takes the zero-skipping lists: waking a second
 # BLAS thread for every 128x128x64 product cost 784-128-64-10 at batch 128 on 2 threads
@@ -191,7 +198,7 @@ def _blas_threads_limit(net, batch_size, aug, inputs):
 
 
 def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
-                step_loss, step_correct, workspace=None, inputs=None):
+                step_loss, step_correct, workspace=None, inputs=None, sample_weight=None):
     """The contract's ``train_steps`` (see ``fastnn.backends``) as one compiled loop.
 
     Arguments are not validated (the model does that); ``workspace`` (from
@@ -200,6 +207,7 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
     With plain SGD (momentum 0, weight decay 0) ``net.grads`` of the first dense layer's
     W is left as scratch. With two or more Numba threads and a small network (see
     ``LIST_AHEAD_MAX_TERMS``) a second thread lists each next batch's non-zeros meanwhile.
+    ``sample_weight``: float32 (len(x),) weights of the rows' losses, or None (unweighted).
     """
     ws = workspace if workspace is not None else stepwise.get_workspace(net, batch_size)
     img_h, img_w = image_shape(aug, x.shape[1]) if aug[0] != 0 else (0, 0)
@@ -214,13 +222,14 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
     lists2, sync = (_lists(batch_size, d0, 1), np.zeros(SYNC_SIZE, np.int64)) if ahead else (lists, _NO_SYNC)
     with contextlib.ExitStack() as stack:
         if limit:
-            stack.enter_context(blas.at_most_threads("scipy", limit))
+            stack.enter_context(blas.at_most_threads(limit))
         if ahead:
             stack.enter_context(_listing_ahead(x, codes, d0, order, start, batch_size, n_steps, lists, lists2, sync))
         return _train_loop(x, y, order, start, n_steps, batch_size, net.spec, net.fconf, net.params, net.grads,
                            net.state, opt.code, opt.hparams, opt.slots, opt.step, lr_steps, seed, smoothing, aug,
                            img_h, img_w, step_loss, step_correct, ws.act, ws.grad, ws.aux, ws.vec, ws.offsets,
-                           ws.labels, ws.backup, ws.empty, lists, codes, lists2, sync)
+                           ws.labels, ws.backup, ws.empty, lists, codes, lists2, sync,
+                           _NO_WEIGHTS if sample_weight is None else sample_weight)
 
 
 def forward(x, net, out, batch_size, workspace=None):

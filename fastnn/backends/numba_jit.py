@@ -13,7 +13,7 @@ Where things live (open the module for what you change):
 ``jit_matmul``      dense matrix products: BLAS, 4 x 4 tiles, exact zero skipping
 ``jit_activations`` ReLU/sigmoid/tanh kernels and the fused scalar ``_act``/``_act_grad``
 ``jit_dense``       dense layer forward/backward (non-zero lists for sparse x, else BLAS)
-``jit_loss``        log-softmax and the fused softmax + NLL + gradient
+``jit_loss``        log-softmax and the fused softmax + NLL + gradient (plain and row-weighted)
 ``jit_dropout``     inverted dropout and its counter-based generator
 ``jit_batchnorm``   batch normalisation
 ``jit_optimizers``  SGD, RMSprop, Adam updates and the loop's optimizer dispatch
@@ -51,7 +51,7 @@ from .jit_listing import (_STOP, LIST_AHEAD_MAX_TERMS, SYNC_SIZE, _list_ahead, _
                           matmul_lists, matmul_xt_lists)
 from .jit_loop import (BLAS_SERIAL_MAX_MACS, ByteInputs, _blas_threads_limit, forward, prepare_inputs,
                        train_steps)
-from .jit_loss import log_softmax, softmax_nll
+from .jit_loss import log_softmax, softmax_nll, softmax_nll_weighted
 from .jit_matmul import matmul, matmul_blas, matmul_blocked, matmul_sparse_rows, matmul_xt_sparse
 from .jit_optimizers import adam_update, rmsprop_update, sgd_update
 from .spec import ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_TANH, OPT_ADAM, OPT_RMSPROP, OPT_SGD
@@ -65,7 +65,7 @@ __all__ = ["NAME", "activation_backward", "activation_forward", "adam_update", "
            "dense_forward", "density", "dropout_backward", "dropout_forward", "forward", "forward_stepwise",
            "log_softmax", "make_workspace", "matmul", "matmul_blas", "matmul_blocked", "matmul_lists",
            "matmul_sparse_rows", "matmul_xt_lists", "matmul_xt_sparse", "prepare_inputs", "rmsprop_update",
-           "rng_key", "rng_uniform", "sgd_update", "softmax_nll", "train_steps", "train_steps_stepwise", "warmup",
+           "rng_key", "rng_uniform", "sgd_update", "softmax_nll", "softmax_nll_weighted", "train_steps", "train_steps_stepwise", "warmup",
            "BLAS_SERIAL_MAX_MACS", "ByteInputs", "LIST_AHEAD_MAX_TERMS", "PARALLEL_MIN_ELEMENTS",
            "PARALLEL_MIN_WORK", "SYNC_SIZE", "_blas_threads_limit", "_should_list_ahead"]
 
@@ -73,10 +73,10 @@ make_workspace = stepwise.make_workspace
 
 
 def train_steps_stepwise(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
-                         step_loss, step_correct, workspace=None, inputs=None):
+                         step_loss, step_correct, workspace=None, inputs=None, sample_weight=None):
     """``train_steps`` by the plain-Python step-by-step driver over these kernels (for tests/debugging)."""
     return stepwise.train_steps(sys.modules[__name__], x, y, order, start, n_steps, batch_size, net, opt,
-                                lr_steps, seed, smoothing, aug, step_loss, step_correct, workspace)
+                                lr_steps, seed, smoothing, aug, step_loss, step_correct, workspace, sample_weight)
 
 
 def forward_stepwise(x, net, out, batch_size, workspace=None):

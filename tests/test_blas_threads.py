@@ -1,0 +1,100 @@
+"""BLAS thread control through threadpoolctl: ``--threads``, the limit ``train_steps`` applies
+and the bench report cover every BLAS copy threadpoolctl sees (NumPy's and SciPy's bundled
+OpenBLAS on pip installs; MKL, BLIS or a system OpenBLAS elsewhere).
+
+Each check first raises every copy to 2 threads, so that a limit that did nothing would
+show, and reads the counts back through a fresh threadpoolctl scan, not fastnn's cached one.
+"""
+
+import numpy as np
+import pytest
+from threadpoolctl import ThreadpoolController, threadpool_info
+
+from fastnn import bench, cli
+from fastnn.backends import blas, jit_loop
+from fastnn.backends import numba_jit as nb
+from fastnn.backends import spec as S
+from test_train_steps import load_mnist_rows, make_net, make_opt
+
+
+def blas_counts():
+    """{file path: threads} of every BLAS copy in a fresh scan."""
+    return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+
+@pytest.fixture
+def two_threads_everywhere():
+    """Every BLAS copy at 2 threads during the test (restored afterwards), NumPy's and SciPy's at least."""
+    import numba
+
+    blas.controller()  # loads SciPy's copy, as the first train_steps would
+    before, numba_before = blas_counts(), numba.get_num_threads()
+    if not before:
+        pytest.skip("threadpoolctl finds no BLAS library in this process")
+    ThreadpoolController().limit(limits=2, user_api="blas")  # limit() also raises counts
+    if set(blas_counts().values()) != {2}:
+        pytest.skip(f"BLAS copies that cannot run 2 threads: {blas_counts()}")
+    yield blas_counts()
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        lib.set_num_threads(before.get(lib.filepath, lib.num_threads))
+    numba.set_num_threads(numba_before)
+
+
+def test_both_bundled_copies_are_seen(two_threads_everywhere):
+    found = two_threads_everywhere
+    assert set(found) == set(blas.get_threads())  # the cached controller sees what a fresh scan sees
+    assert any("scipy" in path for path in found), f"SciPy's BLAS (Numba's np.dot) missing from {found}"
+
+
+def test_threads_option_limits_every_blas_copy(two_threads_everywhere, monkeypatch):
+    """``fastnn-train --threads 1``: by the time the data set loads, every copy runs one thread."""
+    seen = {}
+
+    def load_dataset(*args, **kwargs):
+        seen.update(blas_counts())
+        raise ValueError("stop here")
+
+    monkeypatch.setattr("fastnn.datasets.load_dataset", load_dataset)
+    for backend in ("numba", "numpy"):
+        seen.clear()
+        ThreadpoolController().limit(limits=2, user_api="blas")
+        assert cli.train_main(["--threads", "1", "--backend", backend, "--epochs", "1", "--no-plots"]) == 2
+        assert seen == {path: 1 for path in two_threads_everywhere}, backend
+
+
+def test_at_most_threads_limits_every_copy_and_restores(two_threads_everywhere):
+    with blas.at_most_threads(1):
+        assert set(blas_counts().values()) == {1}
+    assert blas_counts() == two_threads_everywhere
+    with pytest.raises(RuntimeError), blas.at_most_threads(1):
+        raise RuntimeError
+    assert blas_counts() == two_threads_everywhere  # restored after an exception too
+    with blas.at_most_threads(4):  # never raises a count
+        assert blas_counts() == two_threads_everywhere
+
+
+def test_train_steps_holds_every_blas_copy_to_one_thread(two_threads_everywhere, monkeypatch):
+    """The context train_steps uses around its compiled loop (784-128-64-10 at batch 128)."""
+    x, y = load_mnist_rows(512)
+    net = make_net([("dense", 784, 128, S.ACT_RELU), ("dense", 128, 64, S.ACT_RELU), ("dense", 64, 10, S.ACT_NONE)])
+    inside = []
+    loop = jit_loop._train_loop
+
+    def spy(*args):
+        inside.append(blas_counts())
+        return loop(*args)
+
+    monkeypatch.setattr(jit_loop, "_train_loop", spy)
+    assert nb.train_steps(x, y, np.arange(512), 0, 2, 128, net, make_opt("sgd", len(net.params)), np.full(2, 0.1), 0,
+                          0.0, np.zeros(8), np.zeros(2), np.zeros(2, np.int64), inputs=nb.prepare_inputs(x)) == 2
+    assert inside == [{path: 1 for path in two_threads_everywhere}]
+    assert blas_counts() == two_threads_everywhere
+
+
+def test_bench_reports_every_blas_copy():
+    libraries = bench.blas_libraries()
+    assert {lib["filepath"] for lib in libraries} == set(blas_counts())
+    lines = bench.describe_blas(libraries)
+    assert len(lines) == len(libraries)
+    for lib, line in zip(libraries, lines):
+        assert lib["version"] in line and lib["filepath"] in line and f"{lib['num_threads']} threads" in line
