@@ -23,6 +23,8 @@ setup(
         "scipy>=1.17",
         "matplotlib>=3.11",
         "tqdm>=4.70",
+        # BLAS thread counts of every copy (NumPy's, SciPy's, MKL ...): fastnn.backends.blas
+        "threadpoolctl>=3.1",
         # tomllib is in the standard library from 3.11; sweeps read TOML files.
         'tomli>=2.0; python_version < "3.11"',
     ],
