@@ -12,8 +12,17 @@ setup(
     description="Readable MLP training on MNIST-style data with Numba-compiled kernels",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["fastnn", "fastnn.*"]),
-    python_requires=">=3.10",
+    license="MIT",
+    license_files=["LICENSE"],
+    # MNIST ships inside the package so that an installed fastnn trains offline from any
+    # directory. The files are tracked once, in the repository's top-level data/mnist/;
+    # the "fastnn.data" mapping copies them into the wheel as fastnn/data/mnist/ (and
+    # into the sdist), where fastnn.datasets looks for its packaged copy.
+    packages=find_packages(include=["fastnn", "fastnn.*"]) + ["fastnn.data"],
+    package_dir={"fastnn.data": "data"},
+    package_data={"fastnn.data": ["mnist/*.gz"]},
+    # numpy>=2.4 (below) needs Python 3.11.
+    python_requires=">=3.11",
     # Floors are the versions the test suite has passed with. numba 0.60 / numpy 1.26 failed
     # (NumPy 1.x scalar promotion breaks the uint64 random-number hashing), so older stacks
     # are not claimed.
@@ -25,11 +34,11 @@ setup(
         "tqdm>=4.70",
         # BLAS thread counts of every copy (NumPy's, SciPy's, MKL ...): fastnn.backends.blas
         "threadpoolctl>=3.1",
-        # tomllib is in the standard library from 3.11; sweeps read TOML files.
-        'tomli>=2.0; python_version < "3.11"',
     ],
     extras_require={
-        "test": ["pytest>=9.0", "pytest-benchmark>=5.3", "hypothesis>=6.170"],
+        # setuptools>=70.1 builds wheels without the separate `wheel` package: the install
+        # test builds and installs fastnn into a temporary venv offline (no build isolation).
+        "test": ["pytest>=9.0", "pytest-benchmark>=5.3", "hypothesis>=6.170", "setuptools>=70.1"],
         # fastnn.MLPClassifier (scikit-learn's estimator interface and checks)
         "sklearn": ["scikit-learn>=1.9"],
         # model.to_onnx / fastnn-export, and the tests that run the export in onnxruntime
@@ -44,5 +53,6 @@ setup(
             "fastnn-export=fastnn.cli:export_main",
         ]
     },
-    classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: MIT License"],
+    # The licence is the `license` field above (classifiers for it are deprecated).
+    classifiers=["Programming Language :: Python :: 3", "Programming Language :: Python :: 3.11"],
 )

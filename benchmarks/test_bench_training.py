@@ -2,7 +2,7 @@
 
 Parametrised by runner x dataset x hidden layers x batch size, with the runners of
 ``fastnn.bench``: ``numba`` and ``numpy`` (fastnn's backends, ``train_steps``),
-``reference`` (the independent hand-written NumPy loop in ``reference_numpy_mlp.py``)
+``reference`` (the independent hand-written NumPy loop in ``fastnn/bench/reference_numpy_mlp.py``)
 and ``torch`` (PyTorch on CPU; skipped when not importable). Every runner starts from
 the same He-initialised weights and walks the same seeded permutation.
 

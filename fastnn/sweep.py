@@ -70,11 +70,7 @@ import subprocess
 import sys
 import threading
 import time
-
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+import tomllib
 
 from .atomic import atomic_write, write_text
 
@@ -524,9 +520,14 @@ def build_parser():
                     "results.md, results.csv and comparison.png. Starting it again skips finished runs.",
         epilog="TOML layout: [defaults], [runs.<name>] (+ [runs.<name>.meta]: reported, source, note), "
                "[grids.<name>] with grid = {key = [values]}. See the fastnn.sweep module docstring.")
+    from .cli import add_version_arg
+
+    add_version_arg(p)
     p.add_argument("config", help="the sweep's TOML file")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="sweep folder (default: runs/sweeps/<config stem>; reused, so reruns resume)")
+                   help="sweep folder: one run folder per run, results.md, results.csv, comparison.png "
+                        "(default: runs/sweeps/<config stem>/ under the current directory; reused, so reruns "
+                        "resume)")
     p.add_argument("--jobs", "-j", type=int, default=None,
                    help="most runs at once (default: as many as cores, at most the number of runs). Wide "
                         "networks may not fit the shared cache twice: on a 2-core VM two 784-1600-10 runs "

@@ -12,7 +12,7 @@ What is measured
   ``numba``      fastnn's compiled backend (``backend.train_steps``);
   ``numpy``      fastnn's NumPy backend, the "pure NumPy" baseline, same call;
   ``reference``  an independent hand-written NumPy loop
-                 (``benchmarks/reference_numpy_mlp.py``) that keeps the baseline honest;
+                 (``fastnn/bench/reference_numpy_mlp.py``) that keeps the baseline honest;
   ``torch``      PyTorch on CPU, only when it is importable (never a dependency).
 
   All runners start from the same He-initialised weights and walk the same seeded

@@ -1,4 +1,15 @@
-"""The ``fastnn-bench`` command: argparse onto the functions of this package."""
+"""The ``fastnn-bench`` command: argparse onto the functions of this package.
+
+``DESCRIPTION`` is what ``fastnn-bench --help`` shows users.
+"""
+
+DESCRIPTION = """\
+Time one training epoch of fastnn's Numba backend against its NumPy backend, an
+independent hand-written NumPy loop and (when installed) PyTorch, on real MNIST-style
+data at several batch sizes, and print the table of samples per second and ratios.
+Writes bench.json and bench.png (kernels.json with --kernels) into --out DIR, by
+default ./bench_results/ under the current directory. The full run takes several
+minutes; --quick takes well under a minute."""
 
 import argparse
 import json
@@ -16,8 +27,11 @@ from .training import compile_times, default_configs, run_training_suite
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="fastnn-bench", description=__doc__.split("\n")[0],
+    from ..cli import add_version_arg
+
+    p = argparse.ArgumentParser(prog="fastnn-bench", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_arg(p)
     p.add_argument("--dataset", nargs="+", help="datasets to time (default: the built-in comparison)")
     p.add_argument("--layers", nargs="+", type=int, help="hidden layer widths, e.g. --layers 128 64")
     p.add_argument("--batch-sizes", nargs="+", type=int, help=f"batch sizes (default {list(BATCH_SIZES)})")
@@ -29,12 +43,15 @@ def parse_args(argv=None):
     p.add_argument("--full-epoch", action="store_true", help="never step-limit: time whole epochs")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall time (default), or process CPU time: steadier on a busy machine, 1 thread only")
-    p.add_argument("--quick", action="store_true", help="a smaller comparison (2 cells, 1 repeat, 0.5 s)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller comparison: 3 cells, 1 repeat of at most 0.5 s each, no compile-time probe")
     p.add_argument("--limit", type=int, help="use only the first N training rows (smoke tests)")
-    p.add_argument("--no-compile", action="store_true", help="skip the cold/cached compile-time probe")
+    p.add_argument("--no-compile", action="store_true",
+                   help="skip the cold/cached compile-time probe (about a minute; --quick skips it too)")
     p.add_argument("--peak-size", type=int, default=2048, help="matrix size of the np.dot peak measurement (0: skip)")
     p.add_argument("--kernels", action="store_true", help="time the per-kernel table instead of training")
-    p.add_argument("--out", default="bench_results", help="directory for bench.json and bench.png")
+    p.add_argument("--out", default="bench_results", metavar="DIR",
+                   help="folder for bench.json and bench.png, or kernels.json (default: ./bench_results)")
     args = p.parse_args(argv)
     for name in ("batch_sizes", "threads", "layers"):
         vals = getattr(args, name) or []
@@ -52,7 +69,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.quick:
-        args.repeats, args.max_seconds = 1, min(args.max_seconds, 0.5)
+        # quick means quick: the cold-compile probe alone takes about a minute
+        args.repeats, args.max_seconds, args.no_compile = 1, min(args.max_seconds, 0.5), True
     if args.full_epoch:
         args.max_seconds = math.inf
     if args.dataset or args.layers or args.batch_sizes:

@@ -4,13 +4,12 @@ A *runner* is a callable ``run(order, start, n_steps, batch_size) -> steps appli
 over one training set, holding its own copy of the network.
 """
 
-import importlib.util
 import math
 import time
 
 import numpy as np
 
-from .common import LR, REFERENCE_PATH, RUNNERS, SEED
+from .common import LR, RUNNERS, SEED
 from .machine import thread_info
 
 
@@ -113,13 +112,10 @@ def make_runner(kind, x, y, weights, lr=LR):
 
 
 def load_reference():
-    """The independent NumPy loop, loaded by path (it lives in benchmarks/, outside the package)."""
-    if not REFERENCE_PATH.exists():
-        raise ImportError(f"{REFERENCE_PATH} not found (run from a source checkout)")
-    spec = importlib.util.spec_from_file_location("reference_numpy_mlp", REFERENCE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The independent NumPy loop (``fastnn.bench.reference_numpy_mlp``, shipped with the package)."""
+    from . import reference_numpy_mlp
+
+    return reference_numpy_mlp
 
 
 def _torch_runner(x, y, weights, lr):

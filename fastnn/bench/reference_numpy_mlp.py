@@ -13,9 +13,11 @@ looking at or importing any fastnn kernel:
 
 Network: dense layers with ReLU between them, linear last layer, softmax
 cross-entropy with the mean over the batch, plain SGD (no momentum, no decay):
-the same math as fastnn with ``optimizer=SGD(lr)``. ``bench.py`` loads this file
-by path and times it beside the fastnn backends; ``tests/test_bench_smoke.py``
-checks that it computes the same losses as fastnn's NumPy backend.
+the same math as fastnn with ``optimizer=SGD(lr)``. ``fastnn-bench`` times it beside
+the fastnn backends (it ships inside the package, so an installed fastnn has the
+column too); ``tests/test_bench_smoke.py`` checks that it computes the same losses as
+fastnn's NumPy backend. It imports nothing from fastnn, and nothing in fastnn imports
+it except the benchmark's runner.
 """
 
 import numpy as np
