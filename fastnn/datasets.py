@@ -6,11 +6,11 @@ Where data is looked for, in order (the first location holding all four files wi
 
 1. ``data_dir`` if given: first ``data_dir/<name>/``, then ``data_dir`` itself.
 2. ``$FASTNN_DATA/<name>/``.
-3. The checkout's ``data/<name>/`` (next to the ``fastnn`` package), then
-   ``./data/<name>/`` under the current working directory (``pip install .`` puts the
-   package in site-packages while the user still runs inside the clone).
-4. The user cache: ``$XDG_CACHE_HOME/fastnn/<name>/``, else ``~/.cache/fastnn/<name>/``.
-5. Otherwise the files are downloaded into the cache (base URL from :data:`MIRRORS`, or
+3. The user cache: ``$XDG_CACHE_HOME/fastnn/<name>/``, else ``~/.cache/fastnn/<name>/``.
+4. The packaged copy: ``fastnn/data/<name>/`` inside the installed package (MNIST ships
+   in the wheel), or in a source checkout the repository's ``data/<name>/``.
+5. ``./data/<name>/`` under the current working directory.
+6. Otherwise the files are downloaded into the cache (base URL from :data:`MIRRORS`, or
    ``$FASTNN_MIRROR``), verified, and only then renamed into place.
 
 A location that holds the files but fails verification raises; it is never skipped
@@ -43,6 +43,7 @@ import numpy as np
 __all__ = [
     "load_dataset",
     "dataset_info",
+    "class_names",
     "clear_cache",
     "DatasetInfo",
     "DatasetSpec",
@@ -108,12 +109,14 @@ class ChecksumError(DatasetError):
 # ---------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A named dataset: class count, SHA-256 of each decompressed file, licence note."""
+    """A named dataset: class count, SHA-256 of each decompressed file, licence note, and
+    the class names plots and tables show (empty: the class ids)."""
 
     name: str
     n_classes: int
     sha256: dict = field(default_factory=dict)  # file stem -> hex digest
     attribution: str = ""
+    class_names: tuple = ()
 
 
 DATASETS = {
@@ -137,6 +140,8 @@ DATASETS = {
         },
         '"KMNIST Dataset" by CODH, adapted from "Kuzushiji Dataset" by NIJL and others, '
         "doi:10.20676/00000341, CC BY-SA 4.0",
+        # Romanised readings of the ten hiragana, in label order (KMNIST's classmap).
+        ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
     ),
 }
 
@@ -147,8 +152,11 @@ MIRRORS = {
     "kmnist": ["http://codh.rois.ac.jp/kmnist/dataset/kmnist/"],
 }
 
-# Module level so tests can point it elsewhere; never a hard-coded data path.
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+# Module level so tests can point them elsewhere; never a hard-coded data path.
+# _PACKAGE_ROOT/data/<name>/ is the copy a wheel ships (setup.py maps the repository's
+# data/ there); _REPO_ROOT/data/<name>/ is the same files in a source checkout.
+_PACKAGE_ROOT = Path(__file__).resolve().parent
+_REPO_ROOT = _PACKAGE_ROOT.parent
 
 
 @dataclass(frozen=True)
@@ -162,8 +170,8 @@ class DatasetInfo:
     directory : pathlib.Path
         Directory the four files were read from.
     source : str
-        Which lookup step found it: ``"data_dir"``, ``"FASTNN_DATA"``, ``"repository"``,
-        ``"cwd"``, ``"cache"``, ``"download"`` or ``"path"``.
+        Which lookup step found it: ``"data_dir"``, ``"FASTNN_DATA"``, ``"cache"``,
+        ``"package"``, ``"cwd"``, ``"download"`` or ``"path"``.
     n_train, n_test : int
         Number of training / test images.
     image_shape : tuple of int
@@ -172,6 +180,9 @@ class DatasetInfo:
         ``rows * cols``, the width of ``x``.
     n_classes : int
         10 for the named datasets; ``max(train label) + 1`` for a directory.
+    class_names : tuple of str
+        One label per class for plots and tables: KMNIST's romanised hiragana
+        (``"o", "ki", ...``), otherwise the class ids as strings.
     """
 
     name: str
@@ -182,6 +193,15 @@ class DatasetInfo:
     image_shape: tuple
     n_features: int
     n_classes: int
+    class_names: tuple = ()
+
+    def record(self):
+        """The JSON record a saved model keeps of its training data (``fastnn.io``):
+        ``name``, ``path`` (the directory of a data set given by path, else None),
+        ``n_features``, ``n_classes`` and ``image_shape``."""
+        return {"name": self.name, "path": str(self.directory) if self.source == "path" else None,
+                "n_features": self.n_features, "n_classes": self.n_classes,
+                "image_shape": list(self.image_shape)}
 
 
 # ---------------------------------------------------------------- public API
@@ -266,8 +286,16 @@ def _load_raw(name_or_path, data_dir, download):
     info = DatasetInfo(name=name, directory=Path(directory), source=source,
                        n_train=tr_img.shape[0], n_test=te_img.shape[0],
                        image_shape=tuple(int(d) for d in tr_img.shape[1:]),
-                       n_features=int(np.prod(tr_img.shape[1:])), n_classes=n_classes)
+                       n_features=int(np.prod(tr_img.shape[1:])), n_classes=n_classes,
+                       class_names=class_names(name if spec is not None else None, n_classes))
     return info, arrays
+
+
+def class_names(name, n_classes):
+    """Labels of classes 0..n_classes-1 for plots and tables: a named data set's names
+    (KMNIST's romanised hiragana), else the ids as strings."""
+    names = DATASETS[name].class_names if name in DATASETS else ()
+    return tuple(names) if len(names) == n_classes else tuple(str(i) for i in range(n_classes))
 
 
 def _named_spec(name_or_path):
@@ -290,10 +318,16 @@ def _candidates(name, data_dir):
         out.append(("FASTNN_DATA", Path(env).expanduser() / name, ""))
     else:
         out.append(("FASTNN_DATA", None, "not set"))
-    out.append(("repository", _REPO_ROOT / "data" / name, ""))
-    out.append(("cwd", Path.cwd() / "data" / name, ""))
     out.append(("cache", _cache_dir(name), ""))
+    out.append(("package", _packaged_dir(name), ""))
+    out.append(("cwd", Path.cwd() / "data" / name, ""))
     return out
+
+
+def _packaged_dir(name):
+    """The copy shipped with fastnn: inside an installed package, else the checkout's data/."""
+    bundled = _PACKAGE_ROOT / "data" / name
+    return bundled if bundled.is_dir() else _REPO_ROOT / "data" / name
 
 
 def _cache_dir(name):
@@ -322,7 +356,8 @@ def _locate_named(spec, data_dir, download):
     how = (
         f"To provide the files, either\n"
         f"  - set FASTNN_DATA to a directory holding {spec.name}/ with the four files,\n"
-        f"  - pass data_dir=<directory holding them or a {spec.name}/ subfolder>, or\n"
+        f"  - pass data_dir=<directory holding them or a {spec.name}/ subfolder> "
+        f"(--data-dir on the command line), or\n"
         f"  - copy the four files ({', '.join(f + '.gz' for f in FILES.values())}) into {cache}"
     )
     header = f"Dataset {spec.name!r} was not found. Looked in:\n" + "\n".join(looked)

@@ -72,7 +72,8 @@ def tiny_idx_dir(tmp_path):
 @pytest.fixture
 def isolated_data_env(tmp_path, monkeypatch):
     """Make real data unreachable: FASTNN_DATA/FASTNN_MIRROR unset, HOME, XDG cache and
-    cwd inside tmp_path, the checkout's data/ redirected, the in-process cache cleared.
+    cwd inside tmp_path, the packaged copy (package and checkout data/) redirected to
+    ``<root>/repo``, the in-process cache cleared.
 
     Returns the tmp root; the cache lives at ``<root>/xdg_cache/fastnn/<name>``.
     """
@@ -87,6 +88,7 @@ def isolated_data_env(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(root / "xdg_cache"))
     monkeypatch.chdir(root / "cwd")
     monkeypatch.setattr(datasets, "_REPO_ROOT", root / "repo")
+    monkeypatch.setattr(datasets, "_PACKAGE_ROOT", root / "repo" / "fastnn")
     # Belt and braces: a test that forgets download=False must not reach the internet.
     for name in list(datasets.MIRRORS):
         monkeypatch.setitem(datasets.MIRRORS, name, ["http://127.0.0.1:1/unreachable/"])

@@ -3,7 +3,7 @@
 import gzip
 import hashlib
 import http.server
-import os
+import shutil
 import socket
 import threading
 from pathlib import Path
@@ -26,7 +26,6 @@ from fastnn.datasets import (
 )
 
 STEMS = list(datasets.FILES.values())
-REAL_DATA = os.environ.get("FASTNN_DATA")
 
 
 # ---------------------------------------------------------------- helpers
@@ -53,12 +52,13 @@ def _files_in(directory):
 
 # ---------------------------------------------------------------- real data
 def _real_dir(name):
-    if not REAL_DATA or not all(
-        (Path(REAL_DATA) / name / (s + ".gz")).is_file() for s in STEMS
-    ):
+    """Where the real data set is found offline (FASTNN_DATA, the cache, or for MNIST the
+    copy shipped with fastnn); skips with a reason when it is nowhere."""
+    try:
+        return dataset_info(name, download=False).directory
+    except DatasetNotFoundError:
         pytest.skip(f"real {name} data absent: set FASTNN_DATA to a directory holding "
                     f"{name}/ with the four gzipped IDX files")
-    return Path(REAL_DATA) / name
 
 
 def _check_real(x_tr, y_tr, x_te, y_te):
@@ -82,8 +82,8 @@ def test_mnist_real():
     ref = np.frombuffer(raw, np.uint8, offset=16).reshape(10000, 784)
     np.testing.assert_array_equal(np.rint(x_te * 255).astype(np.uint8), ref)
     info = dataset_info("mnist")
-    assert (info.source, info.n_classes, info.image_shape, info.n_features) == (
-        "FASTNN_DATA", 10, (28, 28), 784)
+    assert (info.n_classes, info.image_shape, info.n_features) == (10, (28, 28), 784)
+    assert info.source in ("FASTNN_DATA", "cache", "package")
 
 
 def test_kmnist_real():
@@ -95,12 +95,15 @@ def test_kmnist_real():
 
 
 def test_mnist_from_repo_data(isolated_data_env, monkeypatch):
-    repo_root = Path(datasets.__file__).resolve().parent.parent
-    if not all((repo_root / "data" / "mnist" / (s + ".gz")).is_file() for s in STEMS):
-        pytest.skip(f"{repo_root}/data/mnist is absent (package not run from a checkout)")
+    # A source checkout: no fastnn/data/ in the package, the files in the repository's data/.
+    package_root = Path(datasets.__file__).resolve().parent
+    repo_root = package_root.parent
+    assert not (package_root / "data").exists(), "MNIST is tracked only under the top-level data/mnist/"
+    assert all((repo_root / "data" / "mnist" / (s + ".gz")).is_file() for s in STEMS)
     monkeypatch.setattr(datasets, "_REPO_ROOT", repo_root)
+    monkeypatch.setattr(datasets, "_PACKAGE_ROOT", package_root)
     info = dataset_info("mnist", download=False)
-    assert info.source == "repository" and info.directory == repo_root / "data" / "mnist"
+    assert info.source == "package" and info.directory == repo_root / "data" / "mnist"
     (x_tr, y_tr), (x_te, y_te) = load_dataset("mnist", download=False)
     _check_real(x_tr, y_tr, x_te, y_te)
     assert np.bincount(y_tr)[1] == 6742
@@ -232,11 +235,12 @@ def test_checksum_mismatch_for_named_dataset(isolated_data_env, write_tiny_idx):
 
 def test_corrupt_high_priority_copy_is_not_skipped(isolated_data_env, write_tiny_idx,
                                                    monkeypatch):
-    cache = isolated_data_env / "xdg_cache" / "fastnn" / "synth"
-    write_tiny_idx(cache)
-    _register_fake(monkeypatch, "synth", cache)
-    write_tiny_idx(isolated_data_env / "cwd" / "data" / "synth", seed=1)
-    with pytest.raises(ChecksumError, match="cwd/data/synth/train-images"):
+    # A good copy in the packaged place, a different one in the (earlier) cache.
+    packaged = isolated_data_env / "repo" / "data" / "synth"
+    write_tiny_idx(packaged)
+    _register_fake(monkeypatch, "synth", packaged)
+    write_tiny_idx(isolated_data_env / "xdg_cache" / "fastnn" / "synth", seed=1)
+    with pytest.raises(ChecksumError, match="xdg_cache/fastnn/synth/train-images"):
         load_dataset("synth", download=False)
 
 
@@ -246,9 +250,10 @@ def test_search_order(isolated_data_env, write_tiny_idx, monkeypatch):
     places = {
         "data_dir": root / "explicit" / "synth",
         "FASTNN_DATA": root / "env" / "synth",
-        "repository": root / "repo" / "data" / "synth",
-        "cwd": root / "cwd" / "data" / "synth",
         "cache": root / "xdg_cache" / "fastnn" / "synth",
+        "package": root / "repo" / "fastnn" / "data" / "synth",
+        "checkout": root / "repo" / "data" / "synth",
+        "cwd": root / "cwd" / "data" / "synth",
     }
     for directory in places.values():
         write_tiny_idx(directory)  # identical content: only info.directory tells them apart
@@ -262,10 +267,15 @@ def test_search_order(isolated_data_env, write_tiny_idx, monkeypatch):
     assert found(data_dir=root / "explicit") == ("data_dir", places["data_dir"])
     assert found() == ("FASTNN_DATA", places["FASTNN_DATA"])
     monkeypatch.delenv("FASTNN_DATA")
-    assert found() == ("repository", places["repository"])
+    assert found() == ("cache", places["cache"])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root / "empty_cache"))
+    assert found() == ("package", places["package"])  # an installed package's copy
+    shutil.rmtree(root / "repo" / "fastnn")
+    assert found() == ("package", places["checkout"])  # a source checkout's data/
     monkeypatch.setattr(datasets, "_REPO_ROOT", root / "elsewhere")
     assert found() == ("cwd", places["cwd"])
     monkeypatch.chdir(root)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root / "xdg_cache"))
     assert found() == ("cache", places["cache"])
     # data_dir may also hold the four files directly; <data_dir>/<name>/ wins over them.
     write_tiny_idx(root / "flat")
