@@ -176,40 +176,80 @@ class EarlyStopping(Callback):
             self.model._restore(self.best_weights)
 
 
-class ProgressBar(Callback):
-    """A tqdm bar per epoch showing live loss and accuracy (``verbose=1``), or one
-    line per epoch (``verbose=2``). Writes to stderr by default."""
+#: the epoch-log keys progress output shows, under the same names mid-epoch, at the epoch's
+#: end and in plain lines (History's keys)
+PROGRESS_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
-    def __init__(self, verbose=1, file=None):
-        self.verbose, self.file = verbose, file
+
+def format_metrics(logs):
+    """``"loss=0.1234 accuracy=0.9612 ..."`` for the PROGRESS_KEYS present in ``logs``."""
+    return " ".join(f"{key}={logs[key]:.4f}" for key in PROGRESS_KEYS if key in logs)
+
+
+def _is_terminal(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed file
+        return False
+
+
+class ProgressBar(Callback):
+    """Per-epoch progress on stderr (or ``file``).
+
+    ``verbose=1`` on a terminal: a tqdm bar per epoch with the numbers before the bar,
+    so that a narrow terminal shrinks the bar, not them
+    (``Epoch 3/5 loss=0.0662 accuracy=0.9791 |█████     |  46% 00:01``); at the epoch's
+    end the line becomes ``Epoch 3/5 loss=... accuracy=... val_loss=... val_accuracy=...
+    00:03``, 78 columns for up to 9 epochs.
+    ``verbose=2``, or any output that is not a terminal (a pipe, a file, a CI log):
+    one plain line per epoch, ``Epoch 3/5 - 1.2s - loss=0.0662 accuracy=0.9791 ...``.
+    The names are History's keys everywhere. ``ncols`` fixes the bar's width
+    (default: the terminal's, following resizes).
+    """
+
+    def __init__(self, verbose=1, file=None, ncols=None):
+        self.verbose, self.file, self.ncols = verbose, file, ncols
         self.bar = None
+
+    def _stream(self):
+        return self.file or sys.stderr
+
+    def _use_bar(self):
+        # Jupyter's streams are no terminals, but tqdm.auto draws a widget there.
+        return self.verbose == 1 and (_is_terminal(self._stream()) or "ipykernel" in sys.modules)
 
     def on_train_begin(self, logs=None):
         self.epochs = (logs or {}).get("epochs", 0)
         self.n_samples = (logs or {}).get("samples", 0)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.verbose == 1:
+        if self._use_bar():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.n_samples, desc=f"Epoch {epoch + 1}/{self.epochs}", unit="sample",
-                            unit_scale=True, leave=True, file=self.file or sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(total=self.n_samples, desc=self._label(epoch, {}), leave=True,
+                            file=self._stream(), ncols=self.ncols, dynamic_ncols=self.ncols is None,
+                            bar_format="{desc} |{bar}| {percentage:3.0f}% {elapsed}")
+
+    def _label(self, epoch, logs):
+        # the numbers go in the description, before the bar: tqdm shrinks the bar, not them
+        return f"Epoch {epoch + 1}/{self.epochs} {format_metrics(logs)}".rstrip()
 
     def on_chunk_end(self, epoch, logs=None):
         if self.bar is not None:
+            self.bar.set_description_str(self._label(epoch, logs), refresh=False)
             self.bar.update(logs["samples"] - self.bar.n)
-            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['accuracy']:.4f}", refresh=False)
 
     def on_epoch_end(self, epoch, logs=None):
-        shown = {k: v for k, v in (logs or {}).items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
-        text = " ".join(f"{k}={v:.4f}" for k, v in shown.items())
+        logs = logs or {}
         if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.set_description_str(self._label(epoch, logs), refresh=False)
+            self.bar.bar_format = "{desc} {elapsed}"  # the finished bar makes room for val_*
             self.bar.close()
             self.bar = None
-        elif self.verbose == 2:
-            seconds = (logs or {}).get("seconds", float("nan"))
-            print(f"Epoch {epoch + 1}/{self.epochs} - {seconds:.1f}s - {text}", file=self.file or sys.stderr, flush=True)
+        elif self.verbose:
+            seconds = logs.get("seconds", float("nan"))
+            print(f"Epoch {epoch + 1}/{self.epochs} - {seconds:.1f}s - {format_metrics(logs)}", file=self._stream(),
+                  flush=True)
 
     def on_train_end(self, logs=None):
         if self.bar is not None:

@@ -7,15 +7,21 @@ archive that any zip tool can open:
     ``{"format": "fastnn-model", "format_version": 2, "fastnn_version": ...,
     "class": "MLP" | "Sequential", "config": <model.get_config()>,
     "n_features": d, "n_classes": k, "weights": [dotted names in order],
-    "training": <fastnn.training_state record> or null}``
+    "training": <fastnn.training_state record> or null,
+    "dataset": null | {"name": str, "path": str | null, "n_features": d,
+    "n_classes": k, "image_shape": [rows, cols]}}``
+
+    ``dataset`` is the data set the model was trained on, as ``model.dataset_``
+    holds it (``fastnn-train`` sets it): ``path`` is the directory of a data set
+    given by path, null for a named one. ``fastnn-evaluate`` uses it by default.
 ``weights.npz``
     Every weight under its dotted name (``layers.0.W`` of shape (n_in, n_out),
     ``layers.0.b``, batch-norm ``gamma``/``beta``/``running_mean``/``running_var``),
     plus the optimizer state ``optimizer.slots`` (2, P) and ``optimizer.step`` (1,),
     so that training can resume.
 
-Version 2 added ``"training"`` (where the run stood, for ``fit(initial_epoch=)``);
-version 1 files still load, with no training record.
+Version 2 added ``"training"`` (where the run stood, for ``fit(initial_epoch=)``)
+and ``"dataset"``; version 1 files still load, with neither record.
 
 Loading trusts nothing in the file: every decoder error is a ``ModelFormatError`` naming
 the file, the config is checked field by field, and every array's name, shape and dtype
@@ -42,6 +48,8 @@ from .training_state import check_state
 
 FORMAT = "fastnn-model"
 FORMAT_VERSION = 2
+#: keys of the ``dataset`` record and their JSON types
+DATASET_KEYS = {"name": str, "path": (str, type(None)), "n_features": int, "n_classes": int, "image_shape": list}
 
 
 class ModelFormatError(ValueError):
@@ -70,6 +78,7 @@ def save_model(model, path):
         "n_classes": model.n_classes_,
         "weights": model.get_weight_names(),
         "training": model.training_state,
+        "dataset": getattr(model, "dataset_", None),
     }
     if config["class"] not in _model_classes():
         raise ValueError(f"can only save MLP or Sequential models, got {config['class']}")
@@ -266,6 +275,12 @@ def load_model(path, backend=None):
             raise ModelFormatError(f"{path!r} has a damaged optimizer state (non-finite slots or a negative step)")
         opt.slots[...], opt.step[...] = slots, step
     model.training_state = training
+    model.dataset_ = _dataset_record(path, config.get("dataset"))
+    if model.dataset_ is not None and (model.dataset_["n_features"], model.dataset_["n_classes"]) != (
+            model.n_features_, model.n_classes_):
+        raise ModelFormatError(f"{path!r}: its dataset record ({model.dataset_['n_features']} features, "
+                               f"{model.dataset_['n_classes']} classes) does not match the model "
+                               f"({model.n_features_} features, {model.n_classes_} classes)")
     return model
 
 
@@ -284,6 +299,22 @@ def restore_training(model, path):
     opt.slots[...], opt.step[...] = theirs.slots, theirs.step
     model.training_state = saved.training_state
     return saved.training_state["epoch"]
+
+
+def _dataset_record(path, record):
+    """The saved ``dataset`` record, checked (None when the file has none: format 1)."""
+    if record is None:
+        return None
+    ok = isinstance(record, dict) and set(record) == set(DATASET_KEYS) and all(
+        isinstance(record[k], t) and not isinstance(record[k], bool) for k, t in DATASET_KEYS.items())
+    if ok:
+        shape = record["image_shape"]
+        ok = (len(shape) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+              and record["n_features"] == shape[0] * shape[1] and record["n_classes"] >= 2)
+    if not ok:
+        raise ModelFormatError(f"{path!r} has an invalid dataset record {record!r}; expected "
+                               f"{{{', '.join(DATASET_KEYS)}}} with image_shape [rows, cols]")
+    return dict(record)
 
 
 load = load_model

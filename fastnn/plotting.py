@@ -26,18 +26,24 @@ def _save(fig, path):
     return os.fspath(path)
 
 
-def plot_curve(history, metric, path, title=None):
+def plot_curve(history, metric, path, title=None, test=None):
     """Plot ``metric`` and ``val_<metric>`` per epoch from a History (or its dict) into a PNG.
 
+    ``test``, the final model's test-set value, is drawn as a star after the last epoch.
     Returns the path written.
     """
     hist = getattr(history, "history", history)
     fig = _figure(6, 4)
     ax = fig.add_subplot()
+    n_epochs = 0
     for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
         values = hist.get(key)
         if values:
             ax.plot(np.arange(1, len(values) + 1), values, marker="o", label=label)
+            n_epochs = max(n_epochs, len(values))
+    if test is not None:
+        ax.plot([max(n_epochs, 1)], [test], marker="*", markersize=14, linestyle="none", color="black",
+                label=f"test (final model): {test:.4f}")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -447,7 +447,8 @@ def test_accepts_uint8_and_float64_inputs():
     x, y = blobs(100)
     xu8 = np.clip(x * 10 + 128, 0, 255).astype(np.uint8)
     model = MLP([8], backend="numpy")
-    model.fit(xu8, y, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match="raw 0-255 pixel values"):  # accepted, with advice to scale
+        model.fit(xu8, y, epochs=1, verbose=0)
     np.testing.assert_array_equal(model.predict(xu8), model.predict(xu8.astype(np.float64)))
 
 
