@@ -199,7 +199,8 @@ class DatasetInfo:
         """The JSON record a saved model keeps of its training data (``fastnn.io``):
         ``name``, ``path`` (the directory of a data set given by path, else None),
         ``n_features``, ``n_classes`` and ``image_shape``."""
-        return {"name": self.name, "path": str(self.directory) if self.source == "path" else None,
+        path = str(Path(self.directory).resolve()) if self.source == "path" else None  # usable from any cwd
+        return {"name": self.name, "path": path,
                 "n_features": self.n_features, "n_classes": self.n_classes,
                 "image_shape": list(self.image_shape)}
 

@@ -172,3 +172,53 @@ def test_weights_never_unpickled(tmp_path, trained_models):
     _write_zip(tmp_path / "partial.fastnn", {"config.json": config, "weights.npz": _npz_bytes(x=np.zeros(2))})
     with pytest.raises(ModelFormatError, match=r"lacks weights \['layers.0.W'"):
         fastnn.load(tmp_path / "partial.fastnn")
+
+
+# the training data set's record (format 2) ---------------------------------------------------
+
+def _rewrite_config(path, edit):
+    """Rewrite config.json inside a saved model with ``edit(config)``."""
+    with zipfile.ZipFile(path) as zf:
+        config, weights = json.loads(zf.read("config.json")), zf.read("weights.npz")
+    edit(config)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("weights.npz", weights)
+
+
+def test_dataset_record_round_trip_and_format_1_files(tmp_path, tiny_idx_dir):
+    from fastnn.datasets import dataset_info, load_dataset
+
+    info = dataset_info(tiny_idx_dir)
+    (x, y), _ = load_dataset(tiny_idx_dir)
+    model = MLP([4], backend="numpy")
+    model.fit(x, y, epochs=1, verbose=0)
+    assert model.dataset_ is None
+    model.dataset_ = info.record()
+    assert model.dataset_ == {"name": "tiny_idx", "path": str(tiny_idx_dir.resolve()), "n_features": 20,
+                              "n_classes": 4, "image_shape": [5, 4]}
+    path = model.save(tmp_path / "m.fastnn")
+    config, _ = read_model_file(path)
+    assert config["format_version"] == FORMAT_VERSION == 2 and config["dataset"] == model.dataset_
+    assert fastnn.load(path).dataset_ == model.dataset_
+    # a model file from before the record (format 1) loads, its data set unknown
+    _rewrite_config(path, lambda c: (c.pop("dataset"), c.update(format_version=1)))
+    assert fastnn.load(path).dataset_ is None
+
+
+@pytest.mark.parametrize("record,message", [
+    ({"name": "x"}, "invalid dataset record"),
+    ({"name": "x", "path": None, "n_features": 20, "n_classes": 4, "image_shape": [5, 5]}, "invalid dataset record"),
+    ({"name": "x", "path": 3, "n_features": 20, "n_classes": 4, "image_shape": [5, 4]}, "invalid dataset record"),
+    ({"name": "x", "path": None, "n_features": 20, "n_classes": True, "image_shape": [5, 4]}, "invalid dataset record"),
+    ("mnist", "invalid dataset record"),
+    ({"name": "x", "path": None, "n_features": 20, "n_classes": 9, "image_shape": [5, 4]}, "does not match the model"),
+])
+def test_bad_dataset_record_is_a_format_error(tmp_path, record, message):
+    x, y = blobs(d=20, k=4)
+    model = MLP([4], backend="numpy")
+    model.fit(x, y, epochs=1, verbose=0)
+    path = model.save(tmp_path / "m.fastnn")
+    _rewrite_config(path, lambda c: c.update(dataset=record))
+    with pytest.raises(ModelFormatError, match=message):
+        fastnn.load(path)
