@@ -24,6 +24,7 @@ records where the run stands; a model saved then and fit again with
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 
