@@ -19,17 +19,16 @@ The ONNX graph takes ``input``, float32 (batch, n_features), the same features
 (``pip install "fastnn[onnx]"``); the torch state dict needs only NumPy.
 """
 
-import os
-import tempfile
 from collections import OrderedDict
 
 import numpy as np
 
 from . import layers as L
+from .atomic import write_bytes
+from .validation import Interval, check_value
 
 #: ONNX operator set: 17 is read by every onnxruntime since 1.13 (2022)
 OPSET = 17
-_IR_VERSION = 8  # the IR version that goes with opset 17
 _ACT_OPS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
 _TORCH_ACTS = {"relu": "ReLU", "sigmoid": "Sigmoid", "tanh": "Tanh"}
 
@@ -67,6 +66,7 @@ def onnx_model(model, opset=OPSET):
 
     from . import __version__
 
+    check_value("opset", opset, Interval("int", 13, onnx.defs.onnx_opset_version()))  # 13: Softmax per axis
     layers, weights = _layers_and_weights(model)
     nodes, inits, current = [], [], "input"
 
@@ -89,7 +89,8 @@ def onnx_model(model, opset=OPSET):
     graph = helper.make_graph(
         nodes, "fastnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", model.n_features_])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", model.n_classes_])], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=_IR_VERSION,
+    opsets = [helper.make_opsetid("", opset)]
+    proto = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets),
                               producer_name="fastnn", producer_version=__version__,
                               doc_string=f"{model!r}: float32 features -> class probabilities")
     onnx.checker.check_model(proto)
@@ -102,19 +103,7 @@ def to_onnx(model, path, opset=OPSET):
     Input ``input``: float32 (batch, n_features); output ``probabilities``: float32
     (batch, n_classes), the same numbers as ``model.predict_proba`` to float32 rounding.
     """
-    data = onnx_model(model, opset).SerializeToString()
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_bytes(path, onnx_model(model, opset).SerializeToString())
 
 
 def torch_modules(model):

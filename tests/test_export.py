@@ -76,6 +76,11 @@ def test_fastnn_export_command(mnist, tmp_path, capsys):
     proto = onnx.load(str(tmp_path / "m.onnx"))
     assert proto.opset_import[0].version == 17 and proto.producer_name == "fastnn"
     assert [i.name for i in proto.graph.initializer] == model.get_weight_names()
+    assert export_main([str(tmp_path / "m.fastnn"), str(tmp_path / "m21.onnx"), "--opset", "21"]) == 0
+    assert onnx.load(str(tmp_path / "m21.onnx")).opset_import[0].version == 21
+    assert export_main([str(tmp_path / "m.fastnn"), str(tmp_path / "m999.onnx"), "--opset", "999"]) == 2
+    assert "opset must be an integer in [13, " in capsys.readouterr().err
+    os.unlink(tmp_path / "m21.onnx")
     # a bad model file is one line on stderr, exit 2, and no output file
     (tmp_path / "junk").write_bytes(b"not a model")
     assert export_main([str(tmp_path / "junk"), str(tmp_path / "junk.onnx")]) == 2
