@@ -42,7 +42,7 @@ from .callbacks import Callback
 from .model import MLP, augment_vector
 from .optimizers import SGD, Adam
 from .validation import (BACKEND_NAMES, Boolean, Interval, NoneValue, Options, Sizes, UNIT_OPEN, check_params,
-                         check_value)
+                         check_sample_weight, check_value)
 
 #: scikit-learn's activation names, and fastnn's own, to fastnn's
 ACTIVATIONS = {"identity": "linear", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
@@ -229,7 +229,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"warm_start can only be used where y has the same classes as in the previous call "
                              f"to fit: previously {self.classes_!r}, now {unique_labels(y)!r}")
         y_idx = _encode(y, self.classes_)
-        sample_weight = _check_sample_weight(sample_weight, len(X))
+        if isinstance(sample_weight, numbers.Number):  # scikit-learn accepts one weight for all rows
+            sample_weight = np.full(len(X), sample_weight)
+        sample_weight = check_sample_weight(sample_weight, "sample_weight", len(X))
         rs = check_random_state(self.random_state)
         if first:
             self._start(X.shape[1], seed=int(rs.randint(np.iinfo(np.int32).max)))
@@ -247,7 +249,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError("The validation set is too small: increase validation_fraction or the size of "
                                  f"your data set (got {len(X_val)} validation rows)")
         batch_size = self._batch_size(len(X))
-        mean_w = 1.0 if sample_weight is None else float(sample_weight.mean())
+        mean_w = 1.0 if sample_weight is None else float(np.mean(sample_weight, dtype=np.float64))
         if mean_w <= 0:
             raise ValueError("sample_weight must not be all zero (over the training rows)")
         self._configure_optimizer(batch_size, mean_w)
@@ -354,13 +356,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             yield
             return
         import numba
-        from threadpoolctl import threadpool_limits
+
+        from .backends import blas
 
         check_value("threads", self.threads, Interval("int", 1, int(numba.config.NUMBA_NUM_THREADS)))
         before = numba.get_num_threads()
         numba.set_num_threads(self.threads)
         try:
-            with threadpool_limits(limits=self.threads, user_api="blas"):
+            with blas.at_most_threads(self.threads):
                 yield
         finally:
             numba.set_num_threads(before)
@@ -443,22 +446,6 @@ def _encode(y, classes):
     if unknown.any():
         raise ValueError(f"y has labels not in classes_ {classes!r}, e.g. {y[unknown][:3]!r}")
     return idx.astype(np.int64)
-
-
-def _check_sample_weight(sample_weight, n):
-    if sample_weight is None:
-        return None
-    if isinstance(sample_weight, numbers.Number):
-        sample_weight = np.full(n, sample_weight)
-    sw = np.asarray(sample_weight)
-    if sw.dtype.kind not in "biuf":
-        raise ValueError(f"sample_weight must be numbers, got dtype {sw.dtype}")
-    if sw.shape != (n,):
-        raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n},): one weight per sample")
-    sw = sw.astype(np.float64)
-    if not np.isfinite(sw).all() or (sw < 0).any():
-        raise ValueError("sample_weight must be finite and >= 0, got negative, NaN or inf values")
-    return sw
 
 
 def _dense_float32(X):

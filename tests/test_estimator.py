@@ -173,6 +173,39 @@ def test_sgd_learning_rate_schedules():
     assert est.model_.optimizer.momentum == 0.9 and est.model_.optimizer.nesterov
 
 
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_sample_weight_is_repetition(solver):
+    # scikit-learn's meaning: an integer weight is that many copies of the row, a zero weight
+    # drops it. With all rows in one batch ("auto" is min(200, n)) that holds exactly, up to
+    # float32 rounding; the SGD case pins the scale of the loss, which Adam would hide.
+    x, y = blobs(60, k=3)
+    w = np.random.default_rng(1).integers(0, 4, len(x))
+    kw = dict(hidden_layer_sizes=(8,), solver=solver, alpha=1e-2, max_iter=30, learning_rate_init=0.05,
+              random_state=0)
+    weighted = quiet(MLPClassifier(**kw), x, y, sample_weight=w)
+    repeated = quiet(MLPClassifier(**kw), x.repeat(w, axis=0), y.repeat(w))
+    np.testing.assert_allclose(weighted.predict_proba(x), repeated.predict_proba(x), atol=2e-5)
+    np.testing.assert_allclose(weighted.loss_curve_, repeated.loss_curve_, rtol=1e-5)
+    unweighted = quiet(MLPClassifier(**kw), x, y)
+    assert np.abs(unweighted.predict_proba(x) - weighted.predict_proba(x)).max() > 1e-2  # the weights matter
+    # one weight for all rows: 3 copies of the data, so the L2 penalty counts a third as much
+    np.testing.assert_allclose(quiet(MLPClassifier(**kw), x, y, sample_weight=3.0).predict_proba(x),
+                               quiet(MLPClassifier(**{**kw, "alpha": 1e-2 / 3}), x, y).predict_proba(x), atol=2e-5)
+
+
+def test_sample_weight_errors_and_weighted_validation_score():
+    x, y = blobs()
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(240,\)"):
+        MLPClassifier(**FAST).fit(x, y, sample_weight=np.ones(5))
+    with pytest.raises(ValueError, match="sample_weight must be finite and >= 0"):
+        MLPClassifier(**FAST).fit(x, y, sample_weight=-np.ones(240))
+    with pytest.raises(ValueError, match="sample_weight must not be all zero"):
+        MLPClassifier(**FAST).fit(x, y, sample_weight=np.zeros(240))
+    w = np.where(y == 0, 5.0, 1.0)
+    est = quiet(MLPClassifier(early_stopping=True, random_state=0, **FAST), x, y, sample_weight=w)
+    assert len(est.validation_scores_) == est.n_iter_
+
+
 def test_missing_and_continuous_labels_are_clear_errors():
     x, y = blobs()
     y_nan = y.astype(float)
