@@ -235,8 +235,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         rs = check_random_state(self.random_state)
         if first:
             self._start(X.shape[1], seed=int(rs.randint(np.iinfo(np.int32).max)))
-        if not incremental:
-            self.model_.optimizer.reset()  # scikit-learn starts a fresh optimizer on every fit
+        if not incremental:  # scikit-learn starts a fresh optimizer, from the current parameters, on every fit
+            self.model_.optimizer = self._optimizer()
+            self.model_.optimizer.build(self.model_.count_params())
             self._lr = float(self.learning_rate_init)
 
         X_val = y_val = sw_val = None

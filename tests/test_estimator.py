@@ -145,6 +145,9 @@ def test_warm_start_continues_from_the_weights():
     assert len(est.loss_curve_) == 16 and est.n_iter_ == 8 and est.t_ == 16 * 240
     assert est.loss_curve_[8] < est.loss_curve_[0]  # not a restart
     assert not np.array_equal(first, est.coefs_[0])
+    quiet(est.set_params(solver="sgd", momentum=0.5), x, y)  # a fresh optimizer with the new parameters
+    assert est.model_.optimizer.name == "sgd" and est.model_.optimizer.momentum == 0.5
+    assert est.model_.optimizer.iterations == 8 * 15
     with pytest.raises(ValueError, match="warm_start can only be used where y has the same classes"):
         est.fit(x, y % 2)
 
