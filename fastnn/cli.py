@@ -469,6 +469,7 @@ def build_export_parser():
                                 description="Write a saved model as ONNX: input 'input' float32 (batch, features), "
                                             "output 'probabilities' float32 (batch, classes). Needs onnx "
                                             "(pip install \"fastnn[onnx]\").")
+    add_version_arg(p)
     p.add_argument("model", help="a model file written by fastnn-train or model.save")
     p.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--opset", type=_arg(int, Interval("int", 13)), default=OPSET,

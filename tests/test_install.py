@@ -77,7 +77,7 @@ def test_installed_package_is_the_wheel_with_data_license_and_reference(installe
     assert lines[3] == "(['reference'], {})"  # fastnn-bench has its reference column
     license_files = list((bin_dir.parent / "lib").glob("python*/site-packages/fastnn-*.dist-info/licenses/LICENSE"))
     assert license_files and "MIT License" in license_files[0].read_text()
-    for command in ("fastnn-train", "fastnn-evaluate", "fastnn-sweep", "fastnn-bench"):
+    for command in ("fastnn-train", "fastnn-evaluate", "fastnn-export", "fastnn-sweep", "fastnn-bench"):
         out = _run([bin_dir / command, "--version"], work, env).stdout
         assert out.strip().startswith(f"{command} 0."), out
 

@@ -16,7 +16,7 @@ import pytest
 import fastnn
 from fastnn import datasets
 from fastnn.callbacks import ProgressBar
-from fastnn.cli import build_evaluate_parser, build_train_parser, evaluate_main, train_main
+from fastnn.cli import build_evaluate_parser, build_train_parser, evaluate_main, export_main, train_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,13 +128,14 @@ def test_every_command_has_version(capsys):
 
     assert train_main(["--version"]) == 0
     assert evaluate_main(["--version"]) == 0
+    assert export_main(["--version"]) == 0
     for call in (lambda: sweep.main(["--version"]), lambda: bench_cli.parse_args(["--version"])):
         with pytest.raises(SystemExit) as exc:
             call()
         assert exc.value.code == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [f"{prog} {fastnn.__version__}" for prog in
-                   ("fastnn-train", "fastnn-evaluate", "fastnn-sweep", "fastnn-bench")]
+                   ("fastnn-train", "fastnn-evaluate", "fastnn-export", "fastnn-sweep", "fastnn-bench")]
 
 
 def test_help_says_where_each_command_writes(capsys):
