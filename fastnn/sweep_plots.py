@@ -14,8 +14,10 @@ def plot_comparison(rows, histories, path, title="Sweep"):
 
     Left: a horizontal bar per run, its test accuracy in percent (val as a small
     cross), with the reported number as a black diamond; failed runs
-    show their status instead of a bar. Right: every run's ``val_accuracy`` per
-    epoch overlaid (``accuracy`` dashed when a run had no validation split).
+    show their status instead of a bar. The accuracy axis starts at 0, so bar
+    lengths compare honestly; the exact values sit in the run labels. Right: every
+    run's ``val_accuracy`` per epoch overlaid (``accuracy`` dashed when a run had no
+    validation split), its legend beside the axes so that it covers no curve.
 
     Parameters
     ----------
@@ -37,19 +39,11 @@ def plot_comparison(rows, histories, path, title="Sweep"):
     colors = [_color(i, n) for i in range(n)]
     y = np.arange(len(rows))[::-1]  # first run at the top
 
-    values = []
     for yi, row, color in zip(y, rows, colors):
         test = row.get("test_accuracy")
         if isinstance(test, float):
             ax_bar.barh(yi, test, color=color, alpha=0.85, height=0.7)
-            values.append(test)
-            if isinstance(row.get("val_accuracy"), float):
-                values.append(row["val_accuracy"])
-        reported = row.get("reported")
-        if reported not in ("", None):
-            values.append(float(reported))
-    lo = max(0.0, (min(values) if values else 0.0) - 3.0)
-    lo = 10 * int(lo // 10) if lo < 80 else float(int(lo))
+    lo = 0.0  # bars start at zero: a zoomed axis would exaggerate differences of a point or two
     for yi, row in zip(y, rows):
         test = row.get("test_accuracy")
         if isinstance(test, float):
@@ -64,6 +58,7 @@ def plot_comparison(rows, histories, path, title="Sweep"):
     ax_bar.set_yticks(y, [f"{r['run']}  " + (f"{r['test_accuracy']:.2f}" if isinstance(r.get("test_accuracy"), float)
                                               else "-") for r in rows], fontsize=7)
     ax_bar.set_xlim(lo, 100.5)
+    ax_bar.set_xticks(range(0, 101, 10))
     ax_bar.set_xlabel("accuracy (%)")
     ax_bar.set_title("test accuracy (bar), val (x), reported (black diamond)", fontsize=9)
     ax_bar.grid(True, axis="x", alpha=0.3)
@@ -88,7 +83,8 @@ def plot_comparison(rows, histories, path, title="Sweep"):
     ax_curve.set_title("validation accuracy per epoch (dashed: train accuracy, no val split)", fontsize=9)
     ax_curve.grid(True, alpha=0.3)
     if drawn:
-        ax_curve.legend(fontsize=6, loc="lower right", ncol=2 if drawn > 12 else 1)
+        ax_curve.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+                        ncol=2 if drawn > 24 else 1)
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 
