@@ -91,10 +91,11 @@ def build_train_parser():
     d = TRAIN_DEFAULTS
     p = argparse.ArgumentParser(
         prog="fastnn-train",
-        description="Train an MLP on MNIST-style data; print per-epoch progress and the final test accuracy. "
-                    "Writes model.fastnn, history.csv, summary.json and the plots loss.png, accuracy.png and "
-                    "confusion_matrix.png (about 1 MB) into the run folder: --out DIR, or by default a new "
-                    "runs/YYYYmmdd-HHMMSS/ folder under the current directory. The last line printed names it.",
+        description="Train an MLP on MNIST-style data; print per-epoch progress and the final test\n"
+                    "accuracy. Writes model.fastnn, history.csv, summary.json and the plots loss.png,\n"
+                    "accuracy.png and confusion_matrix.png (about 1 MB) into the run folder: --out DIR,\n"
+                    "or by default a new runs/YYYYmmdd-HHMMSS/ folder under the current directory.\n"
+                    "The last line printed names it.",
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -145,7 +146,8 @@ def build_train_parser():
     _tta_arg(p)
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                   help="0 quiet, 1 a progress bar per epoch (default), 2 one line per epoch")
+                   help="0 quiet, 1 a progress bar per epoch on a terminal (default; one line per epoch "
+                        "into a pipe or file), 2 one line per epoch")
     return p
 
 
@@ -169,10 +171,13 @@ def build_evaluate_parser():
 # helpers -----------------------------------------------------------------------
 
 def _tta_arg(p):
+    from .model import TTA_AUGMENT
+
     p.add_argument("--tta", type=_arg(int, Interval("int", 0)), default=0, metavar="K",
-                   help="test-time augmentation: average the predictions of each image and K randomly shifted/"
-                        "rotated/zoomed copies (fastnn.model.TTA_AUGMENT) for the reported accuracies "
-                        "(default: 0 = off)")
+                   help="test-time augmentation: average the predictions of each image and K copies of it, "
+                        f"randomly shifted up to {TTA_AUGMENT['shift']:g} px, rotated up to "
+                        f"{TTA_AUGMENT['rotation']:g} degrees and zoomed up to {100 * TTA_AUGMENT['scale']:g}%%, "
+                        "for the reported accuracies (default: 0 = off)")
 
 
 def set_threads(n):
