@@ -95,3 +95,23 @@ def isolated_data_env(tmp_path, monkeypatch):
     datasets.clear_cache()
     yield root
     datasets.clear_cache()
+
+
+# ---------------------------------------------------------------- model-file fixtures
+@pytest.fixture
+def rewrite_model_config():
+    """``rewrite_model_config(path, edit)``: rewrite config.json inside a saved model file
+    with ``edit(config)`` (a function changing the dict in place), weights kept as they are."""
+    import json
+    import zipfile
+
+    def rewrite(path, edit):
+        with zipfile.ZipFile(path) as zf:
+            config, weights = json.loads(zf.read("config.json")), zf.read("weights.npz")
+        edit(config)
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("config.json", json.dumps(config))
+            zf.writestr("weights.npz", weights)
+        return path
+
+    return rewrite

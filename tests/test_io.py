@@ -176,17 +176,7 @@ def test_weights_never_unpickled(tmp_path, trained_models):
 
 # the training data set's record (format 2) ---------------------------------------------------
 
-def _rewrite_config(path, edit):
-    """Rewrite config.json inside a saved model with ``edit(config)``."""
-    with zipfile.ZipFile(path) as zf:
-        config, weights = json.loads(zf.read("config.json")), zf.read("weights.npz")
-    edit(config)
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("config.json", json.dumps(config))
-        zf.writestr("weights.npz", weights)
-
-
-def test_dataset_record_round_trip_and_format_1_files(tmp_path, tiny_idx_dir):
+def test_dataset_record_round_trip_and_format_1_files(tmp_path, tiny_idx_dir, rewrite_model_config):
     from fastnn.datasets import dataset_info, load_dataset
 
     info = dataset_info(tiny_idx_dir)
@@ -202,7 +192,7 @@ def test_dataset_record_round_trip_and_format_1_files(tmp_path, tiny_idx_dir):
     assert config["format_version"] == FORMAT_VERSION == 2 and config["dataset"] == model.dataset_
     assert fastnn.load(path).dataset_ == model.dataset_
     # a model file from before the record (format 1) loads, its data set unknown
-    _rewrite_config(path, lambda c: (c.pop("dataset"), c.update(format_version=1)))
+    rewrite_model_config(path, lambda c: (c.pop("dataset"), c.update(format_version=1)))
     assert fastnn.load(path).dataset_ is None
 
 
@@ -214,11 +204,11 @@ def test_dataset_record_round_trip_and_format_1_files(tmp_path, tiny_idx_dir):
     ("mnist", "invalid dataset record"),
     ({"name": "x", "path": None, "n_features": 20, "n_classes": 9, "image_shape": [5, 4]}, "does not match the model"),
 ])
-def test_bad_dataset_record_is_a_format_error(tmp_path, record, message):
+def test_bad_dataset_record_is_a_format_error(tmp_path, record, message, rewrite_model_config):
     x, y = blobs(d=20, k=4)
     model = MLP([4], backend="numpy")
     model.fit(x, y, epochs=1, verbose=0)
     path = model.save(tmp_path / "m.fastnn")
-    _rewrite_config(path, lambda c: c.update(dataset=record))
+    rewrite_model_config(path, lambda c: c.update(dataset=record))
     with pytest.raises(ModelFormatError, match=message):
         fastnn.load(path)

@@ -1,13 +1,14 @@
 """What a newcomer sees: progress output on and off a terminal, the raw-pixel warning,
 --version and help texts, the run folder, fastnn-evaluate's default data set, class names."""
 
+import gzip
+import hashlib
 import io
 import json
 import re
 import subprocess
 import sys
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -189,12 +190,8 @@ def test_evaluate_defaults_to_the_training_data_set(tmp_path, write_tiny_idx, ca
 def test_evaluate_names_classes_of_a_named_data_set(tmp_path, write_tiny_idx, capsys, monkeypatch):
     data = tmp_path / "named"
     write_tiny_idx(data, n_train=40, n_test=12)
-    sha = {}
-    for stem in datasets.FILES.values():
-        import gzip
-        import hashlib
-
-        sha[stem] = hashlib.sha256(gzip.decompress((data / (stem + ".gz")).read_bytes())).hexdigest()
+    sha = {stem: hashlib.sha256(gzip.decompress((data / (stem + ".gz")).read_bytes())).hexdigest()
+           for stem in datasets.FILES.values()}
     monkeypatch.setitem(datasets.DATASETS, "kana", datasets.DatasetSpec("kana", 4, sha, "", ("o", "ki", "su", "tsu")))
     monkeypatch.setenv("FASTNN_DATA", str(tmp_path))
     monkeypatch.setitem(datasets.MIRRORS, "kana", [])
@@ -214,16 +211,11 @@ def test_evaluate_names_classes_of_a_named_data_set(tmp_path, write_tiny_idx, ca
     assert datasets.class_names("mnist", 10) == tuple("0123456789")
 
 
-def test_evaluate_model_without_record_says_it_uses_mnist(tmp_path, capsys):
+def test_evaluate_model_without_record_says_it_uses_mnist(tmp_path, capsys, rewrite_model_config):
     model = fastnn.MLP([4], backend="numpy").build(784, 10)
     path = model.save(tmp_path / "old.fastnn")
-    with zipfile.ZipFile(path) as zf:  # as format 1 wrote it: no dataset record
-        config, weights = json.loads(zf.read("config.json")), zf.read("weights.npz")
-    del config["dataset"]
-    config["format_version"] = 1
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("config.json", json.dumps(config))
-        zf.writestr("weights.npz", weights)
+    # as format 1 wrote it: no dataset record
+    rewrite_model_config(path, lambda c: (c.pop("dataset"), c.update(format_version=1)))
     assert evaluate_main([path, "--backend", "numpy"]) == 0
     captured = capsys.readouterr()
     assert "does not say which data set it was trained on" in captured.err and "pass --dataset" in captured.err
