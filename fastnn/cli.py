@@ -383,6 +383,9 @@ def _train(args):
         "confusion_matrix": cm.tolist(),
         "backend": args.backend,
         "threads": threads,
+        # The Numba backend's bits do not depend on the thread count; the NumPy backend's depend on
+        # NumPy's BLAS threads on dense layers (README, "Threads").
+        "thread_independent": args.backend == "numba",
         "versions": versions(),
         "platform": platform.platform(),
         "provenance": {**origin, "load_average_end": load_average()},

@@ -73,10 +73,14 @@ def test_at_most_threads_limits_every_copy_and_restores(two_threads_everywhere):
         assert blas_counts() == two_threads_everywhere
 
 
-def test_train_steps_holds_every_blas_copy_to_one_thread(two_threads_everywhere, monkeypatch):
-    """The context train_steps uses around its compiled loop (784-128-64-10 at batch 128)."""
+@pytest.mark.parametrize("hidden", [[128, 64], [1024, 1024]])
+def test_train_steps_holds_every_blas_copy_to_one_thread(two_threads_everywhere, monkeypatch, hidden):
+    """The context train_steps uses around its compiled loop (784-128-64-10 and 784-1024-1024-10 at
+    batch 128): BLAS on one thread whatever the network, so that its bits do not depend on the
+    thread count (jit_gemm's blocks take Numba's threads instead)."""
     x, y = load_mnist_rows(512)
-    net = make_net([("dense", 784, 128, S.ACT_RELU), ("dense", 128, 64, S.ACT_RELU), ("dense", 64, 10, S.ACT_NONE)])
+    widths = [784, *hidden]
+    net = make_net([("dense", a, b, S.ACT_RELU) for a, b in zip(widths, widths[1:])] + [("dense", widths[-1], 10, 0)])
     inside = []
     loop = jit_loop._train_loop
 

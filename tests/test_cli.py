@@ -138,6 +138,7 @@ def test_train_and_evaluate_end_to_end_on_mnist(tmp_path, capsys):
     assert summary["dataset"]["n_train"] == 5400 and summary["dataset"]["n_val"] == 600
     assert summary["config"]["args"]["layers"] == [64] and summary["config"]["model"]["layers"] == [64]
     assert summary["backend"] == "numpy" and summary["threads"] is None and summary["compile_seconds"] == 0
+    assert summary["thread_independent"] is False  # NumPy's BLAS threads can change its dense products' bits
     assert set(summary["versions"]) >= {"fastnn", "numpy", "numba", "python"}
     origin = summary["provenance"]  # what a recorded result needs to be traced (fastnn.provenance)
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", origin["commit"]) and origin["cpu"] and origin["logical_cpus"] >= 1

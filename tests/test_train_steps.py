@@ -267,19 +267,18 @@ def test_byte_inputs_train_bit_for_bit_like_floats(opt_name):
     assert npr.prepare_inputs(x) is None
 
 
-def test_small_networks_hold_blas_to_one_thread_while_training():
-    """Layers after a zero-skipping first layer multiply small matrices: train_steps runs
-    them with one BLAS thread (tests/test_blas_threads.py checks every copy is held and
-    restored), large ones with all."""
+def test_small_products_choose_the_steps_that_list_ahead():
+    """BLAS runs on one thread in every train step (jit_gemm; tests/test_blas_threads.py checks
+    every copy is held and restored); _small_products picks the steps small enough to list ahead."""
     x, y = load_mnist_rows(640)
     prepared, no_aug = nb.prepare_inputs(x), np.zeros(8)
     small = make_net([("dense", 784, 128, S.ACT_RELU), ("dense", 128, 64, S.ACT_RELU), ("dense", 64, 10, S.ACT_NONE)])
     wide = make_net([("dense", 784, 1024, S.ACT_RELU), ("dense", 1024, 1024, S.ACT_RELU), ("dense", 1024, 10, 0)])
-    assert nb._blas_threads_limit(small, 128, no_aug, prepared) == 1
-    assert nb._blas_threads_limit(small, 512, no_aug, prepared) is None  # 512 x 128 x 64 is large enough
-    assert nb._blas_threads_limit(wide, 32, no_aug, prepared) is None
-    assert nb._blas_threads_limit(small, 128, no_aug, None) is None  # the first layer may take BLAS
-    assert nb._blas_threads_limit(small, 128, np.array([1, 2, 0, 0, 0, 0, 0, 0.0]), prepared) is None
+    assert nb._small_products(small, 128, no_aug, prepared)
+    assert not nb._small_products(small, 512, no_aug, prepared)  # 512 x 128 x 64 is large enough
+    assert not nb._small_products(wide, 32, no_aug, prepared)
+    assert not nb._small_products(small, 128, no_aug, None)  # the first layer may take BLAS
+    assert not nb._small_products(small, 128, np.array([1, 2, 0, 0, 0, 0, 0, 0.0]), prepared)
 
 
 def test_real_mnist_rows():
@@ -324,7 +323,7 @@ def test_listing_ahead_trains_bit_for_bit(monkeypatch):
         return done, net.params, opt.slots, loss, correct
 
     numba.set_num_threads(2)
-    assert nb._should_list_ahead(base, 64, 20, prepared, 1)
+    assert nb._should_list_ahead(base, 64, 20, prepared, True)
     threads_before = threading.active_count()
     for opt_name in ("sgd", "adam-wd"):
         for calls in ([(0, 20)], [(0, 5), (5, 7), (12, 8)], [(14, 6)]):  # (14, 6): 16 batches, the last 40 rows
@@ -332,7 +331,7 @@ def test_listing_ahead_trains_bit_for_bit(monkeypatch):
             assert numba.get_num_threads() == 2 and threading.active_count() == threads_before
             with monkeypatch.context() as m:
                 m.setattr(jit_listing, "LIST_AHEAD_MAX_TERMS", 0)  # where _should_list_ahead reads it
-                assert not nb._should_list_ahead(base, 64, 20, prepared, 1)
+                assert not nb._should_list_ahead(base, 64, 20, prepared, True)
                 alone = train(opt_name, calls)
             assert ahead[0] == alone[0] and ahead[0] in ([13], [5, 7, 1], [2])
             if calls != [(14, 6)]:
@@ -352,11 +351,11 @@ def test_when_lists_are_built_ahead():
     try:
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
         if numba.get_num_threads() == 2:
-            assert nb._should_list_ahead(small, 128, 64, prepared, 1)
-        assert not nb._should_list_ahead(small, 128, 1, prepared, 1)  # one step: nothing to list ahead
-        assert not nb._should_list_ahead(small, 128, 64, prepared, None)  # BLAS wants the second core
-        assert not nb._should_list_ahead(wide, 128, 64, prepared, 1)  # 784x1600: split the list kernels instead
+            assert nb._should_list_ahead(small, 128, 64, prepared, True)
+        assert not nb._should_list_ahead(small, 128, 1, prepared, True)  # one step: nothing to list ahead
+        assert not nb._should_list_ahead(small, 128, 64, prepared, False)  # products worth splitting
+        assert not nb._should_list_ahead(wide, 128, 64, prepared, True)  # 784x1600: split the list kernels instead
         numba.set_num_threads(1)
-        assert not nb._should_list_ahead(small, 128, 64, prepared, 1)
+        assert not nb._should_list_ahead(small, 128, 64, prepared, True)
     finally:
         numba.set_num_threads(threads)

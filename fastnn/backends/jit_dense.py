@@ -5,7 +5,9 @@ For a sparse x (density <= SPARSE_MAX_DENSITY, MNIST-like pixels) x @ W and x.T 
 over the batch's non-zero lists (``numba_sparse``: one AXPY of a W row per non-zero, sums
 contracted into fused multiply-adds in a fixed order); these standalone kernels build the
 lists in scratch (the compiled loop reuses its own buffers). Dense x (hidden ReLU
-activations, ~50% non-zero) goes to BLAS; dz @ W.T always goes to BLAS.
+activations, ~50% non-zero) goes to BLAS; dz @ W.T always goes to BLAS. BLAS is called through
+``jit_gemm`` (one BLAS thread, large products in blocks fixed by the shape), so no result
+depends on the thread count.
 Must not hold the training loop or optimizer state.
 """
 
@@ -14,6 +16,7 @@ from numba import njit
 
 from .jit_activations import _act
 from .jit_base import _count_nonzero, _prefer_sparse
+from .jit_gemm import gemm_nn, gemm_nt, gemm_tn
 from .numba_sparse import LANES, bucket_dw, csr_alloc, csr_build, csr_forward, csr_rows, sparse_enough
 
 @njit(cache=True, error_model="numpy")
@@ -40,7 +43,7 @@ def dense_forward(x, W, b, act, out):
         csr_rows(x, n, rp, ci, cv)
         csr_forward(rp, ci, cv, W, out, n)
     else:
-        np.dot(x, W, out)
+        gemm_nn(x, W, out)
     _bias_act_rows(out, b, act)
 
 
@@ -70,9 +73,9 @@ def dense_backward(x, W, dz, dx, dW, db):
     elif x.shape[0] == 1:
         _outer(x, dz, dW)
     else:
-        np.dot(x.T, dz, dW)
+        gemm_tn(x, dz, dW)
     if dx.shape[0] > 0:
-        np.dot(dz, W.T, dx)
+        gemm_nt(dz, W, dx)
 
 
 @njit(cache=True, error_model="numpy")
@@ -103,7 +106,7 @@ def dense_backward_sgd(x, W, dz, dW, db, lr):
         nnz = csr_build(x, rp, n, False, rp, ci, cv, blen, brow, bval)
         bucket_dw(blen, brow, bval, dz, dW, W, lr32, True, nnz, rp, ci, cv)
     else:
-        np.dot(x.T, dz, dW)
+        gemm_tn(x, dz, dW)
         kd, m = W.shape
         for k in range(kd):
             for j in range(m):

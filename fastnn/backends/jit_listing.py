@@ -128,9 +128,10 @@ LIST_AHEAD_MAX_TERMS = 2 * PARALLEL_MIN_TERMS
 _NO_SYNC = np.zeros(0, np.int64)
 
 
-def _should_list_ahead(net, batch_size, n_steps, inputs, blas_limit):
-    """Whether train_steps lists the next batch on a second thread (see LIST_AHEAD_MAX_TERMS)."""
-    if config.DISABLE_JIT or blas_limit != 1 or n_steps < 2 or numba.get_num_threads() < 2:
+def _should_list_ahead(net, batch_size, n_steps, inputs, small):
+    """Whether train_steps lists the next batch on a second thread (see LIST_AHEAD_MAX_TERMS);
+    ``small``: ``jit_loop._small_products``."""
+    if config.DISABLE_JIT or not small or n_steps < 2 or numba.get_num_threads() < 2:
         return False
     terms = batch_size * net.spec[0, N_IN] * net.spec[0, N_OUT] * inputs.density
     return terms < LIST_AHEAD_MAX_TERMS

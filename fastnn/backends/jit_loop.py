@@ -13,12 +13,13 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from . import blas, stepwise
+from . import stepwise
 from .atomics import atomic_store
 from .augment import augment_rows, image_shape
 from .jit_activations import activation_backward
 from .jit_base import _prefer_sparse, _view
 from .jit_dense import _bias_act_rows, _colsum, dense_backward_sgd
+from .jit_gemm import serial_blas
 from .jit_layers import _layer_backward, _layer_forward
 from .jit_listing import (_FINISHED, _NO_SYNC, SYNC_SIZE, _list_batch, _listing_ahead, _lists, _lists_of_step,
                           _should_list_ahead, _take_lists)
@@ -180,21 +181,23 @@ def prepare_inputs(x):
 
 _NO_CODES = np.zeros((0, 8), np.uint8)
 _NO_WEIGHTS = np.zeros(0, np.float32)
-# Hidden-layer products below this many multiply-adds per batch run OpenBLAS on one thread
-# during train_steps when the first layer takes the zero-skipping lists: waking a second
-# BLAS thread for every 128x128x64 product cost 784-128-64-10 at batch 128 on 2 threads
-# 12% (274k against 308k samples/s); at batch 512 (4.2M) one thread gained nothing, and
-# 1024x1024 products need both (batch 512: 21.6k against 12.5k samples/s).
+# A train step whose first layer takes the zero-skipping lists and whose BLAS products are all
+# under this many multiply-adds per batch is "small": with two Numba threads it lists ahead
+# (``jit_listing``) instead of splitting kernels. Measured when this limit held OpenBLAS to one
+# thread (BLAS now always runs on one, see ``jit_gemm``): a second BLAS thread cost
+# 784-128-64-10 at batch 128 on 2 threads 12% (274k against 308k samples/s); at batch 512 (4.2M)
+# one thread gained nothing.
 BLAS_SERIAL_MAX_MACS = 1 << 22
 
 
-def _blas_threads_limit(net, batch_size, aug, inputs):
-    """1 when every BLAS product of a train step is small (see BLAS_SERIAL_MAX_MACS), else None."""
+def _small_products(net, batch_size, aug, inputs):
+    """Whether the first layer takes the lists and every BLAS product of a train step is small
+    (see BLAS_SERIAL_MAX_MACS)."""
     spec = net.spec
     hidden = [int(spec[i, N_IN] * spec[i, N_OUT]) for i in range(1, len(spec)) if spec[i, KIND] == DENSE]
     lists_first = (spec[0, KIND] == DENSE and aug[0] == 0 and inputs is not None
                    and inputs.density <= SPARSE_MAX_DENSITY)
-    return 1 if lists_first and batch_size * max(hidden, default=0) < BLAS_SERIAL_MAX_MACS else None
+    return lists_first and batch_size * max(hidden, default=0) < BLAS_SERIAL_MAX_MACS
 
 
 def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
@@ -215,14 +218,13 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
     if codes.shape[0] and codes.shape != (x.shape[0], byte_row_length(x.shape[1])):
         raise ValueError(f"inputs of shape {codes.shape} were not prepared from this x {x.shape}: "
                          f"pass inputs=prepare_inputs(x)")
-    limit = _blas_threads_limit(net, batch_size, aug, inputs)
+    small = _small_products(net, batch_size, aug, inputs)
     d0 = int(net.spec[0, N_IN])
     lists = _lists(batch_size, d0)
-    ahead = _should_list_ahead(net, batch_size, n_steps, inputs, limit)
+    ahead = _should_list_ahead(net, batch_size, n_steps, inputs, small)
     lists2, sync = (_lists(batch_size, d0, 1), np.zeros(SYNC_SIZE, np.int64)) if ahead else (lists, _NO_SYNC)
     with contextlib.ExitStack() as stack:
-        if limit:
-            stack.enter_context(blas.at_most_threads(limit))
+        stack.enter_context(serial_blas())  # the same bits on any thread count (jit_gemm)
         if ahead:
             stack.enter_context(_listing_ahead(x, codes, d0, order, start, batch_size, n_steps, lists, lists2, sync))
         return _train_loop(x, y, order, start, n_steps, batch_size, net.spec, net.fconf, net.params, net.grads,
@@ -235,4 +237,5 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
 def forward(x, net, out, batch_size, workspace=None):
     """The contract's ``forward``: inference-mode logits of all rows of x into out, compiled."""
     ws = workspace if workspace is not None else stepwise.get_workspace(net, batch_size)
-    _forward_loop(x, net.spec, net.fconf, net.params, net.state, out, batch_size, ws.act, ws.offsets, ws.empty)
+    with serial_blas():
+        _forward_loop(x, net.spec, net.fconf, net.params, net.state, out, batch_size, ws.act, ws.offsets, ws.empty)

@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .jit_base import PARALLEL_MIN_WORK, _prefer_sparse
+from .jit_gemm import gemm_nn
 from .numba_sparse import parallel_chunks
 
 @njit(cache=True, error_model="numpy")
@@ -182,11 +183,12 @@ def matmul_sparse_rows(a, b, out):
 
 @njit(cache=True, error_model="numpy")
 def matmul(a, b, out):
-    """out = a @ b: zero skipping for sparse ``a``, BLAS otherwise. a (n, k), b (k, m), out (n, m)."""
+    """out = a @ b: zero skipping for sparse ``a``, else BLAS through ``jit_gemm`` (the same bits
+    on any thread count). a (n, k), b (k, m), out (n, m)."""
     if _prefer_sparse(a):
         matmul_sparse_rows(a, b, out)
     else:
-        np.dot(a, b, out)
+        gemm_nn(a, b, out)
 
 
 # Batches up to this many rows take the column-by-column x.T @ dz kernel below.

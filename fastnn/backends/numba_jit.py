@@ -11,6 +11,7 @@ Where things live (open the module for what you change):
 ==================  =====================================================================
 ``jit_base``        thread pool start, serial/parallel thresholds, non-zero count, views
 ``jit_matmul``      dense matrix products: BLAS, 4 x 4 tiles, exact zero skipping
+``jit_gemm``        BLAS products with the same bits on any thread count (fixed blocks)
 ``jit_activations`` ReLU/sigmoid/tanh kernels and the fused scalar ``_act``/``_act_grad``
 ``jit_dense``       dense layer forward/backward (non-zero lists for sparse x, else BLAS)
 ``jit_loss``        log-softmax and the fused softmax + NLL + gradient (plain and row-weighted)
@@ -24,8 +25,9 @@ Where things live (open the module for what you change):
 ==================  =====================================================================
 
 Threads: ``prange`` splits only independent rows (or weight rows), each computed by one
-thread in a fixed order, so results do not depend on the thread count (BLAS aside) and a
-single-threaded run is bit-reproducible. Small problems stay serial, because a parallel
+thread in a fixed order, so results do not depend on the thread count and a single-threaded
+run is bit-reproducible; BLAS runs on one thread, large products in blocks fixed by their
+shape that Numba's threads share (``jit_gemm``). Small problems stay serial, because a parallel
 region with sleeping waits (fastnn's default) costs ~44 us. No ``fastmath``: reordering
 would break equality with the step-by-step path. ``error_model="numpy"``: a float division
 by zero gives inf/nan as in NumPy instead of raising, and, more to the point, without the
@@ -47,9 +49,10 @@ from .jit_base import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, density
 from .jit_batchnorm import batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train
 from .jit_dense import dense_backward, dense_backward_sgd, dense_forward
 from .jit_dropout import dropout_backward, dropout_forward, rng_key, rng_uniform
+from .jit_gemm import SPLIT_MIN_MACS, gemm_nn, gemm_nt, gemm_tn, serial_blas
 from .jit_listing import (_STOP, LIST_AHEAD_MAX_TERMS, SYNC_SIZE, _list_ahead, _lists, _should_list_ahead,
                           matmul_lists, matmul_xt_lists)
-from .jit_loop import (BLAS_SERIAL_MAX_MACS, ByteInputs, _blas_threads_limit, forward, prepare_inputs,
+from .jit_loop import (BLAS_SERIAL_MAX_MACS, ByteInputs, _small_products, forward, prepare_inputs,
                        train_steps)
 from .jit_loss import log_softmax, softmax_nll, softmax_nll_weighted
 from .jit_matmul import matmul, matmul_blas, matmul_blocked, matmul_sparse_rows, matmul_xt_sparse
@@ -62,12 +65,13 @@ NAME = "numba"
 # constants and private helpers tests and benchmarks reach through this facade.
 __all__ = ["NAME", "activation_backward", "activation_forward", "adam_update", "augment_rows", "batchnorm_backward",
            "batchnorm_forward_eval", "batchnorm_forward_train", "dense_backward", "dense_backward_sgd",
-           "dense_forward", "density", "dropout_backward", "dropout_forward", "forward", "forward_stepwise",
-           "log_softmax", "make_workspace", "matmul", "matmul_blas", "matmul_blocked", "matmul_lists",
-           "matmul_sparse_rows", "matmul_xt_lists", "matmul_xt_sparse", "prepare_inputs", "rmsprop_update",
-           "rng_key", "rng_uniform", "sgd_update", "softmax_nll", "softmax_nll_weighted", "train_steps", "train_steps_stepwise", "warmup",
-           "BLAS_SERIAL_MAX_MACS", "ByteInputs", "LIST_AHEAD_MAX_TERMS", "PARALLEL_MIN_ELEMENTS",
-           "PARALLEL_MIN_WORK", "SYNC_SIZE", "_blas_threads_limit", "_should_list_ahead"]
+           "dense_forward", "density", "dropout_backward", "dropout_forward", "forward", "forward_stepwise", "gemm_nn",
+           "gemm_nt", "gemm_tn", "log_softmax", "make_workspace", "matmul", "matmul_blas", "matmul_blocked",
+           "matmul_lists", "matmul_sparse_rows", "matmul_xt_lists", "matmul_xt_sparse", "prepare_inputs",
+           "rmsprop_update", "rng_key", "rng_uniform", "serial_blas", "sgd_update", "softmax_nll",
+           "softmax_nll_weighted", "train_steps", "train_steps_stepwise", "warmup", "BLAS_SERIAL_MAX_MACS",
+           "ByteInputs", "LIST_AHEAD_MAX_TERMS", "PARALLEL_MIN_ELEMENTS", "PARALLEL_MIN_WORK", "SPLIT_MIN_MACS",
+           "SYNC_SIZE", "_small_products", "_should_list_ahead"]
 
 make_workspace = stepwise.make_workspace
 
@@ -75,13 +79,16 @@ make_workspace = stepwise.make_workspace
 def train_steps_stepwise(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, seed, smoothing, aug,
                          step_loss, step_correct, workspace=None, inputs=None, sample_weight=None):
     """``train_steps`` by the plain-Python step-by-step driver over these kernels (for tests/debugging)."""
-    return stepwise.train_steps(sys.modules[__name__], x, y, order, start, n_steps, batch_size, net, opt,
-                                lr_steps, seed, smoothing, aug, step_loss, step_correct, workspace, sample_weight)
+    with serial_blas():
+        return stepwise.train_steps(sys.modules[__name__], x, y, order, start, n_steps, batch_size, net, opt,
+                                    lr_steps, seed, smoothing, aug, step_loss, step_correct, workspace,
+                                    sample_weight)
 
 
 def forward_stepwise(x, net, out, batch_size, workspace=None):
     """``forward`` by the plain-Python driver over these kernels."""
-    stepwise.forward(sys.modules[__name__], x, net, out, batch_size, workspace)
+    with serial_blas():
+        stepwise.forward(sys.modules[__name__], x, net, out, batch_size, workspace)
 
 
 def warmup():

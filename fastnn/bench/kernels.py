@@ -1,6 +1,7 @@
 """Per-kernel cases: matmul variants on the real layer shapes, fused activations,
 softmax+NLL and optimizer updates, for both backends; timing and the table."""
 
+import contextlib
 import math
 import statistics
 import time
@@ -152,13 +153,25 @@ def time_call(fn, target_s=0.02, repeats=5, clock=time.perf_counter):
     return times
 
 
+def _blas_as_in_training(case):
+    """Numba kernels that reach BLAS through ``jit_gemm`` run it on one thread, as training does
+    (their blocks take the threads); ``matmul_blas`` and NumPy keep BLAS's own threads."""
+    impl = case[1]
+    if impl == "numba" or (impl.startswith("numba.") and impl != "numba.matmul_blas"):
+        from fastnn.backends.jit_gemm import serial_blas
+
+        return serial_blas()
+    return contextlib.nullcontext()
+
+
 def run_kernel_suite(batch_sizes=BATCH_SIZES, shapes=MATMUL_SHAPES, repeats=5, clock="wall", log=print):
     """Time every kernel case; returns a list of {group, impl, shape, batch, seconds (median), min_seconds, gflops}."""
     images = load_training_set("mnist", limit=1024)[0]
     records = []
     for case in kernel_cases(batch_sizes=batch_sizes, shapes=shapes):
         fn, flops = make_kernel_call(case, images)
-        times = time_call(fn, repeats=repeats, clock=CLOCKS[clock])
+        with _blas_as_in_training(case):
+            times = time_call(fn, repeats=repeats, clock=CLOCKS[clock])
         sec = statistics.median(times)
         records.append({"group": case[0], "impl": case[1], "shape": list(case[2]), "batch": case[3],
                         "seconds": sec, "min_seconds": min(times), "gflops": flops / sec / 1e9 if flops else None})
