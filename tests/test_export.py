@@ -88,6 +88,13 @@ def test_fastnn_export_command(mnist, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["junk", "m.fastnn", "m.onnx"]
 
 
+def test_export_version_and_help(capsys):
+    assert export_main(["--version"]) == 0
+    assert capsys.readouterr().out == f"fastnn-export {fastnn.__version__}\n"
+    assert export_main(["--help"]) == 0
+    assert "output 'probabilities' float32 (batch, classes)" in " ".join(capsys.readouterr().out.split())
+
+
 def test_export_without_onnx_says_how_to_install(tmp_path):
     code = ("import sys; sys.modules['onnx'] = None\n"
             "from fastnn.cli import export_main\n"
