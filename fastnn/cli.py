@@ -480,7 +480,6 @@ def build_export_parser():
     add_version_arg(p)
     p.add_argument("model", help="a model file written by fastnn-train or model.save")
     p.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
-    add_version_arg(p)
     p.add_argument("--opset", type=_arg(int, Interval("int", 13)), default=OPSET,
                    help=f"ONNX operator set, 13 up to what the installed onnx knows (default: {OPSET})")
     return p
