@@ -220,3 +220,48 @@ def test_evaluate_model_without_record_says_it_uses_mnist(tmp_path, capsys, rewr
     captured = capsys.readouterr()
     assert "does not say which data set it was trained on" in captured.err and "pass --dataset" in captured.err
     assert captured.out.startswith("mnist test set (10000 images)")
+
+
+# plots -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Figures the plotting functions would save, captured instead of written."""
+    from fastnn import plotting, sweep_plots
+
+    figures = []
+
+    def keep(fig, path):
+        figures.append(fig)
+        return str(path)
+
+    monkeypatch.setattr(plotting, "_save", keep)
+    monkeypatch.setattr(sweep_plots, "_save", keep)
+    return figures
+
+
+def test_curves_show_validation_and_the_final_test_point(saved_figures):
+    from fastnn.plotting import plot_curve
+
+    plot_curve({"accuracy": [0.8, 0.9, 0.95], "val_accuracy": [0.85, 0.88, 0.9]}, "accuracy", "a.png", test=0.87)
+    ax = saved_figures[0].axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"train", "validation", "test (final model): 0.8700"}
+    assert list(lines["validation"].get_ydata()) == [0.85, 0.88, 0.9]
+    assert list(lines["test (final model): 0.8700"].get_xydata()[0]) == [3, 0.87]  # at the last epoch
+
+
+def test_sweep_chart_axis_starts_at_zero_and_legend_covers_no_curve(saved_figures):
+    from fastnn.sweep_plots import plot_comparison
+
+    rows = [{"run": f"run-{i}", "test_accuracy": 96.0 + i / 10, "val_accuracy": 97.0, "reported": 95.0,
+             "status": "ok"} for i in range(14)]
+    histories = {row["run"]: {"val_accuracy": [0.9, 0.95, 0.97]} for row in rows}
+    plot_comparison(rows, histories, "c.png")
+    fig = saved_figures[0]
+    bars, curves = fig.axes[:2]
+    assert bars.get_xlim()[0] == 0  # no zoomed 96-98% axis that makes 0.1 points look large
+    assert [t.get_text() for t in bars.get_yticklabels()][0] == "run-0  96.00"  # exact values in the labels
+    fig.canvas.draw()
+    legend = curves.get_legend().get_window_extent()
+    assert legend.x0 >= curves.get_window_extent().x1  # beside the axes, over no curve
