@@ -186,11 +186,13 @@ def format_metrics(logs):
     return " ".join(f"{key}={logs[key]:.4f}" for key in PROGRESS_KEYS if key in logs)
 
 
-def _is_terminal(stream):
+def _terminal_columns(stream):
+    """Width of the terminal ``stream`` writes to; 0 when it is none or has no width (a pipe,
+    a file, ``script`` without a terminal, which reports 0 x 0)."""
     try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # no isatty, or a closed file
-        return False
+        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else 0
+    except (AttributeError, ValueError, OSError):  # no fileno/isatty, a closed file, not a terminal
+        return 0
 
 
 class ProgressBar(Callback):
@@ -201,8 +203,8 @@ class ProgressBar(Callback):
     (``Epoch 3/5 loss=0.0662 accuracy=0.9791 |█████     |  46% 00:01``); at the epoch's
     end the line becomes ``Epoch 3/5 loss=... accuracy=... val_loss=... val_accuracy=...
     00:03``, 78 columns for up to 9 epochs.
-    ``verbose=2``, or any output that is not a terminal (a pipe, a file, a CI log):
-    one plain line per epoch, ``Epoch 3/5 - 1.2s - loss=0.0662 accuracy=0.9791 ...``.
+    ``verbose=2``, or any output that is not a terminal of known width (a pipe, a file, a
+    CI log, ``script``): one plain line per epoch, ``Epoch 3/5 - 1.2s - loss=0.0662 accuracy=0.9791 ...``.
     The names are History's keys everywhere. ``ncols`` fixes the bar's width
     (default: the terminal's, following resizes).
     """
@@ -215,8 +217,11 @@ class ProgressBar(Callback):
         return self.file or sys.stderr
 
     def _use_bar(self):
-        # Jupyter's streams are no terminals, but tqdm.auto draws a widget there.
-        return self.verbose == 1 and (_is_terminal(self._stream()) or "ipykernel" in sys.modules)
+        # Jupyter's streams are no terminals, but tqdm.auto draws a widget there. A bar needs a
+        # width: a terminal of 0 columns gets plain lines (tqdm would print blank ones).
+        if self.verbose != 1:
+            return False
+        return "ipykernel" in sys.modules or (self.ncols or _terminal_columns(self._stream())) > 0
 
     def on_train_begin(self, logs=None):
         self.epochs = (logs or {}).get("epochs", 0)

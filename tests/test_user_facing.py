@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -67,6 +68,44 @@ def test_progress_bar_keeps_every_number_within_80_columns():
     # the same names mid-epoch as at the end (History's keys)
     assert re.findall(r"(\w+)=", mid[1]) == ["loss", "accuracy"]
     assert re.findall(r"(\w+)=", screens[-1]) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+
+
+def _read_all(fd):
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the other end is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+@pytest.mark.parametrize("columns", [0, 80])
+def test_a_terminal_without_width_gets_plain_lines(columns):
+    """``script`` without a real terminal reports 0 columns: tqdm would print blank lines there."""
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    x, y = blobs()
+    with open(slave, "w", closefd=True) as term:
+        assert term.isatty()
+        fastnn.MLP([8], backend="numpy").fit(x, y, epochs=2, batch_size=16, verbose=0,
+                                             callbacks=[ProgressBar(1, file=term)])
+    text = _read_all(master)
+    os.close(master)
+    lines = [line for line in re.split(r"[\r\n]+", text) if line.strip()]
+    if columns == 0:
+        assert [line.split(" - ")[0] for line in lines] == ["Epoch 1/2", "Epoch 2/2"], text
+    else:
+        assert "|" in text and all(len(line) <= columns for line in lines), text  # a bar, within the width
+        assert lines[-1].startswith("Epoch 2/2 loss=")
 
 
 def test_fastnn_train_through_a_pipe_prints_plain_epoch_lines(tmp_path, tiny_idx_dir):
