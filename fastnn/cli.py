@@ -416,6 +416,9 @@ def _evaluate(args):
     model = load_model(args.model, backend=args.backend)
     trained_on = model.dataset_
     dataset = args.dataset or _dataset_of(trained_on)
+    if args.dataset is None and trained_on is not None and trained_on["path"] and not os.path.isdir(dataset):
+        raise ValueError(f"the model was trained on {trained_on['name']} in {dataset}, which is not there any more; "
+                         "pass --dataset with the data set's new directory")
     if dataset is None:
         dataset = "mnist"
         print("note: the model file does not say which data set it was trained on (it predates model format 2); "

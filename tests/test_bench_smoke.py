@@ -78,3 +78,17 @@ def test_reference_loop_matches_numpy_backend(tiny_mnist):
         np.testing.assert_allclose(ref.W[i], W, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(ref.b[i], b, rtol=1e-4, atol=1e-6)
         assert not np.allclose(W, weights[i][0])  # the weights moved
+
+
+def test_quick_skips_the_compile_probe(tmp_path, capsys, monkeypatch, tiny_mnist):
+    from fastnn.bench import cli as bench_cli
+
+    def probe():
+        raise AssertionError("--quick must not run the cold-compile probe (about a minute)")
+
+    monkeypatch.setattr(bench_cli, "compile_times", probe)
+    assert bench.main(["--quick", "--limit", "512", "--runners", "numpy", "reference", "--peak-size", "128",
+                       "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["compile"] is None and result["settings"]["repeats"] == 1
+    assert "wrote " + str(tmp_path / "bench.json") in capsys.readouterr().out  # where it wrote, last

@@ -224,6 +224,12 @@ def test_evaluate_defaults_to_the_training_data_set(tmp_path, write_tiny_idx, ca
     write_tiny_idx(transposed, rows=4, cols=5)
     assert evaluate_main([model_path, "--dataset", str(transposed), "--backend", "numpy"]) == 2
     assert "has 4x5 images (20 features) but the model expects 5x4 images" in capsys.readouterr().err
+    # the recorded directory moved: say so, and how to point at it
+    data.rename(tmp_path / "moved")
+    assert evaluate_main([model_path, "--backend", "numpy"]) == 2
+    assert f"trained on letters in {data}, which is not there any more; pass --dataset" in capsys.readouterr().err
+    assert evaluate_main([model_path, "--dataset", str(tmp_path / "moved"), "--backend", "numpy"]) == 0
+    assert capsys.readouterr().out.startswith("moved test set (12 images)")
 
 
 def test_evaluate_names_classes_of_a_named_data_set(tmp_path, write_tiny_idx, capsys, monkeypatch):
