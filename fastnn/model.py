@@ -24,7 +24,6 @@ records where the run stands; a model saved then and fit again with
 import math
 import os
 import time
-import warnings
 
 import numpy as np
 
@@ -132,10 +131,10 @@ def _warn_raw_pixels(x):
         return
     sample = x[: 256]
     if np.array_equal(sample, np.round(sample)):
-        warnings.warn(f"x looks like raw 0-255 pixel values (whole numbers, max {peak:g}); the network trains "
-                      "much worse on them than on values in [0, 1]. Scale the input first, e.g. "
-                      "model.fit(x / 255.0, y), and scale the same way for evaluate and predict "
-                      "(fastnn.load_dataset already returns [0, 1]).", UserWarning, stacklevel=4)
+        warn_outside(f"x looks like raw 0-255 pixel values (whole numbers, max {peak:g}); the network trains "
+                     "much worse on them than on values in [0, 1]. Scale the input first, e.g. "
+                     "model.fit(x / 255.0, y), and scale the same way for evaluate and predict "
+                     "(fastnn.load_dataset already returns [0, 1]).", UserWarning)
 
 
 class NotFittedError(ValueError, AttributeError):

@@ -133,6 +133,16 @@ def test_raw_pixel_input_warns_with_the_fix():
     assert record[0].filename == __file__  # points at the caller's fit, not inside fastnn
 
 
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")  # max_iter=1 does not converge, as it says
+def test_raw_pixel_warning_through_the_estimator_points_at_the_caller():
+    pytest.importorskip("sklearn", reason="fastnn.MLPClassifier needs scikit-learn (pip install 'fastnn[sklearn]')")
+    x, y = blobs(d=16)
+    pixels = np.clip(np.rint(x * 30 + 128), 0, 255)
+    with pytest.warns(UserWarning, match="raw 0-255 pixel values") as record:
+        fastnn.MLPClassifier(hidden_layer_sizes=(8,), max_iter=1, backend="numpy").fit(pixels, y)
+    assert [w.filename for w in record if "raw 0-255" in str(w.message)] == [__file__]
+
+
 @pytest.mark.parametrize("transform", [
     lambda x: np.clip(x / 10 + 0.5, 0, 1),  # scaled pixels
     lambda x: x,                            # standardised features (negative values)
