@@ -349,8 +349,11 @@ def last_error_line(log_text, returncode=None):
     return f"exit status {returncode}" if returncode is not None else "no output"
 
 
-def run_one(name, argv, run_dir, threads, timeout=None):
+def run_one(name, argv, run_dir, threads, timeout=None, preexec_fn=None):
     """Run one fastnn-train process; stdout/stderr go to ``run_dir/log.txt``.
+
+    ``preexec_fn`` runs in the child before it starts (a Dask worker's ties the run's
+    life to its own).
 
     Returns the record also written to ``run_dir/sweep_run.json``: ``argv``,
     ``status`` ('ok' or 'failed'), ``returncode``, ``wall_seconds``, ``error``.
@@ -371,7 +374,7 @@ def run_one(name, argv, run_dir, threads, timeout=None):
         log.flush()
         try:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env(threads),
-                                  timeout=timeout, stdin=subprocess.DEVNULL)
+                                  timeout=timeout, stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)
             returncode, timed_out = proc.returncode, False
         except subprocess.TimeoutExpired:
             returncode, timed_out = None, True
@@ -389,6 +392,59 @@ def run_one(name, argv, run_dir, threads, timeout=None):
         record.update(status="ok", error="")
     _write_json(os.path.join(run_dir, "sweep_run.json"), record)
     return record
+
+
+# executors --------------------------------------------------------------------------
+# An executor runs jobs ``(name, argv, run_dir)`` and yields ``(name, record)`` as runs end,
+# with the run folder complete under --out; ``cancel()`` stops what has not finished.
+# LocalExecutor: subprocesses on this machine. fastnn.sweep_dask.DaskExecutor: a Dask cluster.
+
+WARM_UP_CODE = "from fastnn.backends import get_backend; get_backend('numba').warmup()"
+
+
+def warm_up_kernels(threads=1):
+    """Compile the Numba kernels once into Numba's on-disk cache, in a subprocess.
+
+    Runs started in parallel afterwards then load the cache instead of each compiling
+    the same kernels at once. Returns ``(seconds, error)``; error is "" on success (a
+    failure is not fatal: each run still compiles what it needs and logs its own error).
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", WARM_UP_CODE], env=worker_env(threads), capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL)
+    error = "" if proc.returncode == 0 else last_error_line(proc.stdout + proc.stderr, proc.returncode)
+    return time.perf_counter() - t0, error
+
+
+class LocalExecutor:
+    """Runs each run as a ``python -m fastnn.cli`` subprocess here, ``parallel`` at a time."""
+
+    def __init__(self, parallel, threads, timeout=None):
+        self.parallel, self.threads, self.timeout = parallel, threads, timeout
+        self.description = f"{parallel} parallel run(s) x {threads} thread(s) each on {available_cores()} core(s)"
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=parallel)
+        self._futures = {}
+
+    def start(self, n_runs, warm_up, log):
+        """Compile the Numba kernels once before parallel runs (``warm_up``: some run uses Numba)."""
+        if warm_up and n_runs > 1 and self.parallel > 1:
+            seconds, error = warm_up_kernels()
+            log(f"fastnn-sweep: Numba kernels compiled once before the parallel runs ({seconds:.1f} s)"
+                if not error else f"fastnn-sweep: warning: compiling the Numba kernels failed ({error}); "
+                                  f"each run compiles its own")
+
+    def results(self, jobs):
+        self._futures = {self._pool.submit(run_one, name, argv, run_dir, self.threads, self.timeout): name
+                         for name, argv, run_dir in jobs}
+        for fut in concurrent.futures.as_completed(self._futures):
+            yield self._futures[fut], fut.result()
+
+    def cancel(self):
+        for fut in self._futures:
+            fut.cancel()
+
+    def close(self):
+        self._pool.shutdown(wait=True)
 
 
 # results ------------------------------------------------------------------------------
@@ -533,7 +589,15 @@ def build_parser():
                         "networks may not fit the shared cache twice: on a 2-core VM two 784-1600-10 runs "
                         "each ran 8x slower than one alone, so time such runs with --jobs 1")
     p.add_argument("--threads", type=int, default=None,
-                   help="Numba/BLAS threads per run (default: cores // parallel runs)")
+                   help="Numba/BLAS threads per run (default: cores // parallel runs; on Dask 1, and each run "
+                        "holds that many of its worker's 'threads' resource)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                       help="run on this Dask distributed scheduler instead of local processes (needs "
+                            "fastnn[cluster]; workers started with --resources threads=N); --jobs then caps "
+                            "the runs submitted at once")
+    where.add_argument("--scheduler-file", default=None, metavar="FILE",
+                       help="like --scheduler, with the address read from Dask's scheduler file")
     p.add_argument("--only", nargs="+", default=None, metavar="RUN",
                    help="run only these runs (names or shell-style patterns); the table still lists all")
     p.add_argument("--force", action="store_true", help="rerun runs that already finished")
@@ -554,12 +618,34 @@ def _select(runs, patterns):
     return picked
 
 
+def _uses_numba(argv):
+    return _train_parser().parse_args(argv).backend == "numba"
+
+
+def make_executor(n_runs, jobs=None, threads=None, timeout=None, scheduler=None, scheduler_file=None):
+    """The executor for these options: a Dask cluster when a scheduler is named, else local processes."""
+    if scheduler or scheduler_file:
+        try:
+            from .sweep_dask import DaskExecutor
+        except ImportError as exc:
+            raise SweepConfigError(f"--scheduler needs Dask distributed ({exc}): "
+                                   f'pip install "fastnn[cluster]"') from None
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        return DaskExecutor(address=scheduler, scheduler_file=scheduler_file, threads=threads or 1,
+                            timeout=timeout, jobs=jobs)
+    parallel, threads = plan_workers(n_runs, jobs, threads)
+    return LocalExecutor(parallel, threads, timeout)
+
+
 def run_sweep(config, out=None, jobs=None, threads=None, force=False, timeout=None, only=None,
-              plot=True, dry_run=False, log=print):
+              plot=True, dry_run=False, log=print, scheduler=None, scheduler_file=None, executor=None):
     """Validate, run and tabulate a sweep; returns the result rows (dicts) of the selected runs.
 
-    Raises SweepConfigError before anything runs when the file or any run's
-    options are invalid. Failed runs do not raise: they appear in the rows.
+    Runs go to ``executor`` when given, else to a Dask cluster (``scheduler`` address
+    or ``scheduler_file``), else to local worker processes. Raises SweepConfigError
+    before anything runs when the file or any run's options are invalid. Failed runs
+    do not raise: they appear in the rows.
     """
     runs = load_config(config)
     stem = os.path.splitext(os.path.basename(config))[0]
@@ -572,14 +658,15 @@ def run_sweep(config, out=None, jobs=None, threads=None, force=False, timeout=No
         return []
     os.makedirs(out, exist_ok=True)
     todo = [n for n in selected if force or not is_finished(os.path.join(out, n), argvs[n])]
-    parallel, threads = plan_workers(len(todo), jobs, threads)
+    if executor is None:
+        executor = make_executor(len(todo), jobs, threads, timeout, scheduler, scheduler_file)
     skipped = len(selected) - len(todo)
     log(f"fastnn-sweep: {len(runs)} runs in {config}; {len(todo)} to run"
         + (f", {skipped} already finished (skipped; --force reruns them)" if skipped else "")
-        + f"; {parallel} at a time x {threads} thread(s); output in {out}")
+        + f"; {executor.description}; output in {out}")
 
-    header = [f"Config: `{config}`; last invocation: {parallel} parallel run(s) x {threads} thread(s) each on "
-              f"{available_cores()} core(s) (each run's own count is in its sweep_run.json). Accuracies in percent; delta = test - reported; "
+    header = [f"Config: `{config}`; last invocation: {executor.description} (each run's own thread count "
+              f"is in its sweep_run.json). Accuracies in percent; delta = test - reported; "
               f"best = epoch of highest val accuracy (lowest loss without validation); "
               f"samples/s = median over epochs; wall s = whole process (data load, compile, training, plots)."]
     lock = threading.Lock()
@@ -591,24 +678,23 @@ def run_sweep(config, out=None, jobs=None, threads=None, force=False, timeout=No
         return rows
 
     done = 0
-    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
-        futures = {pool.submit(run_one, n, argvs[n], os.path.join(out, n), threads, timeout): n for n in todo}
-        try:
-            for fut in concurrent.futures.as_completed(futures):
-                name = futures[fut]
-                record = fut.result()
-                done += 1
-                row = result_row(name, runs[name], os.path.join(out, name))
-                msg = (f"test {row['test_accuracy']:.2f}%" if record["status"] == "ok"
-                       else f"FAILED: {record['error']}")
-                log(f"[{done}/{len(todo)}] {name}: {msg} ({record['wall_seconds']:.1f} s)")
-                tabulate()
-        except KeyboardInterrupt:
-            for fut in futures:
-                fut.cancel()
-            log("fastnn-sweep: interrupted; finished runs are kept, start the sweep again to resume")
+    try:
+        executor.start(len(todo), any(_uses_numba(argvs[n]) for n in todo), log)
+        for name, record in executor.results([(n, argvs[n], os.path.join(out, n)) for n in todo]):
+            done += 1
+            row = result_row(name, runs[name], os.path.join(out, name))
+            msg = (f"test {row['test_accuracy']:.2f}%" if record["status"] == "ok"
+                   else f"FAILED: {record['error']}")
+            note = f"; {record['note']}" if record.get("note") else ""
+            log(f"[{done}/{len(todo)}] {name}: {msg} ({record.get('wall_seconds', 0.0):.1f} s{note})")
             tabulate()
-            raise
+    except KeyboardInterrupt:
+        executor.cancel()
+        log("fastnn-sweep: interrupted; finished runs are kept, start the sweep again to resume")
+        tabulate()
+        raise
+    finally:
+        executor.close()
     rows = tabulate()
     if plot:
         from .sweep_plots import plot_comparison
@@ -631,7 +717,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         rows = run_sweep(args.config, out=args.out, jobs=args.jobs, threads=args.threads, force=args.force,
-                         timeout=args.timeout, only=args.only, plot=not args.no_plot, dry_run=args.dry_run)
+                         timeout=args.timeout, only=args.only, plot=not args.no_plot, dry_run=args.dry_run,
+                         scheduler=args.scheduler, scheduler_file=args.scheduler_file)
     except KeyboardInterrupt:
         return 130
     except (SweepConfigError, OSError, ValueError) as exc:
