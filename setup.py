@@ -43,6 +43,8 @@ setup(
         "sklearn": ["scikit-learn>=1.9"],
         # model.to_onnx / fastnn-export, and the tests that run the export in onnxruntime
         "onnx": ["onnx>=1.23", "onnxruntime>=1.32"],
+        # fastnn-sweep --scheduler: runs on a Dask distributed cluster (fastnn/sweep_dask.py)
+        "cluster": ["distributed>=2026.8"],
     },
     entry_points={
         "console_scripts": [

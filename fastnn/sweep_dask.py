@@ -55,6 +55,11 @@ def warm_up_once():
         return _warm_result[0]
 
 
+def warm_up_status():
+    """This worker's warm-up as ``(seconds, error)``, or None before it ran."""
+    return _warm_result[0] if _warm_result else None
+
+
 class WarmUp(distributed.WorkerPlugin):
     """Worker plugin: each worker (also one joining later) compiles the kernels on setup."""
 
@@ -257,9 +262,14 @@ class DaskExecutor:
         self.client.subscribe_topic("all", self._on_event)  # the scheduler's worker-removed events
         self.warm = warm_up and n_runs > 0
         if self.warm:
-            t0 = time.perf_counter()
-            self.client.register_plugin(WarmUp())
-            log(f"fastnn-sweep: Numba kernels compiled once on each worker ({time.perf_counter() - t0:.1f} s)")
+            self.client.register_plugin(WarmUp())  # returns when every worker has run its setup
+            status = {a: s for a, s in self.client.run(warm_up_status).items() if s}
+            slowest = max((seconds for seconds, _ in status.values()), default=0.0)
+            log(f"fastnn-sweep: Numba kernels compiled once on each worker (slowest {slowest:.1f} s)")
+            for address, (_, error) in status.items():
+                if error:
+                    log(f"fastnn-sweep: warning: compiling the Numba kernels failed on {address} ({error}); "
+                        f"its runs compile their own")
 
     # -- running
 

@@ -5,6 +5,7 @@ and the messages for a missing package or missing worker resources.
 The cluster is a LocalCluster on 127.0.0.1 (2 worker processes, 1 thread each,
 resources threads=1), shared by this module's tests to keep them fast."""
 
+import csv
 import json
 import os
 import signal
@@ -223,3 +224,45 @@ def test_no_worker_with_enough_threads_is_a_clear_error(cluster, data, tmp_path,
     assert "--resources threads=N" in err
     assert sweep.main([config, "--out", str(tmp_path / "out"), "--scheduler", "tcp://127.0.0.1:9"]) == 2
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in capsys.readouterr().err
+
+
+def _run_processes(marker):
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "fastnn.cli" in (p.info["cmdline"] or ()) and any(marker in a for a in p.info["cmdline"] or ())]
+
+
+def test_ctrl_c_cancels_pending_runs_and_stops_running_ones(cluster, data, tmp_path):
+    import distributed
+
+    # runs that would train for hours: only the cancellation can end them
+    endless = {name: f"layers = [8]\nepochs = 1000000\nseed = {i}" for i, name in enumerate("abc")}
+    config, out = _config(tmp_path, data, endless), tmp_path / "out"
+    cmd = [sys.executable, "-m", "fastnn.sweep", config, "--out", str(out), "--scheduler", cluster.scheduler_address,
+           "--no-plot"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=sweep.worker_env(1))
+    try:
+        deadline = time.monotonic() + 60
+        while len(_run_processes(str(data))) < 2:  # both workers busy, the third run pending
+            assert driver.poll() is None and time.monotonic() < deadline, "the runs did not start"
+            time.sleep(0.1)
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=30) == 130
+        assert "interrupted; finished runs are kept" in driver.stdout.read()
+        deadline = time.monotonic() + 10
+        while _run_processes(str(data)):
+            assert time.monotonic() < deadline, "the running runs were not stopped"
+            time.sleep(0.1)
+        with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
+            deadline = time.monotonic() + 10
+            while any(client.processing().values()):
+                assert time.monotonic() < deadline, f"tasks left on the cluster: {client.processing()}"
+                time.sleep(0.1)
+    finally:
+        driver.kill()
+        for p in _run_processes(str(data)):  # never leave an endless run behind
+            p.kill()
+    rows = {r["run"]: r["status"] for r in csv.DictReader(open(out / "results.csv"))}
+    assert rows == {"a": "not run", "b": "not run", "c": "not run"}
