@@ -159,7 +159,10 @@ def _killer(marker):
 
         def kill_when_training():
             for _ in range(600):
-                if any("fastnn.cli" in " ".join(c.cmdline()) for c in psutil.Process().children()):
+                runs = [c for c in psutil.Process().children() if "fastnn.cli" in " ".join(c.cmdline())]
+                if runs:
+                    with open(marker, "w") as f:  # tells the test which process must die with the worker
+                        f.write(f"{os.getpid()} {runs[0].pid}")
                     break
                 time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGKILL)
@@ -168,29 +171,57 @@ def _killer(marker):
     return hook
 
 
-def _processes_of(tag):
+def _run_processes(marker):
+    """fastnn-train processes with ``marker`` in their command line."""
     import psutil
 
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        if any(f"fastnn-sweep-{tag}-" in part for part in p.info["cmdline"] or ()):
-            found.append(p.pid)
-    return found
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "fastnn.cli" in (p.info["cmdline"] or ()) and any(marker in a for a in p.info["cmdline"] or ())]
+
+
+def _watch_orphan(marker, seen):
+    """Thread body: once the hook has killed the worker, record whether its run outlived it by 2 s."""
+    import psutil
+
+    def alive(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        text = open(marker).read() if os.path.exists(marker) else ""
+        if text:
+            worker, run = map(int, text.split())
+            while alive(worker) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(2.0)  # a short run lasts longer than this; a SIGKILL from the kernel does not
+            seen["run outlived its worker"] = alive(run)
+            return
+        time.sleep(0.02)
 
 
 def test_a_worker_killed_mid_run_is_rerun_or_reported(cluster, data, tmp_path, capsys):
+    import threading
+
     from fastnn.sweep_dask import DaskExecutor
 
     config = _config(tmp_path, data, {k: RUNS[k] for k in "bc"})
     # the scheduler reruns the task (allowed-failures 3 by default): ok, and the log says what happened
     ex = DaskExecutor(cluster.scheduler_address, run_hook=_killer(str(tmp_path / "killed-1")))
+    seen = {}
+    watcher = threading.Thread(target=_watch_orphan, args=(str(tmp_path / "killed-1"), seen), daemon=True)
+    watcher.start()
     rows = {r["run"]: r for r in sweep.run_sweep(config, out=str(tmp_path / "rerun"), executor=ex, plot=False)}
+    watcher.join(timeout=30)
+    assert seen == {"run outlived its worker": False}  # its run died with it instead of training on
     printed = capsys.readouterr().out
     assert [rows[n]["status"] for n in "bc"] == ["ok", "ok"]
     assert "b: test" in printed and "rerun after its worker was lost (tcp://127.0.0.1:" in printed
     record = json.loads((tmp_path / "rerun" / "b" / "sweep_run.json").read_text())
     assert len(record["lost_workers"]) == 1 and record["worker"] != record["lost_workers"][0]
-    assert not _processes_of(ex.tag)  # the killed worker's run did not train on as an orphan
+    assert not _run_processes(f"fastnn-sweep-{ex.tag}-")
 
     # with no failures allowed the scheduler gives up: the run is reported failed, with the reason
     import distributed
@@ -226,13 +257,6 @@ def test_no_worker_with_enough_threads_is_a_clear_error(cluster, data, tmp_path,
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in capsys.readouterr().err
 
 
-def _run_processes(marker):
-    import psutil
-
-    return [p for p in psutil.process_iter(["cmdline"])
-            if "fastnn.cli" in (p.info["cmdline"] or ()) and any(marker in a for a in p.info["cmdline"] or ())]
-
-
 def test_ctrl_c_cancels_pending_runs_and_stops_running_ones(cluster, data, tmp_path):
     import distributed
 
@@ -241,8 +265,11 @@ def test_ctrl_c_cancels_pending_runs_and_stops_running_ones(cluster, data, tmp_p
     config, out = _config(tmp_path, data, endless), tmp_path / "out"
     cmd = [sys.executable, "-m", "fastnn.sweep", config, "--out", str(out), "--scheduler", cluster.scheduler_address,
            "--no-plot"]
-    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=sweep.worker_env(1))
+    log = open(tmp_path / "driver.log", "w+")
+    # SIGINT as in a terminal: a test run started in the background (`pytest &`) ignores it,
+    # and a child would inherit that
+    driver = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=sweep.worker_env(1),
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while len(_run_processes(str(data))) < 2:  # both workers busy, the third run pending
@@ -250,7 +277,7 @@ def test_ctrl_c_cancels_pending_runs_and_stops_running_ones(cluster, data, tmp_p
             time.sleep(0.1)
         driver.send_signal(signal.SIGINT)
         assert driver.wait(timeout=30) == 130
-        assert "interrupted; finished runs are kept" in driver.stdout.read()
+        assert "interrupted; finished runs are kept" in (tmp_path / "driver.log").read_text()
         deadline = time.monotonic() + 10
         while _run_processes(str(data)):
             assert time.monotonic() < deadline, "the running runs were not stopped"
@@ -262,6 +289,7 @@ def test_ctrl_c_cancels_pending_runs_and_stops_running_ones(cluster, data, tmp_p
                 time.sleep(0.1)
     finally:
         driver.kill()
+        log.close()
         for p in _run_processes(str(data)):  # never leave an endless run behind
             p.kill()
     rows = {r["run"]: r["status"] for r in csv.DictReader(open(out / "results.csv"))}
