@@ -294,3 +294,18 @@ def test_ctrl_c_cancels_pending_runs_and_stops_running_ones(cluster, data, tmp_p
             p.kill()
     rows = {r["run"]: r["status"] for r in csv.DictReader(open(out / "results.csv"))}
     assert rows == {"a": "not run", "b": "not run", "c": "not run"}
+
+
+def test_scheduler_file_and_a_data_set_missing_on_the_worker(cluster, tmp_path, capsys):
+    # Dask's scheduler file (dask scheduler --scheduler-file) names the address
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler_file.write_text(json.dumps({"type": "Scheduler", "address": cluster.scheduler_address}))
+    missing = tmp_path / "not_on_the_worker"
+    config = _config(tmp_path, missing, {"broken": "layers = [8]\nbackend = \"numpy\""})
+    assert sweep.main([config, "--out", str(tmp_path / "out"), "--scheduler-file", str(scheduler_file),
+                       "--no-plot"]) == 1
+    printed = capsys.readouterr().out
+    assert "broken: FAILED: fastnn-train: error:" in printed and str(missing) in printed
+    record = json.loads((tmp_path / "out" / "broken" / "sweep_run.json").read_text())
+    assert record["status"] == "failed" and record["returncode"] == 2 and record["worker"].startswith("tcp://")
+    assert "fastnn-train: error:" in (tmp_path / "out" / "broken" / "log.txt").read_text()
