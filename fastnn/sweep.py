@@ -3,7 +3,9 @@
 One code path: every run is ``python -m fastnn.cli <argv>``, i.e. exactly what
 ``fastnn-train`` does, in its own worker process writing its usual run folder.
 The sweep only maps TOML keys onto that argv, schedules the processes, and
-collects each run's ``summary.json`` into a results table and a chart.
+collects each run's ``summary.json`` into a results table and a chart. Where the
+processes run is the executor's business: ``LocalExecutor`` here, or with
+``--scheduler`` the workers of a Dask cluster (``fastnn.sweep_dask``).
 
 TOML format
 -----------
@@ -572,7 +574,8 @@ def write_results(rows, out_dir, title="sweep", header_lines=()):
 def build_parser():
     p = argparse.ArgumentParser(
         prog="fastnn-sweep",
-        description="Run the named fastnn-train runs of a TOML file in parallel worker processes; write "
+        description="Run the named fastnn-train runs of a TOML file in parallel worker processes (or on a "
+                    "Dask cluster: --scheduler); write "
                     "results.md, results.csv and comparison.png. Starting it again skips finished runs.",
         epilog="TOML layout: [defaults], [runs.<name>] (+ [runs.<name>.meta]: reported, source, note), "
                "[grids.<name>] with grid = {key = [values]}. See the fastnn.sweep module docstring.")
