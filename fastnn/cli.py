@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from . import __version__
 from .atomic import write_text
 from .plotting import GALLERY_MAX
 from .provenance import load_average, provenance
+from .divergence import DivergenceWarning
 from .validation import (
     ACTIVATION_NAMES, BACKEND_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES, Interval, POSITIVE_INT, POSITIVE_REAL,
     NON_NEGATIVE_REAL, UNIT_OPEN, check_value,
@@ -141,8 +143,14 @@ def build_train_parser():
     p.add_argument("--train-limit", type=_arg(int, POSITIVE_INT), default=None, metavar="N",
                    help="train on the first N training images only (quick runs)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="run folder for the model, history, summary and plots (default: a new "
-                        "runs/YYYYmmdd-HHMMSS/ under the current directory)")
+                   help="run folder for the model, history, summary and plots, one run per folder (default: a new "
+                        "runs/YYYYmmdd-HHMMSS/ under the current directory); a folder holding a run is refused "
+                        "unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out: first remove its outputs (model, summary, history, plots)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the interrupted run in RUN_DIR with its recorded settings, to the same result as "
+                        "an uninterrupted run (only --threads, --verbose and --data-dir may be given with it)")
     _tta_arg(p)
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
@@ -249,7 +257,9 @@ def warm_up(model, x, y, batch_size, log=None):
     twin = type(model).from_config(model.get_config())
     twin.build(model.n_features_, model.n_classes_)
     n = min(len(x), 2 * batch_size)
-    twin.fit(x[:n], np.minimum(y[:n], model.n_classes_ - 1), epochs=1, batch_size=batch_size, verbose=0)
+    with warnings.catch_warnings():  # the real run reports a diverging learning rate
+        warnings.simplefilter("ignore", DivergenceWarning)
+        twin.fit(x[:n], np.minimum(y[:n], model.n_classes_ - 1), epochs=1, batch_size=batch_size, verbose=0)
     twin.evaluate(x[:n], np.minimum(y[:n], model.n_classes_ - 1))
     return time.perf_counter() - t0
 
@@ -276,10 +286,12 @@ def _make_optimizer(args):
 
 
 def _run(prog, parser, body, argv):
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage and message
         return exc.code
+    args.given = _given_options(parser, argv)
     try:
         return body(args) or 0
     except KeyboardInterrupt:
@@ -290,16 +302,202 @@ def _run(prog, parser, body, argv):
         return 2
 
 
+def _given_options(parser, argv):
+    """The ``dest`` of every option that appears on the command line."""
+    given = set()
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if any(tok == flag or tok.startswith(flag + "=") for tok in argv):
+                given.add(action.dest)
+    return given
+
+
 # fastnn-train --------------------------------------------------------------------
 
-def _train(args):
-    from .callbacks import CSVLogger, EarlyStopping
-    from .datasets import dataset_info, load_dataset
-    from .metrics import confusion_matrix
-    from .layers import Dense, parse_architecture
-    from .model import AUGMENT_KEYS, MLP, Sequential
+#: exit status when training stopped because the loss diverged (outputs are still written)
+EXIT_DIVERGED = 3
+#: options that --resume accepts: they change how the run is computed, never its result
+RESUME_OPTIONS = {"resume", "threads", "verbose", "data_dir"}
 
-    # Everything that can be checked without data is checked before the (slow) load.
+
+class RunRecorder:
+    """Keeps a run folder current: after every finished epoch, inside ``guard.critical()`` (a
+    signal waits until all three are written), ``history.csv``, then ``summary.json``
+    (``"status": "running"``), then ``model.fastnn`` with its training record. Written in that
+    order, a folder killed at any moment holds a summary beside any model, and the model is
+    never ahead of the summary's history (``--resume`` trusts the model's record).
+    """
+
+    def __init__(self, out, guard, base, previous=None):
+        from .callbacks import CSVLogger, History
+
+        self.out, self.guard, self.base = out, guard, base
+        self.csv = CSVLogger(os.path.join(out, "history.csv"), columns=HISTORY_COLUMNS[1:], epoch_base=1, append=True)
+        self.stage, self.finished = "startup", False
+        self.history = History()  # every epoch of the run, resumed or not
+        previous = previous or {}
+        for key, values in previous.items():
+            if key == "epoch":
+                self.history.epoch = [e - 1 for e in values]
+            else:
+                self.history.history[key] = [float("nan") if v is None else v for v in values]
+        self.model_epoch = len(self.history.epoch)
+
+    def callback(self, model):
+        from .callbacks import Callback
+
+        recorder = self
+
+        class _Record(Callback):
+            def on_train_begin(self, logs=None):
+                recorder.csv.set_model(model)
+                recorder.csv.on_train_begin(logs)
+
+            def on_epoch_begin(self, epoch, logs=None):
+                recorder.stage = f"epoch {epoch + 1}"
+
+            def on_epoch_end(self, epoch, logs=None):
+                recorder.history.on_epoch_end(epoch, logs)
+                finished = model.training_state is not None and model.training_state["epoch"] == epoch + 1
+                with recorder.guard.critical():
+                    recorder.csv.on_epoch_end(epoch, logs)
+                    recorder.write("running", epochs_completed=epoch + 1 if finished else epoch)
+                    if finished:
+                        model.save(os.path.join(recorder.out, "model.fastnn"))
+                        recorder.model_epoch = epoch + 1
+
+        return _Record()
+
+    def truncate(self, epochs):
+        """Forget rows after ``epochs`` (the model file is the authority when resuming)."""
+        del self.history.epoch[epochs:]
+        for values in self.history.history.values():
+            del values[epochs:]
+        self.model_epoch = epochs
+        path = self.csv.filename
+        if os.path.exists(path):
+            with open(path, newline="", encoding="utf-8") as f:
+                lines = f.read().splitlines(keepends=True)
+            write_text(path, "".join(lines[:epochs + 1]) if epochs else "")
+
+    def write(self, status, **extra):
+        hist = self.history.history
+        summary = {"status": status, **extra, **self.base,
+                   "model_epoch": self.model_epoch,
+                   "history": {"epoch": [e + 1 for e in self.history.epoch], **hist}}
+        _write_json(os.path.join(self.out, "summary.json"), summary)
+
+
+def _resume_args(args, parser):
+    """The recorded arguments of the run in ``args.resume`` (with the options --resume allows)
+    and that run's summary."""
+    extra = sorted(args.given - RESUME_OPTIONS)
+    if extra:
+        flags = ", ".join("--" + d.replace("_", "-") for d in extra)
+        raise ValueError(f"--resume continues a run with its recorded settings; drop {flags} (only --threads, "
+                         f"--verbose and --data-dir may change)")
+    path = os.path.join(args.resume, "summary.json")
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+        recorded = summary["config"]["args"]
+    except FileNotFoundError:
+        raise ValueError(f"--resume {args.resume!r}: no summary.json there, so no fastnn-train run to resume") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--resume {args.resume!r}: its summary.json is damaged ({exc!r})") from None
+    if summary.get("status") not in ("running", "interrupted", "failed"):
+        raise ValueError(f"--resume {args.resume!r}: that run is {summary.get('status', 'finished')}, not interrupted; "
+                         f"nothing to resume (start a new run with --out)")
+    resumed = parser.parse_args([])  # defaults for options newer than the recorded run
+    for key, value in recorded.items():
+        if key not in ("given", "resume", "overwrite", "out"):
+            setattr(resumed, key, value)
+    for key in args.given & RESUME_OPTIONS:
+        setattr(resumed, key, getattr(args, key))
+    resumed.out, resumed.resume, resumed.overwrite, resumed.given = args.resume, args.resume, False, args.given
+    return resumed, summary
+
+
+def _open_run_folder(args):
+    """Create/check the output folder and lock it, before any data is loaded; refuse a folder
+    holding another run unless --overwrite (which removes that run's outputs) or --resume."""
+    from .runs import RunFolderError, RunLock, check_writable_dir, clear_run, run_files
+
+    out = check_writable_dir(args.out, "--out") if args.out is not None else make_run_dir()
+    lock = RunLock(out).acquire()
+    try:
+        previous = run_files(out)
+        if previous and not args.resume:
+            if not args.overwrite:
+                raise RunFolderError(f"--out {out!r} already holds a run ({', '.join(previous)}); pass --overwrite to "
+                                     f"replace it, --resume {out} to continue it if it was interrupted, or choose "
+                                     f"another --out")
+            clear_run(out)
+    except BaseException:
+        lock.release()
+        raise
+    return out, lock
+
+def _train(args):
+    from .interrupts import InterruptGuard, Interrupted
+    from .runs import clear_run
+
+    previous = None
+    if args.resume is not None:
+        args, previous = _resume_args(args, build_train_parser())
+    elif args.overwrite and args.out is None:
+        raise ValueError("--overwrite needs --out (a new timestamped folder never holds a run)")
+    setup = _setup_training(args)  # everything that can fail without data fails here
+    created = args.out is None or not os.path.exists(args.out)
+    out, lock = _open_run_folder(args)
+    try:
+        with InterruptGuard() as guard:
+            recorder = RunRecorder(out, guard, {"config": {"args": _recorded_args(args)}},
+                                   previous.get("history") if previous else None)
+            try:
+                if previous is None:
+                    with guard.critical():
+                        recorder.write("running", epochs_completed=0)
+                return _train_in(args, setup, out, recorder)
+            except Interrupted as exc:
+                if recorder.finished:  # the signal waited for the last output: the run is whole
+                    print(f"fastnn-train: interrupted by {exc.name} after the run finished; its outputs in {out} "
+                          f"are complete", file=sys.stderr, flush=True)
+                    return exc.exit_status
+                with guard.critical():
+                    recorder.write("interrupted", signal=exc.name, epochs_completed=recorder.model_epoch,
+                                   interrupted_during=recorder.stage)
+                kept = f"kept {recorder.model_epoch} finished epochs" if recorder.model_epoch else "no epoch had finished"
+                print(f"fastnn-train: interrupted by {exc.name} during {recorder.stage}; {kept} in {out} "
+                      f"(continue with: fastnn-train --resume {out})", file=sys.stderr, flush=True)
+                return exc.exit_status
+            except Exception as exc:
+                with guard.critical():
+                    if recorder.model_epoch == 0 and previous is None:  # nothing worth keeping: leave no run behind
+                        clear_run(out)
+                    else:
+                        recorder.write("failed", error=str(exc), epochs_completed=recorder.model_epoch,
+                                       failed_during=recorder.stage)
+                raise
+    finally:
+        lock.release()
+        if created:
+            try:
+                os.rmdir(out)  # only if empty: a run that failed before its first epoch
+            except OSError:
+                pass
+
+
+def _recorded_args(args):
+    return {k: v for k, v in vars(args).items() if k != "given"}
+
+
+def _setup_training(args):
+    """Check the arguments and build the model, optimizer and callbacks (no data needed)."""
+    from .callbacks import EarlyStopping
+    from .layers import parse_architecture
+    from .model import AUGMENT_KEYS, MLP
+
     if args.early_stopping is not None and args.val_split <= 0:
         raise ValueError("--early-stopping needs a validation set: pass --val-split, e.g. --val-split 0.1")
     # --threads limits BLAS for the NumPy backend too (its matmuls are BLAS calls)
@@ -307,6 +505,7 @@ def _train(args):
     augment = {k: getattr(args, "aug_" + k) for k in AUGMENT_KEYS}
     common = dict(optimizer=_make_optimizer(args), label_smoothing=args.label_smoothing, augment=augment,
                   backend=args.backend, seed=args.seed)
+    model = hidden = None
     if args.architecture is None:
         model = MLP(layers=args.layers, activation=args.activation, dropout=args.dropout, batch_norm=args.batch_norm,
                     **common)
@@ -316,34 +515,66 @@ def _train(args):
         hidden = parse_architecture(args.architecture, args.activation)
     callbacks = [EarlyStopping("val_loss", patience=args.early_stopping, restore_best_weights=True)] \
         if args.early_stopping is not None else []
+    return {"threads": threads, "common": common, "model": model, "hidden": hidden, "callbacks": callbacks}
 
+
+def _train_in(args, setup, out, recorder):
+    from .datasets import dataset_info, load_dataset
+    from .io import load_model
+    from .layers import Dense
+    from .metrics import confusion_matrix
+    from .model import Sequential
+
+    threads, model = setup["threads"], setup["model"]
+    recorder.stage = "loading the data"
     (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, args.data_dir)
     info = dataset_info(args.dataset, args.data_dir)
     if args.train_limit is not None:
         x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
-    out = make_run_dir(args.out)
-    # each epoch's row is on disk as soon as it ends, so an interrupted run keeps its history
-    callbacks.append(CSVLogger(os.path.join(out, "history.csv"), columns=HISTORY_COLUMNS[1:], epoch_base=1))
     log = (lambda *a: print(*a, flush=True)) if args.verbose else (lambda *a: None)
     log(f"fastnn-train: {info.name} ({len(x_train)} train, {len(x_test)} test) from {info.directory}; "
         f"backend={args.backend}" + (f", threads={threads}" if threads else "") + f"; output in {out}")
 
     n_classes = max(info.n_classes, int(y_train.max()) + 1)
     if args.architecture is not None:
-        model = Sequential(hidden + [Dense(n_classes)], **common)
+        model = Sequential(setup["hidden"] + [Dense(n_classes)], **setup["common"])
     model.build(x_train.shape[1], n_classes)
-    model.dataset_ = info.record()  # saved with the model: fastnn-evaluate's default data set
-    compile_seconds = warm_up(model, x_train, y_train, args.batch_size, log) if args.backend == "numba" else 0.0
-    origin = provenance()  # the load average as training starts; the end's is added below
-    t0 = time.perf_counter()
-    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        validation_split=args.val_split, callbacks=callbacks, seed=args.seed, verbose=args.verbose)
-    train_seconds = time.perf_counter() - t0
-    if model.stop_reason:
-        log(f"stopped: {model.stop_reason}")
-
     n_val = int(len(x_train) * args.val_split)
     n_fit = len(x_train) - n_val
+    recorder.base["dataset"] = {
+        "name": info.name, "directory": str(info.directory), "n_train": n_fit, "n_val": n_val,
+        "n_test": len(x_test), "image_shape": list(info.image_shape), "n_classes": model.n_classes_}
+    recorder.base["config"].update(model_class=type(model).__name__, model=model.get_config(),
+                                   n_params=model.count_params())
+    initial_epoch = 0
+    model_path = os.path.join(out, "model.fastnn")
+    if args.resume is not None and os.path.exists(model_path):
+        model = load_model(model_path, backend=args.backend)
+        initial_epoch = model.training_state["epoch"] if model.training_state else 0
+        log(f"resuming after epoch {initial_epoch} of {args.epochs}")
+    recorder.truncate(initial_epoch)
+    model.dataset_ = info.record()  # saved with the model: fastnn-evaluate's default data set
+    model.lr_flag = "--lr {}"
+
+    recorder.stage = "compilation"
+    compile_seconds = warm_up(model, x_train, y_train, args.batch_size, log) if args.backend == "numba" else 0.0
+    recorder.stage = "training"
+    origin = provenance()  # the load average as training starts; the end's is added below
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():  # reported below, as a line naming --lr
+        warnings.simplefilter("ignore", DivergenceWarning)
+        model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, validation_split=args.val_split,
+                  callbacks=setup["callbacks"] + [recorder.callback(model)], seed=args.seed, verbose=args.verbose,
+                  initial_epoch=initial_epoch)
+    train_seconds = time.perf_counter() - t0
+    history = recorder.history
+    diverged = model.diverged
+    if diverged:
+        print(f"fastnn-train: training diverged: {model.stop_reason}", file=sys.stderr, flush=True)
+    elif model.stop_reason:
+        log(f"stopped: {model.stop_reason}")
+
+    recorder.stage = "the final evaluation"
     tta = dict(tta=args.tta, seed=args.seed)  # val and test only; the train row stays plain
     final = {"train": model.evaluate(x_train[:n_fit], y_train[:n_fit], return_dict=True),
              "val": model.evaluate(x_train[n_fit:], y_train[n_fit:], return_dict=True, **tta) if n_val else None,
@@ -352,51 +583,51 @@ def _train(args):
         final["test_no_tta"] = model.evaluate(x_test, y_test, return_dict=True)
     cm = confusion_matrix(y_test, model.predict(x_test, **tta), model.n_classes_)
 
-    model_path = model.save(os.path.join(out, "model.fastnn"))
-    files = {"model": "model.fastnn", "history": "history.csv"}
-    if not args.no_plots:
-        from .plotting import plot_confusion_matrix, plot_curve
+    recorder.stage = "writing the outputs"
+    with recorder.guard.critical():  # the final model, plots and summary: all or (after a signal) none
+        model.save(model_path)
+        files = {"model": "model.fastnn", "history": "history.csv"}
+        if not args.no_plots:
+            from .plotting import plot_confusion_matrix, plot_curve
 
-        plot_curve(history, "loss", os.path.join(out, "loss.png"), "Cross-entropy loss", test=final["test"]["loss"])
-        plot_curve(history, "accuracy", os.path.join(out, "accuracy.png"), "Accuracy",
-                   test=final["test"]["accuracy"])
-        plot_confusion_matrix(cm, os.path.join(out, "confusion_matrix.png"), title=f"{info.name} test set",
-                              class_names=info.class_names if len(info.class_names) == len(cm) else None)
-        files.update(loss_plot="loss.png", accuracy_plot="accuracy.png", confusion_matrix_plot="confusion_matrix.png")
-    hist = history.history
-    summary = {
-        "test_accuracy": final["test"]["accuracy"],
-        "test_loss": final["test"]["loss"],
-        "tta": args.tta,
-        "dataset": {"name": info.name, "directory": str(info.directory), "n_train": n_fit, "n_val": n_val,
-                    "n_test": len(x_test), "image_shape": list(info.image_shape), "n_classes": model.n_classes_},
-        "config": {"args": {k: v for k, v in vars(args).items()}, "model_class": type(model).__name__,
-                   "model": model.get_config(), "n_params": model.count_params()},
-        "final": final,
-        "history": {"epoch": [e + 1 for e in history.epoch], **hist},
-        "epochs": [{"epoch": e + 1, "seconds": hist["seconds"][i], "samples_per_second": hist["samples_per_second"][i]}
-                   for i, e in enumerate(history.epoch)],
-        "epochs_run": len(history.epoch),
-        "stop_reason": model.stop_reason,
-        "train_seconds": train_seconds,
-        "compile_seconds": compile_seconds,
-        "confusion_matrix": cm.tolist(),
-        "backend": args.backend,
-        "threads": threads,
-        # The Numba backend's bits do not depend on the thread count; the NumPy backend's depend on
-        # NumPy's BLAS threads on dense layers (README, "Threads").
-        "thread_independent": args.backend == "numba",
-        "versions": versions(),
-        "platform": platform.platform(),
-        "provenance": {**origin, "load_average_end": load_average()},
-        "files": files,
-    }
-    _write_json(os.path.join(out, "summary.json"), summary)
+            plot_curve(history, "loss", os.path.join(out, "loss.png"), "Cross-entropy loss", test=final["test"]["loss"])
+            plot_curve(history, "accuracy", os.path.join(out, "accuracy.png"), "Accuracy",
+                       test=final["test"]["accuracy"])
+            plot_confusion_matrix(cm, os.path.join(out, "confusion_matrix.png"), title=f"{info.name} test set",
+                                  class_names=info.class_names if len(info.class_names) == len(cm) else None)
+            files.update(loss_plot="loss.png", accuracy_plot="accuracy.png", confusion_matrix_plot="confusion_matrix.png")
+        hist = history.history
+        recorder.write(
+            "diverged" if diverged else "complete",
+            test_accuracy=final["test"]["accuracy"],
+            test_loss=final["test"]["loss"],
+            tta=args.tta,
+            final=final,
+            epochs=[{"epoch": e + 1, "seconds": hist["seconds"][i], "samples_per_second": hist["samples_per_second"][i]}
+                    for i, e in enumerate(history.epoch)],
+            epochs_run=len(history.epoch),
+            epochs_completed=len(history.epoch) - diverged,
+            stop_reason=model.stop_reason,
+            resumed_at_epoch=initial_epoch if args.resume is not None else None,
+            train_seconds=train_seconds,
+            compile_seconds=compile_seconds,
+            confusion_matrix=cm.tolist(),
+            backend=args.backend,
+            threads=threads,
+            # The Numba backend's bits do not depend on the thread count; the NumPy backend's depend on
+            # NumPy's BLAS threads on dense layers (README, "Threads").
+            thread_independent=args.backend == "numba",
+            versions=versions(),
+            platform=platform.platform(),
+            provenance={**origin, "load_average_end": load_average()},
+            files=files,
+        )
+        recorder.finished = True
     plain = f" (without TTA {final['test_no_tta']['accuracy']:.4f})" if args.tta else ""
     print(f"test accuracy: {final['test']['accuracy']:.4f}{plain}  test loss: {final['test']['loss']:.4f}  "
           f"({len(history.epoch)} epochs, {train_seconds:.1f} s training)  saved to {model_path}", flush=True)
     print(f"run folder: {out}", flush=True)
-    return 0
+    return EXIT_DIVERGED if diverged else 0
 
 
 def train_main(argv=None):

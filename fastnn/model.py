@@ -198,7 +198,7 @@ class Sequential:
         self.augment = dict(augment) if augment else None
         self.net = self.plan = None
         self.n_features_ = self.n_classes_ = None
-        self.stop_training, self.stop_reason, self.history = False, None, None
+        self.stop_training, self.stop_reason, self.history, self.diverged = False, None, None, False
         self.training_state = None  # fastnn.training_state record once an epoch has finished
         # the training data set's record, saved with the model (fastnn.io; fastnn-train sets it)
         self.dataset_ = None
@@ -409,7 +409,7 @@ class Sequential:
         cb = CallbackList(cbs, self)
         batch_hooks = cb.batch_hooks
         metrics = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if x_val is not None else [])
-        self.stop_training, self.stop_reason = False, None
+        self.stop_training, self.stop_reason, self.diverged = False, None, False
         backend = get_backend(self.backend)
         net, opt = self.net, self.optimizer.buffers
         # augmented batches are listed from the augmented copies, never from x itself
@@ -538,7 +538,7 @@ class Sequential:
     lr_flag = "lr={}"
 
     def _stop_diverged(self, epoch, step, lr, loss, threshold):
-        self.stop_training = True
+        self.stop_training = self.diverged = True
         what = "non-finite loss" if not math.isfinite(loss) else \
             f"exploding loss ({loss:.3g}, over {threshold:.3g} = {EXPLOSION_FACTOR:g} x ln(classes))"
         self.stop_reason = (
