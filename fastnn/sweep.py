@@ -365,7 +365,8 @@ def run_one(name, argv, run_dir, threads, timeout=None, preexec_fn=None):
     if os.path.exists(summary_path):  # a stale result must not survive a failed rerun
         os.remove(summary_path)
     log_path = os.path.join(run_dir, "log.txt")
-    cmd = [sys.executable, "-m", "fastnn.cli", *argv]
+    # a rerun replaces what an earlier, unfinished attempt left (fastnn-train refuses that otherwise)
+    cmd = [sys.executable, "-m", "fastnn.cli", *argv, "--overwrite"]
     record = {"run": name, "argv": argv, "threads": threads,
               "started": datetime.datetime.now().isoformat(timespec="seconds")}
     # until the process ends the run reads as incomplete (an interrupted sweep leaves it so)
