@@ -1,11 +1,9 @@
 """Resuming training with the same bits (fit(initial_epoch=), ModelCheckpoint, BackupAndRestore),
 the training record in model files, checkpoint-template checks, and the divergence stop."""
 
-import json
 import math
-import os
+import shutil
 import warnings
-import zipfile
 
 import numpy as np
 import pytest
@@ -131,20 +129,15 @@ def test_resume_mismatch_warns_and_initial_epoch_is_checked(tmp_path):
     assert model.fit(x, y, epochs=5, batch_size=64, initial_epoch=5, verbose=0).epoch == []
 
 
-def test_version_1_files_load_and_damaged_training_records_are_refused(tmp_path):
+def test_version_1_files_load_and_damaged_training_records_are_refused(tmp_path, rewrite_model_config):
     x, y = image_rows()
     model = fastnn.MLP([8])
     model.fit(x, y, epochs=1, verbose=0)
     path = model.save(tmp_path / "m.fastnn")
 
     def rewrite(edit, target):
-        with zipfile.ZipFile(path) as zf:
-            config, weights = json.loads(zf.read("config.json")), zf.read("weights.npz")
-        edit(config)
-        with zipfile.ZipFile(target, "w") as zf:
-            zf.writestr("config.json", json.dumps(config))
-            zf.writestr("weights.npz", weights)
-        return target
+        shutil.copyfile(path, target)
+        return rewrite_model_config(target, edit)
 
     def as_v1(config):
         config["format_version"] = 1
