@@ -17,7 +17,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from . import callbacks, layers, optimizers  # noqa: E402
-from .callbacks import BackupAndRestore, EarlyStopping, History, ModelCheckpoint, ProgressBar  # noqa: E402
+from .callbacks import (BackupAndRestore, CSVLogger, EarlyStopping, History, LambdaCallback,  # noqa: E402
+                        LearningRateScheduler, ModelCheckpoint, ProgressBar, ReduceLROnPlateau)
 from .datasets import DatasetError, load_dataset  # noqa: E402
 from .io import load  # noqa: E402
 from .layers import BatchNorm, Dense, Dropout, ReLU, Sigmoid, Tanh  # noqa: E402
@@ -27,7 +28,8 @@ from .optimizers import SGD, Adam, RMSprop  # noqa: E402
 __all__ = [
     "MLP", "Sequential", "MLPClassifier", "load", "load_dataset", "DatasetError", "NotFittedError",
     "Dense", "ReLU", "Sigmoid", "Tanh", "Dropout", "BatchNorm", "SGD", "Adam", "RMSprop",
-    "History", "EarlyStopping", "ModelCheckpoint", "BackupAndRestore", "ProgressBar", "layers", "optimizers", "callbacks",
+    "History", "EarlyStopping", "ModelCheckpoint", "BackupAndRestore", "ProgressBar", "LearningRateScheduler",
+    "ReduceLROnPlateau", "CSVLogger", "LambdaCallback", "layers", "optimizers", "callbacks",
 ]
 
 

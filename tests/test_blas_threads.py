@@ -6,6 +6,10 @@ Each check first raises every copy to 2 threads, so that a limit that did nothin
 show, and reads the counts back through a fresh threadpoolctl scan, not fastnn's cached one.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from threadpoolctl import ThreadpoolController, threadpool_info
@@ -102,3 +106,37 @@ def test_bench_reports_every_blas_copy():
     assert len(lines) == len(libraries)
     for lib, line in zip(libraries, lines):
         assert lib["version"] in line and lib["filepath"] in line and f"{lib['num_threads']} threads" in line
+
+
+def test_estimator_threads_limits_every_blas_copy_in_a_fresh_process():
+    """``MLPClassifier(threads=1)`` as a fresh process meets it, at the machine's default thread
+    counts: every BLAS copy, SciPy's (Numba's np.dot) included, runs one thread in the loop."""
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed (pip install 'fastnn[sklearn]')")
+    script = """
+import numpy as np
+from threadpoolctl import ThreadpoolController, threadpool_info
+from fastnn import MLPClassifier
+from fastnn.backends import jit_loop
+
+def counts():
+    return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+inside, loop = [], jit_loop._train_loop
+def spy(*args):
+    inside.append(counts())
+    return loop(*args)
+jit_loop._train_loop = spy
+rng = np.random.default_rng(0)
+x = (rng.random((300, 784)) < 0.2) * np.float32(1)  # MNIST-like: the compiled loop's list path
+y = rng.integers(0, 10, 300)
+MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=1, batch_size=128, threads=1).fit(x, y)
+assert inside and all(set(c.values()) == {1} for c in inside), inside
+assert len(inside[0]) >= 2, inside  # NumPy's and SciPy's copies
+print("ok", max(counts().values()))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if result.stdout.strip() == "ok 1":
+        pytest.skip("BLAS runs one thread by default here: a limit to 1 cannot be seen")
+    assert result.stdout.startswith("ok ")  # restored after fit
