@@ -366,7 +366,7 @@ class Sequential:
             check_value(f"callbacks[{i}]", cb, InstanceOf(Callback, "fastnn.callbacks.Callback"))
         x = check_x(x, "x", self.n_features_)
         y = check_y(y, "y", len(x), self.n_classes_)
-        check_sample_weight(sample_weight, "sample_weight", len(x))  # early: before any building
+        sample_weight = check_sample_weight(sample_weight, "sample_weight", len(x))  # before any building
         w_val = None
         _warn_raw_pixels(x)
         if validation_data is not None:
@@ -386,8 +386,7 @@ class Sequential:
                 raise ValueError(f"validation_split must leave at least one sample on each side; with {len(x)} samples, got {validation_split}")
             n_train = len(x) - n_val
             x_val, y_val = x[n_train:], y[n_train:]
-            if sample_weight is not None:
-                w_val = check_sample_weight(sample_weight, "sample_weight", len(x))[n_train:]
+            w_val = None if sample_weight is None else sample_weight[n_train:]
         else:
             n_train, x_val, y_val = len(x), None, None
         batch_size = min(batch_size, n_train)  # one batch of everything; never a workspace for absent rows
