@@ -32,6 +32,16 @@ def fit(model, x, y, **kwargs):
         return model.fit(x, y, batch_size=32, shuffle=False, verbose=0, **kwargs)
 
 
+def assert_trained_as_with_rates(model, backend, x, y, rates):
+    """``model`` has the bits of one-epoch fits with these rates set by hand in between."""
+    by_hand = model_for(backend)
+    for lr in rates:
+        by_hand.optimizer.lr = lr
+        fit(by_hand, x, y, epochs=1)
+    for a, b in zip(model.get_weights(), by_hand.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 # LearningRateScheduler ----------------------------------------------------------------
 
 
@@ -52,12 +62,7 @@ def test_learning_rate_scheduler_sets_each_epochs_rate_from_its_first_step(backe
     assert history.history["lr"] == [0.05, 0.025, 0.0125]
     assert model.optimizer.lr == 0.0125  # kept after fit, as in Keras
 
-    by_hand = model_for(backend)
-    for lr in (0.05, 0.025, 0.0125):
-        by_hand.optimizer.lr = lr
-        fit(by_hand, x, y, epochs=1)
-    for a, b in zip(model.get_weights(), by_hand.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    assert_trained_as_with_rates(model, backend, x, y, [0.05, 0.025, 0.0125])
     # and not what a constant rate gives
     constant = model_for(backend)
     fit(constant, x, y, epochs=3)
@@ -139,12 +144,7 @@ def test_reduce_lr_on_plateau_in_fit_changes_the_next_epochs_rate(backend):
     model = model_for(backend)
     history = fit(model, x, y, epochs=3, callbacks=[cb])
     assert history.history["lr"] == [0.05, 0.05, 0.025]
-    by_hand = model_for(backend)
-    for lr in (0.05, 0.05, 0.025):
-        by_hand.optimizer.lr = lr
-        fit(by_hand, x, y, epochs=1)
-    for a, b in zip(model.get_weights(), by_hand.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    assert_trained_as_with_rates(model, backend, x, y, [0.05, 0.05, 0.025])
     assert model.optimizer.lr == 0.0125  # reduced again at the end of the last epoch
 
 
