@@ -27,10 +27,15 @@ import os
 import sys
 
 from .atomic import write_text
+from .divergence import warn_outside
 from .runs import EPOCH_LOG_EXTRAS, check_path_template, check_writable_dir
 from .validation import Boolean, Interval, Options, check_params, check_value
 
 BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+#: Keras hooks fastnn never calls (``evaluate`` and ``predict`` take no callbacks, and ``fit``
+#: validates without them): ``fit`` warns when a callback defines one
+UNCALLED_HOOKS = tuple(f"on_{stage}_{when}" for stage in ("test", "predict", "test_batch", "predict_batch")
+                       for when in ("begin", "end"))
 
 
 class Callback:
@@ -571,6 +576,11 @@ class CallbackList:
         for cb in self.callbacks:
             cb.set_model(model)
         self.batch_hooks = any(defines_batch_hooks(cb) for cb in self.callbacks)
+        for cb in self.callbacks:
+            for hook in UNCALLED_HOOKS:
+                if callable(getattr(cb, hook, None)):
+                    warn_outside(f"{type(cb).__name__}.{hook} will not be called: fastnn's evaluate and predict take "
+                                 f"no callbacks and fit validates without test hooks", UserWarning)
 
     def __getattr__(self, hook):
         def call(*args, **kwargs):

@@ -280,3 +280,17 @@ def test_keras_aliases_lambda_batch_hooks_and_stopping_after_a_batch():
     history = fit(model, x, y, epochs=3, callbacks=[old, LambdaCallback(on_train_batch_end=stop)])
     # Keras: training stops after the batch that set stop_training; that epoch still ends
     assert old.batches == [0, 1] and model.optimizer.iterations == 2 and history.epoch == [0]
+
+
+def test_keras_hooks_fastnn_never_calls_are_warned_about_at_fit():
+    class Tester(Callback):
+        def on_test_batch_end(self, batch, logs=None):
+            pass
+
+    x, y = blobs(40)
+    with pytest.warns(UserWarning, match="Tester.on_test_batch_end will not be called") as record:
+        model_for("numpy").fit(x, y, epochs=1, verbose=0, callbacks=[Tester()])
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none for callbacks that define only hooks fastnn calls
+        model_for("numpy").fit(x, y, epochs=1, verbose=0, callbacks=[LambdaCallback(on_batch_end=lambda b, logs: None)])
