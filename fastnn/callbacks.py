@@ -15,8 +15,9 @@ logs)``, and Keras' older aliases ``on_batch_begin`` / ``on_batch_end``) are cal
 around every optimizer step, ``batch`` being the step's index within the epoch and the
 end logs the running ``loss`` and ``accuracy`` of the epoch so far, as in Keras. They
 have a price: the compiled loop normally runs many steps per call, and when any
-callback defines one of these hooks ``fit`` runs one step per call instead (see the
-README for the measured cost). Callbacks that define none of them cost nothing.
+callback defines one of these hooks ``fit`` runs one step per call instead: about 50 us
+more per step (MNIST 784-128-64-10, one thread: x1.59 the epoch time at batch 32, x1.14 at
+128, x1.03 at 512). Callbacks that define none of them cost nothing.
 """
 
 import csv
