@@ -142,15 +142,33 @@ class EarlyStopping(Callback):
         self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
         self.mode, self.restore_best_weights = _mode_for(monitor, mode), restore_best_weights
         self.best = self.best_epoch = self.best_weights = None
-        self.stopped_epoch, self.wait = None, 0
+        self.stopped_epoch, self.wait, self._continued = None, 0, None
+
+    def continue_from(self, values, best_weights=None):
+        """Carry on the bookkeeping of an interrupted run (for ``fit(initial_epoch=)``): ``values``
+        are its ``monitor`` values, one per finished epoch from epoch 0, ``best_weights`` the
+        ``model._snapshot()`` of its best epoch (with ``restore_best_weights``). Kept for the
+        next ``on_train_begin``, which otherwise starts afresh; returns the best epoch (or None)."""
+        self._continued = (list(values), best_weights)
+        self._replay()
+        return self.best_epoch
+
+    def _replay(self):
+        self.best = self.best_epoch = self.best_weights = self.stopped_epoch = None
+        self.wait = 0
+        values, weights = self._continued or ((), None)
+        for epoch, value in enumerate(values):
+            self._track(epoch, value)
+        if values:
+            self.best_weights = weights
 
     def on_train_begin(self, logs=None):
         metrics = (logs or {}).get("metrics")
         if metrics is not None and self.monitor not in metrics:
             hint = " (pass validation_split or validation_data to fit)" if self.monitor.startswith("val_") else ""
             raise ValueError(f"EarlyStopping monitor must be one of {sorted(metrics)}, got {self.monitor!r}{hint}")
-        self.best = self.best_epoch = self.best_weights = self.stopped_epoch = None
-        self.wait = 0
+        self._replay()
+        self._continued = None
 
     def _improved(self, value):
         if self.best is None:
@@ -159,16 +177,24 @@ class EarlyStopping(Callback):
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
+    def _track(self, epoch, value):
+        """Update best/wait for ``epoch``'s value; True when it improved."""
         if value is None or not math.isfinite(value):
-            return
+            return None
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
+            return True
+        self.wait += 1
+        return False
+
+    def on_epoch_end(self, epoch, logs=None):
+        improved = self._track(epoch, (logs or {}).get(self.monitor))
+        if improved is None:
+            return
+        if improved:
             if self.restore_best_weights:
                 self.best_weights = self.model._snapshot()
             return
-        self.wait += 1
         if self.wait >= self.patience:  # wait >= 1 here, so patience=0 stops at once
             self.stopped_epoch = epoch
             self.model.stop_training = True

@@ -314,6 +314,8 @@ def _given_options(parser, argv):
 
 # fastnn-train --------------------------------------------------------------------
 
+#: the best epoch's model while early stopping waits (resume needs its weights)
+BEST_FILE = "best.fastnn"
 #: exit status when training stopped because the loss diverged (outputs are still written)
 EXIT_DIVERGED = 3
 #: options that --resume accepts: they change how the run is computed, never its result
@@ -343,7 +345,9 @@ class RunRecorder:
                 self.history.history[key] = [float("nan") if v is None else v for v in values]
         self.model_epoch = len(self.history.epoch)
 
-    def callback(self, model):
+    def callback(self, model, early=None):
+        """The callback that records ``model``'s epochs; ``early``: the run's EarlyStopping, whose
+        best weights are kept in ``best.fastnn`` so that a resumed run stops as the whole one would."""
         from .callbacks import Callback
 
         recorder = self
@@ -365,6 +369,8 @@ class RunRecorder:
                     if finished:
                         model.save(os.path.join(recorder.out, "model.fastnn"))
                         recorder.model_epoch = epoch + 1
+                        if early is not None and early.best_epoch == epoch:
+                            model.save(os.path.join(recorder.out, BEST_FILE))
 
         return _Record()
 
@@ -488,6 +494,23 @@ def _train(args):
                 pass
 
 
+def _continue_early_stopping(early, model, values, out):
+    """Give ``early`` the interrupted run's monitored values and best weights: the model itself
+    when its last epoch was the best, else ``best.fastnn`` (saved when that epoch ended)."""
+    from .io import load_model
+
+    best_epoch = early.continue_from(values)
+    if best_epoch is None or best_epoch + 1 == len(values):
+        early.continue_from(values, model._snapshot() if best_epoch is not None else None)
+        return
+    path = os.path.join(out, BEST_FILE)
+    best = load_model(path) if os.path.exists(path) else None
+    if best is None or best.training_state is None or best.training_state["epoch"] != best_epoch + 1:
+        raise ValueError(f"cannot resume the early stopping of {out!r}: {BEST_FILE} with epoch {best_epoch + 1}'s "
+                         f"weights is missing; start the run again with --overwrite")
+    early.continue_from(values, best._snapshot())
+
+
 def _recorded_args(args):
     return {k: v for k, v in vars(args).items() if k != "given"}
 
@@ -520,6 +543,7 @@ def _setup_training(args):
 
 def _train_in(args, setup, out, recorder):
     from .datasets import dataset_info, load_dataset
+    from .callbacks import EarlyStopping
     from .io import load_model
     from .layers import Dense
     from .metrics import confusion_matrix
@@ -554,6 +578,9 @@ def _train_in(args, setup, out, recorder):
         log(f"resuming after epoch {initial_epoch} of {args.epochs}")
     recorder.truncate(initial_epoch)
     model.dataset_ = info.record()  # saved with the model: fastnn-evaluate's default data set
+    early = next((cb for cb in setup["callbacks"] if isinstance(cb, EarlyStopping)), None)
+    if early is not None and initial_epoch:
+        _continue_early_stopping(early, model, recorder.history.history.get(early.monitor, []), out)
     model.lr_flag = "--lr {}"
 
     recorder.stage = "compilation"
@@ -564,7 +591,7 @@ def _train_in(args, setup, out, recorder):
     with warnings.catch_warnings():  # reported below, as a line naming --lr
         warnings.simplefilter("ignore", DivergenceWarning)
         model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, validation_split=args.val_split,
-                  callbacks=setup["callbacks"] + [recorder.callback(model)], seed=args.seed, verbose=args.verbose,
+                  callbacks=setup["callbacks"] + [recorder.callback(model, early)], seed=args.seed, verbose=args.verbose,
                   initial_epoch=initial_epoch)
     train_seconds = time.perf_counter() - t0
     history = recorder.history
@@ -586,6 +613,8 @@ def _train_in(args, setup, out, recorder):
     recorder.stage = "writing the outputs"
     with recorder.guard.critical():  # the final model, plots and summary: all or (after a signal) none
         model.save(model_path)
+        if os.path.exists(os.path.join(out, BEST_FILE)):  # the final model is the best one by now
+            os.remove(os.path.join(out, BEST_FILE))
         files = {"model": "model.fastnn", "history": "history.csv"}
         if not args.no_plots:
             from .plotting import plot_confusion_matrix, plot_curve

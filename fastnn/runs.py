@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - Windows: no flock; the lock file is st
 
 LOCK_FILE = ".fastnn-lock"
 #: what fastnn-train writes into a run folder (a previous run is exactly these)
-RUN_OUTPUTS = ("model.fastnn", "summary.json", "history.csv", "loss.png", "accuracy.png", "confusion_matrix.png")
+RUN_OUTPUTS = ("model.fastnn", "best.fastnn", "summary.json", "history.csv", "loss.png", "accuracy.png", "confusion_matrix.png")
 #: epoch-log keys besides the metrics (see ``Sequential.fit``)
 EPOCH_LOG_EXTRAS = ["seconds", "samples_per_second", "lr"]
 

@@ -202,3 +202,25 @@ def test_read_only_file_system_fails_before_training(tmp_path, capsys):
         assert "the file system is read-only" in capsys.readouterr().err
     finally:
         subprocess.run(["umount", str(ro)], check=False)
+
+
+def test_resume_carries_early_stopping_on(dataset, tmp_path):
+    """Interrupted in the epoch where early stopping ends the whole run, after an epoch that was
+    not the best: the resumed run stops there too and restores the best epoch's weights (from
+    best.fastnn)."""
+    args = ["--epochs", "8", "--val-split", "0.2", "--early-stopping", "2"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run(train_args(dataset, whole, *args)).returncode == 0
+    expected = summary(whole)
+    stop_epoch = expected["epochs_run"]
+    best_epoch = int(np.argmin(expected["history"]["val_loss"])) + 1
+    assert expected["stop_reason"].startswith("early stopping") and best_epoch == stop_epoch - 2
+    steps_per_epoch = 50  # 3,200 training rows in batches of 64
+    proc = run(train_args(dataset, part, *args), driver=(f"step:{(stop_epoch - 1) * steps_per_epoch + 10}", "SIGINT"))
+    assert proc.returncode == 130 and summary(part)["epochs_completed"] == stop_epoch - 1
+    assert fastnn.load(part / "best.fastnn").training_state["epoch"] == best_epoch
+    resumed = run(["--resume", str(part)])
+    assert resumed.returncode == 0, resumed.stderr
+    done = summary(part)
+    assert done["stop_reason"] == expected["stop_reason"] and done["final"] == expected["final"]
+    assert same_model(part / "model.fastnn", whole / "model.fastnn") and not (part / "best.fastnn").exists()
