@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -166,6 +167,28 @@ def test_two_processes_never_share_a_folder(dataset, tmp_path):
     assert (out / LOCK_FILE).exists()  # left by the killed process: a stale lock is taken over
     assert run(train_args(dataset, out, "--epochs", "1")).returncode == 0
     assert not (out / LOCK_FILE).exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process state from /proc (Linux)")
+def test_two_fastnn_train_processes_on_one_folder(dataset, tmp_path, uninterrupted):
+    """The first run stops itself (SIGSTOP) in epoch 1 holding the folder; a second run on the
+    same --out is refused while it waits, and the first then finishes untouched."""
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, str(DRIVER), "step:10", "SIGSTOP", "--", *train_args(dataset, out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                             env=dict(os.environ, NUMBA_NUM_THREADS="1"))
+    try:
+        deadline = time.monotonic() + 60
+        while not Path(f"/proc/{first.pid}/stat").read_text().split(")")[1].split()[0] == "T":
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        second = run(train_args(dataset, out, "--overwrite"))
+        assert second.returncode == 2 and f"in use by another fastnn process (pid {first.pid})" in second.stderr
+    finally:
+        first.send_signal(signal.SIGCONT)
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert summary(out)["final"] == summary(uninterrupted)["final"]
 
 
 def test_lock_in_process(tmp_path):
