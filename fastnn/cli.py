@@ -335,7 +335,7 @@ class RunRecorder:
 
         self.out, self.guard, self.base = out, guard, base
         self.csv = CSVLogger(os.path.join(out, "history.csv"), columns=HISTORY_COLUMNS[1:], epoch_base=1, append=True)
-        self.stage, self.finished = "startup", False
+        self.stage, self.finished, self.progress = "startup", False, []
         self.history = History()  # every epoch of the run, resumed or not
         previous = previous or {}
         for key, values in previous.items():
@@ -361,6 +361,7 @@ class RunRecorder:
                 recorder.stage = f"epoch {epoch + 1}"
 
             def on_epoch_end(self, epoch, logs=None):
+                recorder.stage = f"the saving of epoch {epoch + 1}"
                 recorder.history.on_epoch_end(epoch, logs)
                 finished = model.training_state is not None and model.training_state["epoch"] == epoch + 1
                 with recorder.guard.critical():
@@ -466,6 +467,8 @@ def _train(args):
                         recorder.write("running", epochs_completed=0)
                 return _train_in(args, setup, out, recorder)
             except Interrupted as exc:
+                for bar in recorder.progress:
+                    bar.on_train_end({})  # end the bar's line: the message below starts its own
                 if recorder.finished:  # the signal waited for the last output: the run is whole
                     print(f"fastnn-train: interrupted by {exc.name} after the run finished; its outputs in {out} "
                           f"are complete", file=sys.stderr, flush=True)
@@ -543,7 +546,7 @@ def _setup_training(args):
 
 def _train_in(args, setup, out, recorder):
     from .datasets import dataset_info, load_dataset
-    from .callbacks import EarlyStopping
+    from .callbacks import EarlyStopping, ProgressBar
     from .io import load_model
     from .layers import Dense
     from .metrics import confusion_matrix
@@ -583,6 +586,8 @@ def _train_in(args, setup, out, recorder):
         _continue_early_stopping(early, model, recorder.history.history.get(early.monitor, []), out)
     model.lr_flag = "--lr {}"
 
+    # fit's own progress bar, held here so that an interrupt can end its line before saying so
+    recorder.progress = [ProgressBar(args.verbose)] if args.verbose else []
     recorder.stage = "compilation"
     compile_seconds = warm_up(model, x_train, y_train, args.batch_size, log) if args.backend == "numba" else 0.0
     recorder.stage = "training"
@@ -591,8 +596,8 @@ def _train_in(args, setup, out, recorder):
     with warnings.catch_warnings():  # reported below, as a line naming --lr
         warnings.simplefilter("ignore", DivergenceWarning)
         model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, validation_split=args.val_split,
-                  callbacks=setup["callbacks"] + [recorder.callback(model, early)], seed=args.seed, verbose=args.verbose,
-                  initial_epoch=initial_epoch)
+                  callbacks=setup["callbacks"] + [recorder.callback(model, early)] + recorder.progress, seed=args.seed,
+                  verbose=0, initial_epoch=initial_epoch)
     train_seconds = time.perf_counter() - t0
     history = recorder.history
     diverged = model.diverged

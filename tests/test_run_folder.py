@@ -91,7 +91,8 @@ def test_signal_keeps_finished_epochs_and_resume_gives_the_same_run(dataset, tmp
     assert len(history_rows(out)) == epochs_kept
     if epochs_kept:
         assert fastnn.load(out / "model.fastnn").training_state["epoch"] == epochs_kept
-        assert record["interrupted_during"] == f"epoch {epochs_kept + (moment.startswith('step'))}"
+        during = f"epoch {epochs_kept + 1}" if moment.startswith("step") else f"the saving of epoch {epochs_kept}"
+        assert record["interrupted_during"] == during
     else:
         assert not (out / "model.fastnn").exists()
     assert not (out / LOCK_FILE).exists() and not list(out.glob("*.tmp"))
