@@ -1,0 +1,347 @@
+"""The README's results tables, generated from recorded runs.
+
+A recorded run is a small JSON file under ``benchmarks/results/<table>/<run>.json``: the
+numbers a table quotes, taken from the run's ``summary.json`` (``fastnn-train`` writes it),
+with the commit, machine, load average, threads and library versions it was made with.
+The README holds each table between ``<!-- results:<table> -->`` and ``<!-- /results:<table> -->``;
+``write`` regenerates them, and ``tests/test_readme_results.py`` fails when the README
+differs from what the records give (a number typed by hand, or a stale one).
+
+    # record runs (a fastnn-train folder, or every run of a fastnn-sweep folder)
+    python benchmarks/results.py record defaults runs/mnist-defaults --name mnist
+    python benchmarks/results.py record seeds runs/sweeps/seeds --config benchmarks/sweeps/seeds.toml
+    python benchmarks/results.py record best runs/sweeps/best --config benchmarks/sweeps/best.toml
+    # rewrite the README's tables from the records; or only check them (exit status 1 when stale)
+    python benchmarks/results.py write
+    python benchmarks/results.py check
+
+Tables: ``defaults`` (``fastnn-train --layers 128 64`` per data set), ``seeds`` (the seed
+projects' configurations, ``benchmarks/sweeps/seeds.toml``) and ``best`` (the accuracy push,
+``benchmarks/sweeps/best.toml``).
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+from pathlib import Path
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+TABLES = ("defaults", "seeds", "best")
+DATA_NAMES = {"mnist": "MNIST", "kmnist": "KMNIST"}
+# fastnn-train options a record keeps (the settings a table may quote)
+SETTINGS = ("dataset", "layers", "architecture", "activation", "optimizer", "lr", "momentum", "nesterov",
+            "weight_decay", "dropout", "batch_norm", "batch_size", "epochs", "schedule", "label_smoothing",
+            "early_stopping", "val_split", "seed", "tta", "aug_shift", "aug_rotation", "aug_scale",
+            "aug_elastic_alpha", "aug_elastic_sigma", "train_limit", "backend", "threads")
+
+
+# ------------------------------------------------------------------------------ recording
+
+
+def record_from_summary(summary, name, table, meta=None, argv=None):
+    """The record of one run: its ``summary.json`` (dict) reduced to what the tables quote."""
+    hist = summary.get("history", {})
+    final = summary.get("final", {})
+    args = summary.get("config", {}).get("args", {})
+    epochs = [e["seconds"] for e in summary.get("epochs", []) if e.get("seconds") is not None]
+    rates = [r for r in hist.get("samples_per_second") or [] if r is not None]
+    losses = [v for v in hist.get("val_loss") or [] if v is not None]
+
+    def acc(part):
+        return final[part]["accuracy"] if final.get(part) else None
+
+    return {
+        "table": table, "name": name, "argv": argv,
+        "settings": {k: args[k] for k in SETTINGS if k in args},
+        "meta": meta or {},
+        "dataset": summary.get("dataset", {}).get("name"),
+        "n_train": summary.get("dataset", {}).get("n_train"),
+        "test_accuracy": summary["test_accuracy"], "test_loss": summary["test_loss"],
+        "test_no_tta": acc("test_no_tta"), "val_accuracy": acc("val"), "tta": summary.get("tta") or 0,
+        "epochs_run": summary.get("epochs_run"),
+        "best_val_loss_epoch": 1 + losses.index(min(losses)) if losses else None,
+        "stop_reason": summary.get("stop_reason"),
+        "train_seconds": summary.get("train_seconds"),
+        "epoch_seconds": [min(epochs), max(epochs)] if epochs else None,
+        "samples_per_second": statistics.median(rates) if rates else None,
+        "backend": summary.get("backend"), "threads": summary.get("threads"),
+        "thread_independent": summary.get("thread_independent"),
+        "provenance": summary.get("provenance"), "versions": summary.get("versions"),
+    }
+
+
+def _read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _sweep_meta(config):
+    """{run name: meta} of a sweep TOML (grids expanded as fastnn-sweep expands them)."""
+    from fastnn.sweep import expand_config
+
+    with open(config, "rb") as f:
+        return {name: run["meta"] for name, run in expand_config(tomllib.load(f), str(config)).items()}
+
+
+def record(table, path, name=None, config=None, records=RECORDS):
+    """Record the run folder ``path`` (it has a summary.json) or every finished run of the sweep
+    folder ``path`` (``config``: its TOML, for the runs' meta). Returns the files written."""
+    path = Path(path)
+    if (path / "summary.json").exists():
+        runs = {name or path.name: path}
+    else:
+        runs = {d.name: d for d in sorted(path.iterdir()) if (d / "summary.json").exists()}
+        if not runs:
+            raise SystemExit(f"no summary.json in {path} nor in its sub-folders: pass a fastnn-train run folder "
+                             f"or a fastnn-sweep output folder")
+    meta = _sweep_meta(config) if config else {}
+    written = []
+    for run_name, run_dir in runs.items():
+        sweep_run = run_dir / "sweep_run.json"
+        argv = _read(sweep_run).get("argv") if sweep_run.exists() else None
+        rec = record_from_summary(_read(run_dir / "summary.json"), run_name, table, meta.get(run_name), argv)
+        rec["position"] = list(meta).index(run_name) if run_name in meta else None  # the sweep file's order
+        out = records / table / f"{run_name}.json"
+        _write(out, rec)
+        written.append(out)
+    return written
+
+
+def load_records(records=RECORDS):
+    """{table: {run name: record}} of every recorded run."""
+    found = {t: {} for t in TABLES}
+    for path in sorted(Path(records).glob("*/*.json")):
+        rec = _read(path)
+        found.setdefault(rec["table"], {})[rec["name"]] = rec
+    return found
+
+
+# ------------------------------------------------------------------------------ tables
+
+
+def pct(fraction):
+    return f"{100 * fraction:.2f}"
+
+
+def _load(rec):
+    """'load 2.1-3.4': the 1-minute load average as training started and ended."""
+    origin = rec.get("provenance") or {}
+    start, end = (origin.get("load_average") or [None])[0], (origin.get("load_average_end") or [None])[0]
+    if start is None:
+        return "load unknown"
+    lo, hi = sorted((start, end if end is not None else start))
+    return f"load {lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"load {lo:.1f}-{hi:.1f}"
+
+
+def _threads(rec):
+    n = rec.get("threads")
+    return f"{n} thread{'s' if n != 1 else ''}" if n else rec.get("backend", "")
+
+
+def _commits(recs):
+    commits = sorted({(r.get("provenance") or {}).get("commit") or "unknown" for r in recs})
+    return ", ".join(c[:9] + ("+dirty" if c.endswith("+dirty") else "") for c in commits)
+
+
+def _footer(recs):
+    cpus = sorted({f"{(r.get('provenance') or {}).get('cpu')} ({(r.get('provenance') or {}).get('logical_cpus')} "
+                   f"logical CPUs)" for r in recs})
+    versions = sorted({", ".join(f"{k} {v}" for k, v in (r.get("versions") or {}).items() if k != "blas")
+                       for r in recs})
+    return (f"*Recorded runs: `benchmarks/results/{recs[0]['table']}/`, commit {_commits(recs)}, "
+            f"{'; '.join(cpus)}, {'; '.join(versions)}.*")
+
+
+def _md(head, rows, align):
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def defaults_table(recs):
+    order = sorted(recs.values(), key=lambda r: (r["backend"] != "numba", list(DATA_NAMES).index(r["dataset"])
+                                                 if r["dataset"] in DATA_NAMES else 99))
+    rows = []
+    for r in order:
+        lo, hi = r["epoch_seconds"]
+        label = DATA_NAMES.get(r["dataset"], r["dataset"]) + (f" (`--backend {r['backend']}`)"
+                                                             if r["backend"] != "numba" else "")
+        rows.append([label, pct(r["test_accuracy"]) + "%",
+                     f"{r['test_loss']:.3f}", f"{r['train_seconds']:.1f} s", f"{lo:.2f}-{hi:.2f} s",
+                     f"{_threads(r)}, {_load(r)}"])
+    head = ["data set", "test accuracy", "test loss", f"training time ({order[0]['epochs_run']} epochs)", "per epoch",
+            "threads, load average"]
+    return _md(head, rows, "lrrrrl") + "\n\n" + _footer(order)
+
+
+def _family_key(rec):
+    s = rec["settings"]
+    acts = ["relu", "tanh", "sigmoid"]
+    return (len(s.get("layers", [])), s.get("layers", [0])[0], acts.index(s["activation"]) if s.get(
+        "activation") in acts else 9)
+
+
+def _seed_settings(r):
+    s = r["settings"]
+    parts = (["`--architecture`"] if s.get("architecture") else []) + [f"lr {s['lr']:g}"]
+    if s.get("early_stopping") is not None:
+        parts[-1] += " constant" if s.get("schedule") == "none" else ""
+        parts.append(f"stopped after {r['epochs_run']} of {s['epochs']} epochs (best: {r['best_val_loss_epoch']})"
+                     if r["epochs_run"] < s["epochs"] else f"{s['epochs']} epochs (no early stop)")
+    else:
+        parts.append(f"{r['epochs_run']} epochs")
+    return ", ".join(parts)
+
+
+def _configuration(r):
+    source = r["meta"].get("source", r["name"])
+    return re.sub(r"^seed: (KMNIST|MNIST),? ?(MLP )?", "", source).replace(" (no number reported)", "")
+
+
+def seeds_table(recs):
+    family = sorted((r for n, r in recs.items() if n.startswith("mnist-family-")), key=_family_key)
+    single = sorted((r for n, r in recs.items() if not n.startswith("mnist-family-")),
+                    key=lambda r: (r.get("position") is None, r.get("position"), r["name"]))
+    rows = []
+    for r in single:
+        reported = r["meta"].get("reported")
+        test = 100 * r["test_accuracy"]
+        rows.append([_configuration(r), DATA_NAMES[r["dataset"]], _seed_settings(r),
+                     f"{reported:.2f}" if reported is not None else "-", f"{test:.2f}",
+                     f"{test - reported:+.2f}" if reported is not None else "-", f"{r['train_seconds']:.1f}"])
+    if family:
+        accs = [100 * r["test_accuracy"] for r in family]
+        secs = [r["train_seconds"] for r in family]
+        s = family[0]["settings"]
+        rows.append([f"looped family: hidden {', '.join(sorted({str(r['settings']['layers']) for r in family}, key=len))}"
+                     f" x ReLU/Tanh/Sigmoid, Adam ({len(family)} runs)", DATA_NAMES[family[0]["dataset"]],
+                     f"lr {s['lr']:g}, {s['epochs']} epochs each", "-", f"{min(accs):.2f} - {max(accs):.2f}", "-",
+                     f"{min(secs):.1f} - {max(secs):.1f} each"])
+    head = ["seed configuration", "data", "fastnn settings", "reported test %", "fastnn test %", "delta", "train s"]
+    out = _md(head, rows, "lllrrrr")
+    if family:
+        by_width = {}
+        for r in family:
+            by_width.setdefault(str(r["settings"]["layers"]), []).append(
+                f"{r['settings']['activation']} {pct(r['test_accuracy'])}")
+        out += "\n\nFamily, test %: " + "; ".join(f"{w} {', '.join(v)}" for w, v in by_width.items()) + "."
+    deltas = [100 * r["test_accuracy"] - r["meta"]["reported"] for r in single if r["meta"].get("reported") is not None]
+    if deltas:
+        verdict = ("Every configuration with a reported number is matched or beaten" if min(deltas) >= 0
+                   else "Not every configuration with a reported number is matched")
+        out += f"\n\n{verdict} (smallest margin {min(deltas):+.2f} points)."
+    threads = sorted({_threads(r) for r in recs.values()})
+    loads = [((r.get("provenance") or {}).get("load_average") or [0])[0] for r in recs.values()]
+    out += (f" Numba backend, {', '.join(threads)} per run, run one at a time while the machine's load average "
+            f"was {min(loads):.1f}-{max(loads):.1f}, so the seconds are upper bounds.")
+    return out + "\n\n" + _footer(list(recs.values()))
+
+
+def best_table(recs):
+    rows = []
+    order = sorted(recs.values(), key=lambda r: r["dataset"] != "mnist")
+    for r in order:
+        data = DATA_NAMES[r["dataset"]]
+        target = r["meta"].get("target")
+        goal = f"{target}% ({'met' if 100 * r['test_accuracy'] >= target else 'not met'})" if target else ""
+        label = f"{data}, with test-time augmentation ({r['tta']} views)" if r["tta"] else data
+        rows.append([label, f"**{pct(r['test_accuracy'])}%**", goal, f"{r['train_seconds']:.1f} s", r["epochs_run"],
+                     f"{r['samples_per_second']:,.0f}", f"{_threads(r)}, {_load(r)}"])
+        if r["tta"] and r.get("test_no_tta") is not None:
+            rows.append([f"{data}, the same model without it", f"{pct(r['test_no_tta'])}%", "", "", "", "", ""])
+    head = ["data set", "test accuracy", "goal", "training time", "epochs", "samples/s (median epoch)",
+            "threads, load average"]
+    return _md(head, rows, "lrrrrrl") + "\n\n" + _footer(order)
+
+
+RENDER = {"defaults": defaults_table, "seeds": seeds_table, "best": best_table}
+
+
+# ------------------------------------------------------------------------------ README
+
+
+def _block(table):
+    return re.compile(rf"(<!-- results:{table} [^>]*-->\n)(.*?)(<!-- /results:{table} -->)", re.S)
+
+
+def render_readme(text, records):
+    """``text`` with each results block replaced by the table its records give; raises when a
+    block has no records or a table's block is missing."""
+    for table in TABLES:
+        if not _block(table).search(text):
+            raise ValueError(f"README has no <!-- results:{table} ... --> ... <!-- /results:{table} --> block")
+        if not records.get(table):
+            raise ValueError(f"no recorded runs for the {table!r} table under {RECORDS}")
+        body = RENDER[table](records[table])
+        text = _block(table).sub(lambda m: m.group(1) + body + "\n" + m.group(3), text)
+    return text
+
+
+def results_section(text):
+    """The README's "## Results" section up to its speed tables (hand-written: see the README)."""
+    start = text.index("## Results\n")
+    return text[start:text.index("### Speed", start)]
+
+
+def unbacked_accuracies(text, records):
+    """Accuracies (``12.34%``) in the Results section outside the generated blocks and outside
+    ``<!-- unrecorded ... -->`` blocks that no recorded run gives (test, test without TTA, validation)."""
+    prose = results_section(text)
+    for table in TABLES:
+        prose = _block(table).sub("", prose)
+    prose = re.sub(r"<!-- unrecorded[^>]*-->.*?<!-- /unrecorded -->", "", prose, flags=re.S)
+    known = {pct(r[k]) for recs in records.values() for r in recs.values()
+             for k in ("test_accuracy", "test_no_tta", "val_accuracy") if r.get(k) is not None}
+    return [m.group(0) for m in re.finditer(r"(?<![\d.])\d+\.\d\d%", prose) if m.group(0)[:-1] not in known]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python benchmarks/results.py", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="record a fastnn-train run folder or a fastnn-sweep output folder")
+    rec.add_argument("table", choices=TABLES)
+    rec.add_argument("path", help="a run folder (with summary.json) or a sweep output folder")
+    rec.add_argument("--name", help="the record's name for a single run folder (default: the folder's name)")
+    rec.add_argument("--config", help="the sweep's TOML file (its runs' meta: reported, source, target)")
+    sub.add_parser("write", help="rewrite the README's results blocks from the records")
+    sub.add_parser("check", help="exit 1 when the README's results blocks differ from the records")
+    args = p.parse_args(argv)
+    if args.command == "record":
+        for path in record(args.table, args.path, args.name, args.config):
+            print(f"recorded {path.relative_to(ROOT)}")
+        return 0
+    text = README.read_text(encoding="utf-8")
+    new = render_readme(text, load_records())
+    if args.command == "check":
+        stale, unbacked = new != text, unbacked_accuracies(text, load_records())
+        if stale:
+            print("README.md's results tables differ from benchmarks/results/: run python benchmarks/results.py write",
+                  file=sys.stderr)
+        if unbacked:
+            print(f"README.md's Results section quotes accuracies no recorded run gives: {', '.join(unbacked)}",
+                  file=sys.stderr)
+        return 1 if stale or unbacked else 0
+    README.write_text(new, encoding="utf-8")
+    print("README.md results tables written from benchmarks/results/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
