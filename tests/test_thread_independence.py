@@ -39,6 +39,9 @@ for layers, opt in (([128, 64], "adam"), ([128, 64], "sgd"), ([1024, 1024], "ada
     model = fastnn.MLP(layers=layers, optimizer=opt, seed=0, backend="numba")
     model.fit(x, y, epochs=1, batch_size=128, verbose=0)
     out.append([digest(np.concatenate([w.ravel() for w in model.get_weights()])), digest(model.predict_proba(x))])
+model = fastnn.MLP(layers=[128, 64], seed=0, backend="numba")  # the weighted loss takes the same products
+model.fit(x, y, epochs=1, batch_size=128, verbose=0, sample_weight=rng.random(640).astype(np.float32) + 0.5)
+out.append([digest(np.concatenate([w.ravel() for w in model.get_weights()]))])
 print(json.dumps(out))
 """
 
