@@ -230,7 +230,8 @@ def seeds_table(recs):
         accs = [100 * r["test_accuracy"] for r in family]
         secs = [r["train_seconds"] for r in family]
         s = family[0]["settings"]
-        rows.append([f"looped family: hidden {', '.join(sorted({str(r['settings']['layers']) for r in family}, key=len))}"
+        widths = ", ".join(sorted({str(r["settings"]["layers"]) for r in family}, key=len))
+        rows.append([f"looped family: hidden {widths}"
                      f" x ReLU/Tanh/Sigmoid, Adam ({len(family)} runs)", DATA_NAMES[family[0]["dataset"]],
                      f"lr {s['lr']:g}, {s['epochs']} epochs each", "-", f"{min(accs):.2f} - {max(accs):.2f}", "-",
                      f"{min(secs):.1f} - {max(secs):.1f} each"])
