@@ -30,6 +30,7 @@ import functools
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import tempfile
 import urllib.error
@@ -410,60 +411,99 @@ def _read_idx_cached(path, size, mtime_ns, expected_sha256):
     return _read_idx(Path(path), expected_sha256)
 
 
-def _read_idx(path, expected_sha256=None):
-    """Read, decompress and verify one IDX file; return its uint8 array, shape from header."""
-    data = path.read_bytes()
-    return _parse_idx(_decompress(data, path) if path.name.endswith(".gz") else data,
-                      path, expected_sha256)
+#: deflate expands at most about 1032:1, so a .gz file whose IDX header implies more than
+#: this many bytes per compressed byte cannot hold them: refused before inflating anything
+MAX_DEFLATE_RATIO = 1032
 
 
-def _decompress(data, path):
+def _read_idx(path, expected_sha256=None, gz=None, shown=None):
+    """Read, decompress and verify one IDX file; return its read-only uint8 array, shape from header.
+
+    The 16-byte (for 3-D) header is read and checked first; the payload is then read
+    into one array of the size the header implies and never beyond it (a gzip stream
+    that expands further is refused after a single extra byte). ``gz`` (default: by the
+    ``.gz`` suffix) says whether ``path`` is gzip-compressed; ``shown`` names the file in
+    messages (default ``path``).
+    """
+    shown = path if shown is None else shown
+    gz = path.name.endswith(".gz") if gz is None else gz
     try:
-        return gzip.decompress(data)
+        with (gzip.open if gz else open)(path, "rb") as f:
+            return _read_idx_stream(f, shown, path.stat().st_size, gz, expected_sha256)
     except EOFError:
         raise TruncatedFileError(
-            f"{path}: gzip stream is truncated (file is {len(data)} bytes and ends before "
+            f"{shown}: gzip stream is truncated (file is {path.stat().st_size} bytes and ends before "
             "the end-of-stream marker). The copy or download was interrupted; delete the "
-            "file and copy or download it again.", path) from None
+            "file and copy or download it again.", shown) from None
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise IDXFormatError(
-            f"{path}: not a valid gzip file ({exc}). Expected a gzip-compressed IDX file; "
+            f"{shown}: not a valid gzip file ({exc}). Expected a gzip-compressed IDX file; "
             "replace it with a good copy, or drop the .gz suffix if it is uncompressed.",
-            path) from None
+            shown) from None
 
 
-def _parse_idx(data, path, expected_sha256):
+def _read_exactly(f, n):
+    """Up to ``n`` bytes from a file object (fewer only at its end)."""
+    out = bytearray()
+    while len(out) < n and (chunk := f.read(n - len(out))):
+        out += chunk
+    return bytes(out)
+
+
+def _read_idx_stream(f, path, stored_size, gz, expected_sha256):
     fix = "Replace it with a good copy of the file."
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+    magic = _read_exactly(f, 4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
         raise IDXFormatError(
             f"{path}: bad IDX magic: expected bytes 00 00 <dtype> <ndim>, found "
-            f"{data[:4].hex(' ') or 'an empty file'}. This is not an IDX file. {fix}", path)
-    code, ndim = data[2], data[3]
+            f"{magic.hex(' ') or 'an empty file'}. This is not an IDX file. {fix}", path)
+    code, ndim = magic[2], magic[3]
     if code != 0x08:
         raise IDXFormatError(
             f"{path}: IDX dtype code 0x{code:02X} ({_IDX_DTYPES.get(code, 'unknown')}); "
             "expected 0x08 (unsigned byte), the only pixel/label type fastnn reads. "
             f"Convert the data to unsigned bytes. {fix}", path)
     header_len = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header_len:
+    dim_bytes = _read_exactly(f, 4 * ndim)
+    if ndim == 0 or len(dim_bytes) < 4 * ndim:
         raise IDXFormatError(
             f"{path}: IDX header declares {ndim} dimensions, needing {header_len} header "
-            f"bytes, but the file has {len(data)} bytes. {fix}", path)
-    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    expected_len = header_len + int(np.prod(dims, dtype=np.int64))
-    if len(data) != expected_len:
-        what = "shorter (truncated?)" if len(data) < expected_len else "longer (trailing bytes)"
+            f"bytes, but the file has {4 + len(dim_bytes)} bytes. {fix}", path)
+    dims = tuple(int.from_bytes(dim_bytes[i:i + 4], "big") for i in range(0, 4 * ndim, 4))
+    if dims[0] == 0:
+        raise IDXFormatError(f"{path}: holds no items (header dims {dims}); every split needs at "
+                             f"least one image and label. {fix}", path)
+    if 0 in dims[1:]:
+        raise IDXFormatError(f"{path}: declares items of shape {dims[1:]}, i.e. 0 pixels (header dims "
+                             f"{dims}); an image needs at least one pixel. {fix}", path)
+    payload = math.prod(dims)  # Python ints: a product that overflows 64 bits is caught below
+    most = MAX_DEFLATE_RATIO * stored_size if gz else stored_size - header_len
+    if payload > most:
+        held = f"a gzip file of {stored_size} bytes can hold at most about {most}" if gz else \
+            f"the file holds {stored_size - header_len}"
         raise IDXFormatError(
-            f"{path}: payload length mismatch: header dims {dims} need {expected_len} bytes, "
-            f"found {len(data)} ({what}). {fix}", path)
+            f"{path}: payload length mismatch: header dims {dims} need {payload} payload bytes, but "
+            f"{held} (shorter (truncated?) or a damaged header). {fix}", path)
+    data = np.empty(payload, np.uint8)
+    view, filled = memoryview(data), 0
+    while filled < payload and (n := f.readinto(view[filled:filled + _CHUNK * 16])):
+        filled += n
+    if filled < payload or f.read(1):
+        what = "shorter (truncated?)" if filled < payload else "longer (trailing bytes)"
+        found = f"found {header_len + filled}" if filled < payload else "found more"
+        raise IDXFormatError(
+            f"{path}: payload length mismatch: header dims {dims} need {header_len + payload} bytes, "
+            f"{found} ({what}). {fix}", path)
     if expected_sha256 is not None:
-        found = hashlib.sha256(data).hexdigest()
-        if found != expected_sha256:
+        digest = hashlib.sha256(magic + dim_bytes)
+        digest.update(view)
+        if digest.hexdigest() != expected_sha256:
             raise ChecksumError(
-                f"{path}: SHA-256 of the decompressed bytes is {found}, expected "
+                f"{path}: SHA-256 of the decompressed bytes is {digest.hexdigest()}, expected "
                 f"{expected_sha256}. The file is corrupt or belongs to a different "
                 "dataset; delete it and copy or download the right one.", path)
-    return np.frombuffer(data, np.uint8, offset=header_len).reshape(dims)
+    data.flags.writeable = False  # shared by the in-process cache
+    return data.reshape(dims)
 
 
 def _check_consistency(paths, arrays, spec):
@@ -487,14 +527,14 @@ def _check_consistency(paths, arrays, spec):
             f"{paths['test_images']}: image size {te_img.shape[1:]} differs from the "
             f"training images' {tr_img.shape[1:]} ({paths['train_images'].name}).",
             paths["test_images"])
-    if tr_lab.size == 0:
-        raise LabelError(f"{paths['train_labels']}: has no training labels.",
-                         paths["train_labels"])
-
     if spec is not None:
         n_classes = spec.n_classes
     else:
         n_classes = int(tr_lab.max()) + 1
+        if n_classes < 2:
+            raise LabelError(
+                f"{paths['train_labels']}: every training label is 0, a single class; a classifier "
+                "needs at least two classes (labels 0..K-1, K >= 2).", paths["train_labels"])
         counts = np.bincount(tr_lab, minlength=n_classes)
         absent = np.flatnonzero(counts == 0)
         if absent.size:
@@ -592,7 +632,7 @@ def _fetch_verified(url, dest, expected_sha256):
 
 def _verify_download(tmp, dest, expected_sha256):
     try:
-        _parse_idx(_decompress(tmp.read_bytes(), dest), dest, expected_sha256)
+        _read_idx(tmp, expected_sha256, gz=True, shown=dest)
     except DatasetError as exc:
         raise type(exc)(f"downloaded file failed verification and was discarded: {exc}",
                         dest) from None
