@@ -188,6 +188,14 @@ def _tta_arg(p):
                         "for the reported accuracies (default: 0 = off)")
 
 
+def _tta(args, info):
+    """Test-time augmentation arguments of predict/evaluate for ``--tta`` on this data set's images."""
+    from .model import TTA_AUGMENT
+
+    return dict(tta=args.tta, seed=getattr(args, "seed", 0),
+                tta_augment={**TTA_AUGMENT, "image_shape": tuple(info.image_shape)})
+
+
 def set_threads(n):
     """Use ``n`` threads in Numba and in every BLAS copy threadpoolctl finds, after checking
     1 <= n <= NUMBA_NUM_THREADS; returns Numba's count in use."""
@@ -563,6 +571,11 @@ def _train_in(args, setup, out, recorder):
         f"backend={args.backend}" + (f", threads={threads}" if threads else "") + f"; output in {out}")
 
     n_classes = max(info.n_classes, int(y_train.max()) + 1)
+    augment = setup["common"]["augment"]
+    if any(augment.values()):  # rows are images of the IDX header's shape, square or not
+        setup["common"]["augment"] = augment = {**augment, "image_shape": info.image_shape}
+        if model is not None:
+            model = type(model).from_config({**model.get_config(), "augment": augment})
     if args.architecture is not None:
         model = Sequential(setup["hidden"] + [Dense(n_classes)], **setup["common"])
     model.build(x_train.shape[1], n_classes)
@@ -607,7 +620,7 @@ def _train_in(args, setup, out, recorder):
         log(f"stopped: {model.stop_reason}")
 
     recorder.stage = "the final evaluation"
-    tta = dict(tta=args.tta, seed=args.seed)  # val and test only; the train row stays plain
+    tta = _tta(args, info)  # val and test only; the train row stays plain
     final = {"train": model.evaluate(x_train[:n_fit], y_train[:n_fit], return_dict=True),
              "val": model.evaluate(x_train[n_fit:], y_train[n_fit:], return_dict=True, **tta) if n_val else None,
              "test": model.evaluate(x_test, y_test, return_dict=True, **tta)}
@@ -694,8 +707,8 @@ def _evaluate(args):
     if trained_on is not None and args.dataset is not None and info.name != trained_on["name"]:
         print(f"note: the model was trained on {trained_on['name']}; evaluating on {info.name} as asked",
               file=sys.stderr)
-    loss, acc = model.evaluate(x_test, y_test, batch_size=args.batch_size, tta=args.tta)
-    pred = model.predict(x_test, batch_size=args.batch_size, tta=args.tta)
+    loss, acc = model.evaluate(x_test, y_test, batch_size=args.batch_size, **_tta(args, info))
+    pred = model.predict(x_test, batch_size=args.batch_size, **_tta(args, info))
     cm = confusion_matrix(y_test, pred, model.n_classes_)
     with_tta = f" with TTA ({args.tta} views)" if args.tta else ""
     print(f"{info.name} test set ({len(y_test)} images){with_tta}: accuracy {acc:.4f}  loss {loss:.4f}")
