@@ -1,11 +1,16 @@
 """``fastnn-sweep CONFIG``: run a TOML file of named ``fastnn-train`` runs in parallel.
 
-One code path: every run is ``python -m fastnn.cli <argv>``, i.e. exactly what
-``fastnn-train`` does, in its own worker process writing its usual run folder.
+One code path: every run is ``python -m fastnn.sweep_worker <argv>``, i.e. exactly
+what ``fastnn-train`` does, in its own worker process writing its usual run folder.
 The sweep only maps TOML keys onto that argv, schedules the processes, and
 collects each run's ``summary.json`` into a results table and a chart. Where the
 processes run is the executor's business: ``LocalExecutor`` here, or with
 ``--scheduler`` the workers of a Dask cluster (``fastnn.sweep_dask``).
+
+No worker outlives the sweep: each runs in its own process group; Ctrl-C (SIGINT) or
+SIGTERM to the sweep is passed on to the running workers (fastnn-train keeps their
+finished epochs), which get ``STOP_GRACE_S`` seconds before SIGKILL; a sweep killed
+outright takes its workers with it (Linux's parent-death signal, see ``sweep_worker``).
 
 TOML format
 -----------
@@ -67,6 +72,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -75,6 +81,7 @@ import time
 import tomllib
 
 from .atomic import atomic_write, write_text
+from .interrupts import InterruptGuard
 
 #: keys the sweep itself sets on every run's argv
 RESERVED_KEYS = {"out": "the sweep writes each run to <sweep dir>/<run name>",
@@ -366,7 +373,8 @@ def run_one(name, argv, run_dir, threads, timeout=None, preexec_fn=None):
         os.remove(summary_path)
     log_path = os.path.join(run_dir, "log.txt")
     # a rerun replaces what an earlier, unfinished attempt left (fastnn-train refuses that otherwise)
-    cmd = [sys.executable, "-m", "fastnn.cli", *argv, "--overwrite"]
+    # fastnn-train, ended with the sweep
+    cmd = [sys.executable, "-m", "fastnn.sweep_worker", *argv, "--overwrite"]
     record = {"run": name, "argv": argv, "threads": threads,
               "started": datetime.datetime.now().isoformat(timespec="seconds")}
     # until the process ends the run reads as incomplete (an interrupted sweep leaves it so)
@@ -375,18 +383,15 @@ def run_one(name, argv, run_dir, threads, timeout=None, preexec_fn=None):
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
-        try:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env(threads),
-                                  timeout=timeout, stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)
-            returncode, timed_out = proc.returncode, False
-        except subprocess.TimeoutExpired:
-            returncode, timed_out = None, True
+        returncode, timed_out = run_worker(cmd, log, worker_env(threads), timeout, preexec_fn)
     record["wall_seconds"] = time.perf_counter() - t0
     record["returncode"] = returncode
     with open(log_path) as f:
         text = f.read()
     if timed_out:
         record.update(status="failed", error=f"timed out after {timeout:g} s (--timeout)")
+    elif returncode is None:
+        record.update(status="failed", error="not started: the sweep was stopping")
     elif returncode != 0:
         record.update(status="failed", error=last_error_line(text, returncode))
     elif read_summary(run_dir) is None:
@@ -395,6 +400,78 @@ def run_one(name, argv, run_dir, threads, timeout=None, preexec_fn=None):
         record.update(status="ok", error="")
     _write_json(os.path.join(run_dir, "sweep_run.json"), record)
     return record
+
+
+# worker processes -------------------------------------------------------------------
+
+#: seconds a worker gets to save its finished epochs after the sweep passes on a signal
+STOP_GRACE_S = 30.0
+_workers = {}  # pid -> Popen of each run in progress
+_workers_lock = threading.Lock()
+_stopping = threading.Event()  # set while the sweep ends its workers: start no new one
+
+
+def run_worker(cmd, log, env, timeout=None, preexec_fn=None):
+    """Run one worker process to its end; returns (returncode, timed_out).
+
+    The worker gets its own session (process group), so the terminal's Ctrl-C reaches
+    only the sweep, which passes it on (``stop_workers``), and so its whole group can be
+    ended. A worker that outlives ``timeout`` gets SIGTERM, then SIGKILL after
+    ``STOP_GRACE_S``. Returns (None, False) without starting when the sweep is stopping.
+    ``preexec_fn`` runs in the child before it starts (see ``run_one``).
+    """
+    with _workers_lock:
+        if _stopping.is_set():
+            return None, False
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**env, "FASTNN_SWEEP_PID": str(os.getpid())},
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec_fn)
+        _workers[proc.pid] = proc
+    try:
+        try:
+            return proc.wait(timeout), False
+        except subprocess.TimeoutExpired:
+            _end_workers([proc], signal.SIGTERM)
+            return None, True
+    finally:
+        if proc.poll() is None:  # an exception in this thread: never leave the worker behind
+            _end_workers([proc], signal.SIGTERM)
+        with _workers_lock:
+            _workers.pop(proc.pid, None)
+
+
+def _signal_group(proc, signum):
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):  # already gone
+        pass
+
+
+def _end_workers(procs, signum, grace=STOP_GRACE_S):
+    """Send ``signum`` to each worker's process group, wait up to ``grace`` seconds in all,
+    then SIGKILL the groups still running; returns when every worker has exited."""
+    try:
+        for proc in procs:
+            _signal_group(proc, signum)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+    finally:  # also on a second Ctrl-C while waiting
+        for proc in procs:
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+
+
+def stop_workers(signum=signal.SIGTERM, grace=STOP_GRACE_S):
+    """End every running worker: pass on ``signum`` (SIGINT for Ctrl-C: fastnn-train keeps its
+    finished epochs), SIGKILL after ``grace`` seconds; no new worker starts afterwards."""
+    with _workers_lock:
+        _stopping.set()
+        procs = list(_workers.values())
+    _end_workers(procs, signum, grace)
 
 
 # executors --------------------------------------------------------------------------
@@ -420,7 +497,7 @@ def warm_up_kernels(threads=1):
 
 
 class LocalExecutor:
-    """Runs each run as a ``python -m fastnn.cli`` subprocess here, ``parallel`` at a time."""
+    """Runs each run as a ``python -m fastnn.sweep_worker`` subprocess here, ``parallel`` at a time."""
 
     def __init__(self, parallel, threads, timeout=None):
         self.parallel, self.threads, self.timeout = parallel, threads, timeout
@@ -437,6 +514,7 @@ class LocalExecutor:
                                   f"each run compiles its own")
 
     def results(self, jobs):
+        _stopping.clear()
         self._futures = {self._pool.submit(run_one, name, argv, run_dir, self.threads, self.timeout): name
                          for name, argv, run_dir in jobs}
         for fut in concurrent.futures.as_completed(self._futures):
@@ -692,10 +770,12 @@ def run_sweep(config, out=None, jobs=None, threads=None, force=False, timeout=No
             note = f"; {record['note']}" if record.get("note") else ""
             log(f"[{done}/{len(todo)}] {name}: {msg} ({record.get('wall_seconds', 0.0):.1f} s{note})")
             tabulate()
-    except KeyboardInterrupt:
+    except BaseException as exc:  # Ctrl-C, SIGTERM (Interrupted) or an error: no worker outlives the sweep
         executor.cancel()
-        log("fastnn-sweep: interrupted; finished runs are kept, start the sweep again to resume")
-        tabulate()
+        stop_workers(getattr(exc, "signum", signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM))
+        if isinstance(exc, KeyboardInterrupt):
+            log("fastnn-sweep: interrupted; finished runs are kept, start the sweep again to resume")
+            tabulate()
         raise
     finally:
         executor.close()
@@ -720,11 +800,12 @@ def main(argv=None):
     """Entry point of ``fastnn-sweep``; returns the exit status (1 when a run failed, 2 for a bad file)."""
     args = build_parser().parse_args(argv)
     try:
-        rows = run_sweep(args.config, out=args.out, jobs=args.jobs, threads=args.threads, force=args.force,
-                         timeout=args.timeout, only=args.only, plot=not args.no_plot, dry_run=args.dry_run,
-                         scheduler=args.scheduler, scheduler_file=args.scheduler_file)
-    except KeyboardInterrupt:
-        return 130
+        with InterruptGuard():  # SIGTERM too arrives as an exception, so the workers are ended
+            rows = run_sweep(args.config, out=args.out, jobs=args.jobs, threads=args.threads, force=args.force,
+                             timeout=args.timeout, only=args.only, plot=not args.no_plot, dry_run=args.dry_run,
+                             scheduler=args.scheduler, scheduler_file=args.scheduler_file)
+    except KeyboardInterrupt as exc:
+        return getattr(exc, "exit_status", 130)
     except (SweepConfigError, OSError, ValueError) as exc:
         print(f"fastnn-sweep: error: {exc}", file=sys.stderr)
         return 2

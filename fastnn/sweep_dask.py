@@ -2,7 +2,7 @@
 
 The driver (``fastnn.sweep``) validates every run, skips finished ones and writes the
 results table as for local runs; only the execution moves. Each run is one Dask task
-that runs the same ``python -m fastnn.cli`` subprocess as a local run
+that runs the same ``python -m fastnn.sweep_worker`` subprocess as a local run
 (``sweep.run_one``), in a scratch folder under the worker's local directory, and
 returns the run folder's files as bytes; the driver writes them into ``--out``
 atomically. No shared file system is assumed.

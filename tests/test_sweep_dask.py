@@ -159,7 +159,7 @@ def _killer(marker):
 
         def kill_when_training():
             for _ in range(600):
-                runs = [c for c in psutil.Process().children() if "fastnn.cli" in " ".join(c.cmdline())]
+                runs = [c for c in psutil.Process().children() if "fastnn.sweep_worker" in " ".join(c.cmdline())]
                 if runs:
                     with open(marker, "w") as f:  # tells the test which process must die with the worker
                         f.write(f"{os.getpid()} {runs[0].pid}")
@@ -176,7 +176,7 @@ def _run_processes(marker):
     import psutil
 
     return [p for p in psutil.process_iter(["cmdline"])
-            if "fastnn.cli" in (p.info["cmdline"] or ()) and any(marker in a for a in p.info["cmdline"] or ())]
+            if "fastnn.sweep_worker" in (p.info["cmdline"] or ()) and any(marker in a for a in p.info["cmdline"] or ())]
 
 
 def _watch_orphan(marker, seen):
