@@ -25,6 +25,9 @@ os.umask(_UMASK)
 class OutputError(OSError):
     """An output file could not be written; nothing was left behind. ``filename`` is the target."""
 
+    def __str__(self):  # the message alone: it names the file and the reason already
+        return self.strerror
+
 
 def _error(path, exc):
     reason = exc.strerror or str(exc)
