@@ -27,7 +27,7 @@ import numbers
 import os
 import sys
 
-from .atomic import write_text
+from .atomic import OutputError, write_text
 from .divergence import warn_outside
 from .runs import EPOCH_LOG_EXTRAS, check_path_template, check_writable_dir
 from .validation import Boolean, Interval, Options, check_params, check_value
@@ -551,7 +551,7 @@ class CSVLogger(Callback):
         try:
             write_text(self.filename, self._text)
         except OSError as e:
-            raise OSError(e.errno, f"CSVLogger filename {self.filename!r}: {e.strerror or e}", self.filename) from None
+            raise OutputError(e.errno, f"CSVLogger filename {self.filename!r}: {e.strerror or e}", self.filename) from None
 
 
 def _csv_value(value):
