@@ -258,12 +258,7 @@ def load_model(path, backend=None):
     Raises ModelFormatError naming the file when it is damaged, hostile or not a model.
     """
     config, arrays, model = _read(path, backend)
-    training = None
-    if config.get("training") is not None:
-        try:
-            training = check_state(config["training"])
-        except ValueError as exc:
-            raise ModelFormatError(f"{path!r} has a damaged training record: {exc}") from None
+    training, dataset = _records(path, config)
     with _format_errors(path, "an invalid model config"):
         model.build(config["n_features"], config["n_classes"])
     with _format_errors(path, "weights that do not match its config"):
@@ -274,14 +269,29 @@ def load_model(path, backend=None):
         if not np.isfinite(slots).all() or step[0] < 0:
             raise ModelFormatError(f"{path!r} has a damaged optimizer state (non-finite slots or a negative step)")
         opt.slots[...], opt.step[...] = slots, step
-    model.training_state = training
-    model.dataset_ = _dataset_record(path, config.get("dataset"))
-    if model.dataset_ is not None and (model.dataset_["n_features"], model.dataset_["n_classes"]) != (
-            model.n_features_, model.n_classes_):
-        raise ModelFormatError(f"{path!r}: its dataset record ({model.dataset_['n_features']} features, "
-                               f"{model.dataset_['n_classes']} classes) does not match the model "
-                               f"({model.n_features_} features, {model.n_classes_} classes)")
+    model.training_state, model.dataset_ = training, dataset
     return model
+
+
+def _records(path, config):
+    """The checked (training, dataset) records of a format-2 file (None where absent), before
+    anything is built: both must agree with the rest of the config."""
+    training = None
+    if config.get("training") is not None:
+        try:
+            training = check_state(config["training"])
+        except ValueError as exc:
+            raise ModelFormatError(f"{path!r} has a damaged training record: {exc}") from None
+        if training["epoch"] > training["epochs"]:
+            raise ModelFormatError(f"{path!r} has a damaged training record: epoch {training['epoch']} of "
+                                   f"{training['epochs']} planned epochs")
+    dataset = _dataset_record(path, config.get("dataset"))
+    if dataset is not None and (dataset["n_features"], dataset["n_classes"]) != (
+            config["n_features"], config["n_classes"]):
+        raise ModelFormatError(f"{path!r}: its dataset record ({dataset['n_features']} features, "
+                               f"{dataset['n_classes']} classes) does not match the model "
+                               f"({config['n_features']} features, {config['n_classes']} classes)")
+    return training, dataset
 
 
 def restore_training(model, path):
@@ -312,7 +322,7 @@ def _dataset_record(path, record):
         ok = (len(shape) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
               and record["n_features"] == shape[0] * shape[1] and record["n_classes"] >= 2)
     if not ok:
-        raise ModelFormatError(f"{path!r} has an invalid dataset record {record!r}; expected "
+        raise ModelFormatError(f"{path!r} has an invalid dataset record {repr(record)[:200]}; expected "
                                f"{{{', '.join(DATASET_KEYS)}}} with image_shape [rows, cols]")
     return dict(record)
 

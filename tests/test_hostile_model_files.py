@@ -114,6 +114,12 @@ def test_damaged_deflate_stream(tmp_path, saved):
     (lambda c: c.update(n_classes=1), "invalid model config"),
     (lambda c: c.update(weights=["a", "b"]), "it lists weights"),
     (lambda c: c.update(weights=None), "'weights' must be a list"),
+    (lambda c: c.update(training={"epoch": -1}), "damaged training record"),
+    (lambda c: c.update(training={"epoch": 9, "seed": 0, "shuffle": True, "batch_size": 16, "n_train": 64,
+                                  "epochs": 2}), "epoch 9 of 2 planned epochs"),
+    (lambda c: c.update(dataset={"name": "x"}), "invalid dataset record"),
+    (lambda c: c.update(dataset={"name": "x", "path": None, "n_features": 4, "n_classes": 3, "image_shape": [2, 2]}),
+     "dataset record .4 features, 3 classes. does not match the model .20 features"),
 ])
 def test_bad_configs(tmp_path, saved, edit, message):
     good, _ = saved
