@@ -129,6 +129,17 @@ def test_bad_configs(tmp_path, saved, edit, message):
     assert str(path) in str(info.value)
 
 
+def _peak_bytes_to_refuse(path, message):
+    """Peak Python allocation while loading ``path`` fails with ModelFormatError matching ``message``."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFormatError, match=message):
+            fastnn.load(path)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize("edit", [
     lambda c: c.update(n_features=10**9),
     lambda c: c.update(n_features=10**30),
@@ -137,13 +148,7 @@ def test_bad_configs(tmp_path, saved, edit, message):
 def test_config_claiming_a_huge_network_allocates_nothing(tmp_path, saved, edit):
     good, _ = saved
     path = _rewrite(good, tmp_path / "huge.fastnn", edit_config=edit)
-    tracemalloc.start()
-    try:
-        with pytest.raises(ModelFormatError, match="does not match its config"):
-            fastnn.load(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = _peak_bytes_to_refuse(path, "does not match its config")
     assert peak < 20 * 2**20, f"{peak} bytes allocated to refuse a {len(good)}-byte file"
 
 
@@ -151,14 +156,7 @@ def test_members_larger_than_the_config_allows_are_not_inflated(tmp_path, saved)
     good, _ = saved
     # 200 MB of zeros deflate to about 200 KB: declared size far above what the config implies
     bomb = _rewrite(good, tmp_path / "bomb.fastnn", members={"weights.npz": bytes(200 * 2**20)})
-    tracemalloc.start()
-    try:
-        with pytest.raises(ModelFormatError, match="weights.npz claims 209715200 bytes"):
-            fastnn.load(bomb)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 20 * 2**20
+    assert _peak_bytes_to_refuse(bomb, "weights.npz claims 209715200 bytes") < 20 * 2**20
     big_config = _rewrite(good, tmp_path / "cfg.fastnn", members={"config.json": b" " * (2 * 2**20) + b"{}"})
     with pytest.raises(ModelFormatError, match="config.json claims"):
         fastnn.load(big_config)
