@@ -257,18 +257,22 @@ def warm_up(model, x, y, batch_size, log=None):
     """Compile the backend's kernels on a throwaway copy of ``model`` (a few rows), so that
     the per-epoch times reported afterwards measure training, not JIT compilation.
 
-    Returns the seconds it took (mostly compilation on a cold cache).
+    Compile units that take over a second are reported through ``log`` while they compile
+    (``backends.jit_progress``). Returns the seconds it took (mostly compilation on a cold cache).
     """
+    from .backends.jit_progress import reporting
+
     t0 = time.perf_counter()
     if log:
         log("compiling the Numba kernels (instant when cached) ...")
     twin = type(model).from_config(model.get_config())
     twin.build(model.n_features_, model.n_classes_)
     n = min(len(x), 2 * batch_size)
-    with warnings.catch_warnings():  # the real run reports a diverging learning rate
-        warnings.simplefilter("ignore", DivergenceWarning)
-        twin.fit(x[:n], np.minimum(y[:n], model.n_classes_ - 1), epochs=1, batch_size=batch_size, verbose=0)
-    twin.evaluate(x[:n], np.minimum(y[:n], model.n_classes_ - 1))
+    with reporting(log or (lambda *a: None)):
+        with warnings.catch_warnings():  # the real run reports a diverging learning rate
+            warnings.simplefilter("ignore", DivergenceWarning)
+            twin.fit(x[:n], np.minimum(y[:n], model.n_classes_ - 1), epochs=1, batch_size=batch_size, verbose=0)
+        twin.evaluate(x[:n], np.minimum(y[:n], model.n_classes_ - 1))
     return time.perf_counter() - t0
 
 

@@ -115,3 +115,29 @@ def rewrite_model_config():
         return path
 
     return rewrite
+
+
+# ---------------------------------------------------------------- compile-time report
+# Numba compiles into one disk cache that every test process shares (the package's
+# __pycache__, or NUMBA_CACHE_DIR when set, which subprocesses inherit), so the suite
+# compiles each unit once. The terminal summary says how long this process spent compiling.
+_COMPILE = {}
+
+
+def pytest_sessionstart(session):
+    from fastnn.backends import jit_progress
+
+    _COMPILE["ctx"] = jit_progress.record()
+    _COMPILE["rec"] = _COMPILE["ctx"].__enter__()
+
+
+def pytest_terminal_summary(terminalreporter):
+    rec = _COMPILE.get("rec")
+    if rec is None:
+        return
+    _COMPILE["ctx"].__exit__(None, None, None)
+    import os
+
+    where = os.environ.get("NUMBA_CACHE_DIR") or "the package's __pycache__"
+    terminalreporter.write_line(f"Numba compile time in the test process: {rec.seconds:.1f} s for {len(rec.units)} "
+                                f"units ({len(rec.functions)} functions; 0 = all from the cache in {where})")

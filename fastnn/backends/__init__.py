@@ -96,6 +96,10 @@ Extensions (compatible with the contract above)
 
 from importlib import import_module
 
+from . import jit_cache
+
+jit_cache.install()  # before any kernel module defines its cached functions
+
 BACKENDS = {"numba": "fastnn.backends.numba_jit", "numpy": "fastnn.backends.numpy_ref"}
 DEFAULT_BACKEND = "numba"
 

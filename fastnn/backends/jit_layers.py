@@ -1,8 +1,14 @@
 """The compiled twins of ``stepwise.layer_forward``/``layer_backward``: one layer of the ``spec``
 table, dispatched on its kind to the kernel families.
 
+Compile-time switches: ``dropout`` and ``batchnorm`` are None when the network has no layer
+of that kind, and then those branches are pruned before typing (Numba prunes ``if arg is None``
+on an argument's type), so a dense network never compiles their kernels. Any other value
+(True) keeps them. Each combination is its own specialisation in the cache.
+
 To add a layer kind: a kind code and its columns in ``spec.py``, a branch in both functions
-here, and the same in ``stepwise``. Must not hold kernels or the batch loop.
+here (behind a switch like ``dropout`` if the default network should not compile it; pass it
+from ``jit_loop.switches``), and the same in ``stepwise``. Must not hold kernels or the batch loop.
 """
 
 from numba import njit
@@ -14,34 +20,38 @@ from .jit_dropout import dropout_backward, dropout_forward
 from .spec import ACT, ACT_NONE, ACTIVATION, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, P_OFF, P_OFF2, S_OFF, S_OFF2
 
 @njit(cache=True, error_model="numpy")
-def _layer_forward(spec, fconf, params, state, i, x, out, aux, vec, training, seed, step):
-    # Compiled twin of stepwise.layer_forward.
+def _layer_forward(net, i, x, out, aux, vec, training, seed, step, dropout, batchnorm):
+    # Compiled twin of stepwise.layer_forward. net: spec.NetBuffers.
+    spec, params = net.spec, net.params
     kind = spec[i, KIND]
-    n_in, n_out, p, p2, s, s2 = spec[i, N_IN], spec[i, N_OUT], spec[i, P_OFF], spec[i, P_OFF2], spec[i, S_OFF], \
-        spec[i, S_OFF2]
+    n_in, n_out, p, p2 = spec[i, N_IN], spec[i, N_OUT], spec[i, P_OFF], spec[i, P_OFF2]
     if kind == DENSE:
         dense_forward(x, params[p:p + n_in * n_out].reshape((n_in, n_out)), params[p2:p2 + n_out], spec[i, ACT],
                       out)
     elif kind == ACTIVATION:
         activation_forward(spec[i, ACT], x, out)
-    elif kind == DROPOUT:
-        rate = fconf[i, 0]
-        if training and rate > 0:
-            dropout_forward(x, rate, seed, step * 64 + i, out, aux)
-        else:
-            out[:, :] = x
-    elif kind == BATCHNORM:
-        if training:
-            batchnorm_forward_train(x, params[p:p + n_in], params[p2:p2 + n_in], state[s:s + n_in],
-                                    state[s2:s2 + n_in], fconf[i, 0], fconf[i, 1], out, aux, vec)
-        else:
-            batchnorm_forward_eval(x, params[p:p + n_in], params[p2:p2 + n_in], state[s:s + n_in],
-                                   state[s2:s2 + n_in], fconf[i, 1], out)
+    if dropout is not None:
+        if kind == DROPOUT:
+            rate = net.fconf[i, 0]
+            if training and rate > 0:
+                dropout_forward(x, rate, seed, step * 64 + i, out, aux)
+            else:
+                out[:, :] = x
+    if batchnorm is not None:
+        if kind == BATCHNORM:
+            fconf, state, s, s2 = net.fconf, net.state, spec[i, S_OFF], spec[i, S_OFF2]
+            if training:
+                batchnorm_forward_train(x, params[p:p + n_in], params[p2:p2 + n_in], state[s:s + n_in],
+                                        state[s2:s2 + n_in], fconf[i, 0], fconf[i, 1], out, aux, vec)
+            else:
+                batchnorm_forward_eval(x, params[p:p + n_in], params[p2:p2 + n_in], state[s:s + n_in],
+                                       state[s2:s2 + n_in], fconf[i, 1], out)
 
 
 @njit(cache=True, error_model="numpy")
-def _layer_backward(spec, fconf, params, grads, i, x, y, dy, dx, aux, vec):
-    # Compiled twin of stepwise.layer_backward.
+def _layer_backward(net, i, x, y, dy, dx, aux, vec, dropout, batchnorm):
+    # Compiled twin of stepwise.layer_backward. net: spec.NetBuffers.
+    spec, params, grads = net.spec, net.params, net.grads
     kind = spec[i, KIND]
     n_in, n_out, p, p2 = spec[i, N_IN], spec[i, N_OUT], spec[i, P_OFF], spec[i, P_OFF2]
     if kind == DENSE:
@@ -49,14 +59,18 @@ def _layer_backward(spec, fconf, params, grads, i, x, y, dy, dx, aux, vec):
             activation_backward(spec[i, ACT], y, dy, dy)
         dense_backward(x, params[p:p + n_in * n_out].reshape((n_in, n_out)), dy, dx,
                        grads[p:p + n_in * n_out].reshape((n_in, n_out)), grads[p2:p2 + n_out])
-    elif dx.shape[0] == 0 and kind != BATCHNORM:
         return
-    elif kind == ACTIVATION:
+    if batchnorm is not None:
+        if kind == BATCHNORM:  # its parameter gradients are needed even without dx
+            batchnorm_backward(dy, aux, vec, params[p:p + n_in], dx, grads[p:p + n_in], grads[p2:p2 + n_in])
+            return
+    if dx.shape[0] == 0:
+        return
+    if kind == ACTIVATION:
         activation_backward(spec[i, ACT], y, dy, dx)
-    elif kind == DROPOUT:
-        if fconf[i, 0] > 0:
-            dropout_backward(dy, aux, dx)
-        else:
-            dx[:, :] = dy
-    elif kind == BATCHNORM:
-        batchnorm_backward(dy, aux, vec, params[p:p + n_in], dx, grads[p:p + n_in], grads[p2:p2 + n_in])
+    if dropout is not None:
+        if kind == DROPOUT:
+            if net.fconf[i, 0] > 0:
+                dropout_backward(dy, aux, dx)
+            else:
+                dx[:, :] = dy

@@ -8,6 +8,7 @@ listing-ahead thread (``jit_listing``). Must not hold kernels of its own.
 
 import contextlib
 import mmap
+from collections import namedtuple
 from typing import NamedTuple
 
 import numpy as np
@@ -24,19 +25,49 @@ from .jit_layers import _layer_backward, _layer_forward
 from .jit_listing import (_FINISHED, _NO_SYNC, SYNC_SIZE, _list_batch, _listing_ahead, _lists, _lists_of_step,
                           _should_list_ahead, _take_lists)
 from .jit_loss import _softmax_nll
-from .jit_optimizers import _update, sgd_update
+from .jit_optimizers import apply_update, opt_state, sgd_update
 from .numba_sparse import (SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_build, csr_forward, encode_bytes,
                            sparse_enough)
-from .spec import ACT, ACT_NONE, DENSE, KIND, N_IN, N_OUT, OPT_SGD
+from .spec import ACT, ACT_NONE, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, OPT_SGD
 from .stepwise import AUG_STREAM
 
+# The records the compiled loops take (namedtuples of arrays and scalars: Numba passes them
+# field by field at no cost). The network is a spec.NetBuffers, the optimizer a
+# jit_optimizers record (SgdState, RmspropState, AdamState).
+Batches = namedtuple("Batches", "x y codes order weights")
+"""The data set: x (N, d) float32, y (N,) int64, codes (N, byte_row_length(d)) uint8 or (0, 8)
+(``prepare_inputs``), order (M,) int64: the rows of the steps' batches, in order; weights (N,)
+of the rows' losses, or (0,): unweighted."""
+Steps = namedtuple("Steps", "start n_steps batch_size seed smoothing lr loss correct")
+"""What to run: up to n_steps batches of batch_size rows from order[start:], the seed of
+dropout/augmentation, label smoothing; per step lr (in, float64), loss (out, float64) and
+correct (out, int64)."""
+Buffers = namedtuple("Buffers", "act grad aux vec offs labels backup empty")
+"""The per-batch workspace (``stepwise.Workspace`` without its Python parts)."""
+Listing = namedtuple("Listing", "lists lists2 sync")
+"""The first layer's non-zero list buffers (``numba_sparse.csr_alloc``); with listing ahead a
+second set for odd steps and the int64 flags the two threads share, else lists and (0,)."""
+Augment = namedtuple("Augment", "params height width")
+"""Augmentation (``augment.make_aug`` vector (8,) float64) of height x width images."""
+
+
+def switches(spec):
+    """The compile-time switches of a network: (dropout, batchnorm), each True when a layer
+    of that kind is present, else None (its code is then not compiled; see ``jit_layers``)."""
+    kinds = set(int(k) for k in spec[:, KIND])
+    return (True if DROPOUT in kinds else None), (True if BATCHNORM in kinds else None)
+
+
 @njit(cache=True, error_model="numpy", nogil=True)
-def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, grads, state, opt_code, hp, slots,
-                step, lr_steps, seed, smoothing, aug, img_h, img_w, step_loss, step_correct, act, grad, aux, vec, offs,
-                labels, backup, empty, lists, codes, lists2, sync, sample_weight):
-    # lists2: a second set of list buffers for odd steps and sync the shared flags when a
-    # second thread lists ahead (``_list_ahead``), else lists itself and an empty array.
-    # sample_weight: (N,) weights of the rows' losses, or empty: unweighted.
+def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batchnorm):
+    # augment: an Augment or None (no augmentation: not compiled). fuse: True for plain SGD
+    # (momentum 0, weight decay 0) on a dense first layer, whose weight update is then fused
+    # into its backward pass; else None. dropout, batchnorm: see jit_layers.
+    x, y, codes, order, sample_weight = data
+    act, grad, aux, vec, offs, labels, backup, empty = ws
+    lists, lists2, sync = listing
+    spec, params, grads = net.spec, net.params, net.grads
+    start, n_steps, batch_size, seed = steps.start, steps.n_steps, steps.batch_size, steps.seed
     listing_ahead = sync.shape[0] > 0
     weighted = sample_weight.shape[0] > 0
     batch_weights = np.empty(batch_size if weighted else 0, sample_weight.dtype)
@@ -44,8 +75,9 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
     n_total = order.shape[0]
     d0 = spec[0, N_IN]
     first_dense = spec[0, KIND] == DENSE
-    # Plain SGD on a dense first layer: fuse its weight update into the backward pass.
-    fuse = opt_code == OPT_SGD and hp[0] == 0 and hp[2] == 0 and first_dense
+    fused = False
+    if fuse is not None:
+        fused = True
     n0 = spec[0, N_OUT] if first_dense else 0
     w0_end = d0 * n0
     W0 = params[:w0_end].reshape((d0, n0))
@@ -58,7 +90,7 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
             return s
         n = min(batch_size, n_total - pos)
         a0 = _view(act, offs[0, 0], n, d0)
-        g = step[0]
+        g = opt.step[0]
         rows = order[pos:pos + n]
         rp, ci, cv, blen, brow, bval = _lists_of_step(s, lists, lists2)
         for r in range(n):
@@ -70,8 +102,8 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
         # the data set rows (the dense batch is then never written) or from the augmented batch.
         sparse0 = False
         nnz = 0
-        if aug[0] != 0:
-            augment_rows(x, rows, img_h, img_w, aug, seed, g * 64 + AUG_STREAM, a0)
+        if augment is not None:
+            augment_rows(x, rows, augment.height, augment.width, augment.params, seed, g * 64 + AUG_STREAM, a0)
             if first_dense and _prefer_sparse(a0):  # the lists only when they will be used
                 nnz = csr_build(a0, rows, n, False, rp, ci, cv, blen, brow, bval)
                 sparse0 = True
@@ -85,8 +117,8 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
             if not sparse0:
                 for r in range(n):
                     a0[r, :] = x[rows[r]]
-        if backup.shape[0] > 0:
-            backup[:] = state
+        if batchnorm is not None:
+            backup[:] = net.state
         for i in range(n_layers):
             w_in, w_out = spec[i, N_IN], spec[i, N_OUT]
             if i == 0 and sparse0:
@@ -94,19 +126,19 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
                 csr_forward(rp, ci, cv, W0, a1, n)
                 _bias_act_rows(a1, b0, spec[0, ACT])
             else:
-                _layer_forward(spec, fconf, params, state, i, _view(act, offs[i, 0], n, w_in),
-                               _view(act, offs[i + 1, 0], n, w_out), _view(aux, offs[i, 1], n, w_out),
-                               vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out], True, seed, g)
+                _layer_forward(net, i, _view(act, offs[i, 0], n, w_in), _view(act, offs[i + 1, 0], n, w_out),
+                               _view(aux, offs[i, 1], n, w_out), vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out],
+                               True, seed, g, dropout, batchnorm)
         w_last = spec[n_layers - 1, N_OUT]
         loss, correct = _softmax_nll(_view(act, offs[n_layers, 0], n, w_last), labels[:n], batch_weights[:n],
-                                     smoothing, _view(grad, offs[n_layers, 0], n, w_last))
-        step_loss[s] = loss
-        step_correct[s] = correct
+                                     steps.smoothing, _view(grad, offs[n_layers, 0], n, w_last))
+        steps.loss[s] = loss
+        steps.correct[s] = correct
         if not np.isfinite(loss):
-            if backup.shape[0] > 0:
-                state[:] = backup
+            if batchnorm is not None:
+                net.state[:] = backup
             return s
-        lr = lr_steps[s]
+        lr = steps.lr[s]
         for i in range(n_layers - 1, -1, -1):
             w_in, w_out = spec[i, N_IN], spec[i, N_OUT]
             xi = _view(act, offs[i, 0], n, w_in)
@@ -117,27 +149,31 @@ def _train_loop(x, y, order, start, n_steps, batch_size, spec, fconf, params, gr
                 if spec[0, ACT] != ACT_NONE:
                     activation_backward(spec[0, ACT], yi, dy, dy)
                 _colsum(dy, db0)
-                bucket_dw(blen, brow, bval, dy, dW0, W0, np.float32(lr), fuse, nnz, rp, ci, cv)
-            elif i == 0 and fuse:
-                if spec[0, ACT] != ACT_NONE:
-                    activation_backward(spec[0, ACT], yi, dy, dy)
-                dense_backward_sgd(xi, W0, dy, dW0, db0, lr)
-            else:
-                dx = _view(grad, offs[i, 0], n, w_in) if i > 0 else empty
-                _layer_backward(spec, fconf, params, grads, i, xi, yi, dy, dx, _view(aux, offs[i, 1], n, w_out),
-                                vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out])
-        if fuse:
-            sgd_update(params[w0_end:], grads[w0_end:], slots[0, w0_end:], lr, 0.0, False, 0.0)
+                bucket_dw(blen, brow, bval, dy, dW0, W0, np.float32(lr), fused, nnz, rp, ci, cv)
+                continue
+            if fuse is not None:
+                if i == 0:
+                    if spec[0, ACT] != ACT_NONE:
+                        activation_backward(spec[0, ACT], yi, dy, dy)
+                    dense_backward_sgd(xi, W0, dy, dW0, db0, lr)
+                    continue
+            dx = _view(grad, offs[i, 0], n, w_in) if i > 0 else empty
+            _layer_backward(net, i, xi, yi, dy, dx, _view(aux, offs[i, 1], n, w_out),
+                            vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out], dropout, batchnorm)
+        if fuse is not None:
+            sgd_update(params[w0_end:], grads[w0_end:], opt.slots[0, w0_end:], lr, 0.0, False, 0.0)
         else:
-            _update(opt_code, hp, params, grads, slots, lr, g + 1)
-        step[0] = g + 1
+            apply_update(opt, params, grads, lr, g + 1)
+        opt.step[0] = g + 1
         if listing_ahead:
             atomic_store(sync, _FINISHED, s + 1)  # this step's list buffer is free again
     return n_steps
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_loop(x, spec, fconf, params, state, out, batch_size, act, offs, empty):
+def _forward_loop(x, net, out, batch_size, ws, dropout, batchnorm):
+    spec = net.spec
+    act, offs, empty = ws.act, ws.offs, ws.empty
     n_layers = spec.shape[0]
     n_total = x.shape[0]
     d0 = spec[0, N_IN]
@@ -148,8 +184,9 @@ def _forward_loop(x, spec, fconf, params, state, out, batch_size, act, offs, emp
         a0 = _view(act, offs[0, 0], n, d0)
         a0[:, :] = x[pos:pos + n]
         for i in range(n_layers):
-            _layer_forward(spec, fconf, params, state, i, _view(act, offs[i, 0], n, spec[i, N_IN]),
-                           _view(act, offs[i + 1, 0], n, spec[i, N_OUT]), empty, vec0, False, 0, 0)
+            _layer_forward(net, i, _view(act, offs[i, 0], n, spec[i, N_IN]),
+                           _view(act, offs[i + 1, 0], n, spec[i, N_OUT]), empty, vec0, False, 0, 0, dropout,
+                           batchnorm)
         out[pos:pos + n] = _view(act, offs[n_layers, 0], n, k)
 
 
@@ -227,15 +264,26 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
         stack.enter_context(serial_blas())  # the same bits on any thread count (jit_gemm)
         if ahead:
             stack.enter_context(_listing_ahead(x, codes, d0, order, start, batch_size, n_steps, lists, lists2, sync))
-        return _train_loop(x, y, order, start, n_steps, batch_size, net.spec, net.fconf, net.params, net.grads,
-                           net.state, opt.code, opt.hparams, opt.slots, opt.step, lr_steps, seed, smoothing, aug,
-                           img_h, img_w, step_loss, step_correct, ws.act, ws.grad, ws.aux, ws.vec, ws.offsets,
-                           ws.labels, ws.backup, ws.empty, lists, codes, lists2, sync,
-                           _NO_WEIGHTS if sample_weight is None else sample_weight)
+        return _train_loop(Batches(x, y, codes, order, _NO_WEIGHTS if sample_weight is None else sample_weight),
+                           Steps(start, n_steps, batch_size, seed, smoothing, lr_steps, step_loss, step_correct),
+                           net, opt_state(opt), _buffers(ws), Listing(lists, lists2, sync),
+                           Augment(aug, img_h, img_w) if aug[0] != 0 else None, _fuses(net, opt),
+                           *switches(net.spec))
+
+
+def _buffers(ws):
+    return Buffers(ws.act, ws.grad, ws.aux, ws.vec, ws.offsets, ws.labels, ws.backup, ws.empty)
+
+
+def _fuses(net, opt):
+    """True (fuse the first layer's update into its backward pass) for plain SGD on a dense
+    first layer, else None."""
+    plain_sgd = opt.code == OPT_SGD and opt.hparams[0] == 0 and opt.hparams[2] == 0
+    return True if plain_sgd and net.spec[0, KIND] == DENSE else None
 
 
 def forward(x, net, out, batch_size, workspace=None):
     """The contract's ``forward``: inference-mode logits of all rows of x into out, compiled."""
     ws = workspace if workspace is not None else stepwise.get_workspace(net, batch_size)
     with serial_blas():
-        _forward_loop(x, net.spec, net.fconf, net.params, net.state, out, batch_size, ws.act, ws.offsets, ws.empty)
+        _forward_loop(x, net, out, batch_size, _buffers(ws), *switches(net.spec))

@@ -1,17 +1,21 @@
 """Optimizer kernels: in-place SGD (momentum, Nesterov), RMSprop and Adam updates over the flat
-parameter buffer, and ``_update``, the compiled loop's dispatch on the optimizer code.
+parameter buffer, and ``apply_update``, the compiled loop's dispatch on the optimizer's record type.
 
 To add an optimizer: a code and hyperparameter layout in ``spec.py``, its ``*_update`` here
-(serial ``_range`` body plus a ``prange`` twin for large buffers), a branch in ``_update``,
-and its NumPy twin in ``numpy_ref``. Must not hold layer or loss logic.
+(serial ``_range`` body plus a ``prange`` twin for large buffers), a record and a
+``_*_step`` here (registered in ``OPT_STATES`` and ``_STEPS``), and its NumPy twin in ``numpy_ref``.
+It costs compile time only for runs that use it. Must not hold layer or loss logic.
 """
+
+from collections import namedtuple
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from .jit_base import PARALLEL_MIN_ELEMENTS
 from .numba_sparse import MAX_CHUNKS
-from .spec import OPT_RMSPROP, OPT_SGD
+from .spec import OPT_ADAM, OPT_RMSPROP, OPT_SGD
 
 # The update loops compute g = grad + weight_decay * p unconditionally (adding 0 * p
 # changes nothing for finite p) and test momentum/nesterov outside the loops: a branch
@@ -145,11 +149,47 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step):
         _adam_par(params, grads, m, v, step_size, b1, omb1, b2, omb2, bc2_sqrt, eps32, wd, chunks)
 
 
+# The compiled loop takes its optimizer as one of these records, and ``apply_update`` picks
+# the kernel from the record's type while compiling: an Adam run never compiles RMSprop or SGD.
+# hparams (4,) float64 as in spec.py, slots (2, P) float32, step (1,) int64 (updates so far).
+SgdState = namedtuple("SgdState", "hparams slots step")
+RmspropState = namedtuple("RmspropState", "hparams slots step")
+AdamState = namedtuple("AdamState", "hparams slots step")
+OPT_STATES = {OPT_SGD: SgdState, OPT_RMSPROP: RmspropState, OPT_ADAM: AdamState}
+
+
+def opt_state(opt):
+    """The record of ``opt`` (a spec.OptBuffers) that the compiled loop takes."""
+    return OPT_STATES[int(opt.code)](opt.hparams, opt.slots, opt.step)
+
+
 @njit(cache=True, error_model="numpy")
-def _update(opt_code, hp, params, grads, slots, lr, t):
-    if opt_code == OPT_SGD:
-        sgd_update(params, grads, slots[0], lr, hp[0], hp[1] != 0, hp[2])
-    elif opt_code == OPT_RMSPROP:
-        rmsprop_update(params, grads, slots[0], slots[1], lr, hp[0], hp[1], hp[2], hp[3])
-    else:
-        adam_update(params, grads, slots[0], slots[1], lr, hp[0], hp[1], hp[2], hp[3], t)
+def _sgd_step(opt, params, grads, lr, t):
+    hp = opt.hparams
+    sgd_update(params, grads, opt.slots[0], lr, hp[0], hp[1] != 0, hp[2])
+
+
+@njit(cache=True, error_model="numpy")
+def _rmsprop_step(opt, params, grads, lr, t):
+    hp = opt.hparams
+    rmsprop_update(params, grads, opt.slots[0], opt.slots[1], lr, hp[0], hp[1], hp[2], hp[3])
+
+
+@njit(cache=True, error_model="numpy")
+def _adam_step(opt, params, grads, lr, t):
+    hp = opt.hparams
+    adam_update(params, grads, opt.slots[0], opt.slots[1], lr, hp[0], hp[1], hp[2], hp[3], t)
+
+
+_STEPS = {SgdState: _sgd_step, RmspropState: _rmsprop_step, AdamState: _adam_step}
+
+
+def apply_update(opt, params, grads, lr, t):
+    """One update (the t-th, 1-based) of the optimizer whose record ``opt`` is, in place."""
+    _STEPS[type(opt)](opt, params, grads, lr, t)
+
+
+@overload(apply_update, jit_options={"error_model": "numpy"})
+def _apply_update_compiled(opt, params, grads, lr, t):
+    step = _STEPS[opt.instance_class]  # chosen by the record's type: the others are never compiled
+    return lambda opt, params, grads, lr, t: step(opt, params, grads, lr, t)
