@@ -104,7 +104,9 @@ def main(argv=None):
         compile_info = compile_times()
         c = compile_info
         print(f"numba import-to-first-step: cold {c['cold']['import_to_first_step_s']:.2f} s, "
-              f"cached {c['cached']['import_to_first_step_s']:.2f} s (import {c['cached']['import_s']:.2f} s)")
+              f"cached {c['cached']['import_to_first_step_s']:.2f} s (import {c['cached']['import_s']:.2f} s); "
+              f"cold compiled {c['cold']['compiled_functions']} functions in "
+              + ", ".join(f"{n.rsplit('.', 1)[-1]} {s:.1f} s" for n, s in c['cold']['compile_units']))
     t0 = time.perf_counter()
     import numba
 
