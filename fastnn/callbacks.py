@@ -39,6 +39,14 @@ UNCALLED_HOOKS = tuple(f"on_{stage}_{when}" for stage in ("test", "predict", "te
                        for when in ("begin", "end"))
 
 
+
+def _check_monitor(owner, monitor, logs):
+    """Refuse a monitored quantity that fit will not log (``logs["metrics"]``: the names it will)."""
+    metrics = (logs or {}).get("metrics")
+    if metrics is not None and monitor not in metrics:
+        hint = " (pass validation_split or validation_data to fit)" if monitor.startswith("val_") else ""
+        raise ValueError(f"{owner} monitor must be one of {sorted(metrics)}, got {monitor!r}{hint}")
+
 class Callback:
     """Base class; every hook is a no-op."""
 
@@ -163,10 +171,7 @@ class EarlyStopping(Callback):
             self.best_weights = weights
 
     def on_train_begin(self, logs=None):
-        metrics = (logs or {}).get("metrics")
-        if metrics is not None and self.monitor not in metrics:
-            hint = " (pass validation_split or validation_data to fit)" if self.monitor.startswith("val_") else ""
-            raise ValueError(f"EarlyStopping monitor must be one of {sorted(metrics)}, got {self.monitor!r}{hint}")
+        _check_monitor("EarlyStopping", self.monitor, logs)
         self._replay()
         self._continued = None
 
@@ -466,10 +471,7 @@ class ReduceLROnPlateau(Callback):
         self.wait = self.cooldown_counter = 0
 
     def on_train_begin(self, logs=None):
-        metrics = (logs or {}).get("metrics")
-        if metrics is not None and self.monitor not in metrics:
-            hint = " (pass validation_split or validation_data to fit)" if self.monitor.startswith("val_") else ""
-            raise ValueError(f"ReduceLROnPlateau monitor must be one of {sorted(metrics)}, got {self.monitor!r}{hint}")
+        _check_monitor("ReduceLROnPlateau", self.monitor, logs)
         self._reset()
 
     def _improved(self, value):
