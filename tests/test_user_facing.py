@@ -147,6 +147,7 @@ def test_raw_pixel_warning_through_the_estimator_points_at_the_caller():
     lambda x: np.clip(x / 10 + 0.5, 0, 1),  # scaled pixels
     lambda x: x,                            # standardised features (negative values)
     lambda x: np.abs(x) * 7.3,              # non-negative measurements, not whole numbers
+    lambda x: np.clip(np.rint(np.abs(x)), 0, 4),  # small whole-number counts (max 4), not pixels
 ])
 def test_no_raw_pixel_warning_for_other_inputs(transform):
     x, y = blobs(d=16)
