@@ -30,6 +30,7 @@ import sys
 from .atomic import OutputError, write_text
 from .divergence import warn_outside
 from .runs import EPOCH_LOG_EXTRAS, check_path_template, check_writable_dir
+from .training_state import past_values
 from .validation import Boolean, Interval, Options, check_params, check_value
 
 BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
@@ -139,6 +140,14 @@ class EarlyStopping(Callback):
         'auto' maximises accuracies and minimises everything else.
     restore_best_weights : bool
         At the end of training put back the weights of the best epoch (as Keras 3).
+
+    A resumed ``fit`` (``initial_epoch`` > 0 on a model saved during training, or
+    ``BackupAndRestore``) continues the saved run's bookkeeping: the best value, its epoch
+    and the epochs waited come from the model's training record, so the resumed run stops
+    where the uninterrupted one would. The weights of a best epoch before the resume are not
+    in the resumed model: unless the run improves on it, ``restore_best_weights`` then keeps
+    the last weights and warns (``fastnn-train`` keeps them in ``best.fastnn``; in code, pass
+    them to ``continue_from``).
     """
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
@@ -151,6 +160,7 @@ class EarlyStopping(Callback):
         self.mode, self.restore_best_weights = _mode_for(monitor, mode), restore_best_weights
         self.best = self.best_epoch = self.best_weights = None
         self.stopped_epoch, self.wait, self._continued = None, 0, None
+        self._from_record, self._resumed_at = False, 0
 
     def continue_from(self, values, best_weights=None):
         """Carry on the bookkeeping of an interrupted run (for ``fit(initial_epoch=)``): ``values``
@@ -169,11 +179,25 @@ class EarlyStopping(Callback):
             self._track(epoch, value)
         if values:
             self.best_weights = weights
+        self._resumed_at = len(values)
 
     def on_train_begin(self, logs=None):
         _check_monitor("EarlyStopping", self.monitor, logs)
         self._replay()
-        self._continued = None
+        self._from_record, self._continued = self._continued is None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # the first epoch of a resumed fit: the record is the one BackupAndRestore or load restored
+        if self._from_record:
+            self._from_record = False
+            state = self.model.training_state
+            values = past_values(state, self.monitor, epoch)
+            if values:
+                self._continued = (values, None)
+                self._replay()
+                self._continued = None
+                if self.best_epoch == epoch - 1 and state["epoch"] == epoch:  # the model holds the best epoch
+                    self.best_weights = self.model._snapshot()
 
     def _improved(self, value):
         if self.best is None:
@@ -211,6 +235,11 @@ class EarlyStopping(Callback):
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
             self.model._restore(self.best_weights)
+        elif self.restore_best_weights and self.best_epoch is not None:
+            warn_outside(f"EarlyStopping: the best {self.monitor} ({self.best:.6g}) came at epoch {self.best_epoch + 1}, "
+                         f"before this fit resumed at epoch {self._resumed_at + 1}, and its weights are not in the "
+                         f"resumed model: the last weights are kept. Load that epoch's ModelCheckpoint(save_best_only"
+                         f"=True) file for them, or pass them to EarlyStopping.continue_from", UserWarning)
 
 
 #: the epoch-log keys progress output shows, under the same names mid-epoch, at the epoch's
@@ -313,7 +342,9 @@ class ModelCheckpoint(Callback):
         bad format specs and a folder that cannot be written fail before the first epoch.
     monitor, mode : as in EarlyStopping (used with ``save_best_only``)
     save_best_only : bool
-        Only save when ``monitor`` improves (the file then holds the best model).
+        Only save when ``monitor`` improves (the file then holds the best model). A resumed
+        ``fit`` (``initial_epoch`` > 0) starts from the best value in the model's training
+        record, so it never replaces a better checkpoint of the run with a worse one.
     """
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
@@ -321,7 +352,7 @@ class ModelCheckpoint(Callback):
                      {"save_best_only": Boolean(), "mode": Options("auto", "min", "max")})
         self.filepath, self.monitor = os.fspath(filepath), monitor
         self.save_best_only, self.mode = save_best_only, _mode_for(monitor, mode)
-        self.best = None
+        self.best, self._from_record = None, False
         self.saved = []
 
     def on_train_begin(self, logs=None):
@@ -331,14 +362,26 @@ class ModelCheckpoint(Callback):
         if metrics is not None:
             example = check_path_template("ModelCheckpoint filepath", self.filepath, list(metrics) + EPOCH_LOG_EXTRAS)
             check_writable_dir(os.path.dirname(os.path.abspath(example)), "ModelCheckpoint filepath's folder")
+        self._from_record = True
+
+    def _improves(self, value):
+        """Whether ``value`` beats the best so far (non-finite values never do)."""
+        return value is not None and math.isfinite(value) and (
+            self.best is None or (value < self.best if self.mode == "min" else value > self.best))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # the first epoch of a resumed fit: the saved run's best, unless this object has one already
+        if self._from_record and self.save_best_only and self.best is None:
+            for value in past_values(self.model.training_state, self.monitor, epoch):
+                if self._improves(value):
+                    self.best = value
+        self._from_record = False
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.save_best_only:
             value = logs.get(self.monitor)
-            if value is None or not math.isfinite(value):
-                return
-            if self.best is not None and not (value < self.best if self.mode == "min" else value > self.best):
+            if not self._improves(value):
                 return
             self.best = value
         path = self.filepath.format(epoch=epoch + 1, **logs)

@@ -281,7 +281,7 @@ def _write_json(path, obj):
 
 
 def _make_optimizer(args):
-    from .optimizers import get_optimizer
+    from .optimizers import SCHEDULES, HorizonSchedule, get_optimizer
 
     if args.momentum is not None and args.optimizer == "adam":
         raise ValueError("--momentum applies to sgd and rmsprop, not adam")
@@ -293,8 +293,11 @@ def _make_optimizer(args):
     elif args.optimizer == "rmsprop":
         extra = {"momentum": args.momentum or 0.0}
     default_lr = {"adam": TRAIN_DEFAULTS["lr"], "sgd": 0.05, "rmsprop": 1e-3}[args.optimizer]
+    schedule = SCHEDULES[args.schedule]
+    # the schedule spans --epochs, recorded in the model file, whichever fit call runs it
+    schedule = schedule(total_epochs=args.epochs) if issubclass(schedule, HorizonSchedule) else schedule()
     return get_optimizer(args.optimizer, lr=args.lr or default_lr, weight_decay=args.weight_decay,
-                         schedule=args.schedule, **extra)
+                         schedule=schedule, **extra)
 
 
 def _run(prog, parser, body, argv):

@@ -89,13 +89,14 @@ def save_model(model, path):
     np.savez(buf, **arrays)
 
     with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("config.json", json.dumps(config, indent=2))
+        zf.writestr("config.json", json.dumps(config, separators=(",", ":")))  # compact: long training records
         zf.writestr("weights.npz", buf.getvalue())
     return path
 
 
-#: config.json larger than this is not one fastnn wrote (a few KB is usual)
-MAX_CONFIG_BYTES = 1 << 20
+#: config.json larger than this is not one fastnn wrote (a few KB is usual, plus about 80 bytes per
+#: epoch for the training record's history: 16 MiB allows some 200,000 epochs)
+MAX_CONFIG_BYTES = 16 << 20
 #: per-array allowance in weights.npz beyond the array data: zip entry and .npy headers
 NPZ_OVERHEAD_BYTES = 4096
 

@@ -33,7 +33,7 @@ from .backends import spec as S
 from .backends.augment import image_shape, make_aug
 from .callbacks import CallbackList, History, ProgressBar, Callback
 from .divergence import EXPLOSION_FACTOR, DivergenceWarning, explosion_threshold, first_exploded_step, warn_outside
-from .training_state import make_state, resume_mismatches, shuffle_stream
+from .training_state import make_state, past_history, resume_mismatches, shuffle_stream
 from .optimizers import Optimizer, Schedule, get_optimizer, optimizer_from_config, optimizer_to_config
 from .validation import (
     ACTIVATION_NAMES, BACKEND_NAMES, FIT_PARAMS, OPTIMIZER_NAMES, SCHEDULE_NAMES, Boolean, InstanceOf,
@@ -443,12 +443,17 @@ class Sequential:
             if not np.array_equal(self.optimizer.learning_rates(first, steps_per_epoch, total_steps, steps_per_epoch),
                                   self.optimizer.learning_rates(first, steps_per_epoch, saved["epochs"] * steps_per_epoch,
                                                                 steps_per_epoch)):
-                differences.append(f"epochs={epochs} (the saved run planned {saved['epochs']}, and its schedule "
-                                   f"depends on that)")
+                schedule = type(self.optimizer.schedule).__name__
+                differences.append(f"epochs={epochs} (the saved run planned {saved['epochs']}; its {schedule} has "
+                                   f"no length of its own and spans each fit's epochs, so this continues a "
+                                   f"{epochs}-epoch schedule; to split a run into fit calls exactly, give the "
+                                   f"schedule its length, e.g. {schedule}(total_epochs={epochs}))")
         if differences:
             warn_outside(f"resuming at epoch {initial_epoch} with {', '.join(differences)}: training continues, but "
                          f"not as the saved run would have", UserWarning)
         rng, dropout_seed = shuffle_stream(seed, n_train, shuffle, initial_epoch)
+        # the metrics of every finished epoch of the run, recorded for callbacks of a resumed fit
+        run_history = past_history(saved, initial_epoch, metrics) if initial_epoch > 0 else {k: [] for k in metrics}
         prev = None  # the previous chunk, to replay up to the last good step if the next diverges at once
         for epoch in range(initial_epoch, epochs):
             cb.on_epoch_begin(epoch, {})
@@ -505,7 +510,9 @@ class Sequential:
             logs.update(seconds=seconds, samples_per_second=float(seen / seconds) if seconds > 0 else float("nan"),
                         lr=last_lr)
             if not diverged and done == steps_per_epoch:  # what a checkpoint saved now needs to resume at the next epoch
-                self.training_state = make_state(epoch + 1, seed, shuffle, batch_size, n_train, epochs)
+                for key in metrics:
+                    run_history[key].append(logs[key])
+                self.training_state = make_state(epoch + 1, seed, shuffle, batch_size, n_train, epochs, run_history)
             cb.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break

@@ -17,6 +17,10 @@ before the update, as ``torch.optim`` does.
 
 A schedule maps (step, total steps) to a learning rate; the model evaluates it
 for every optimizer step and passes the rates to the backend as a float64 array.
+Schedules whose shape depends on the run's length (cosine, one-cycle) take that length,
+their horizon, as ``total_epochs`` or ``total_steps`` (Keras' ``decay_steps``, PyTorch's
+``total_steps``); without one, the horizon is the ``epochs`` of the ``fit`` call (see
+``HorizonSchedule``).
 """
 
 import numpy as np
@@ -62,43 +66,83 @@ class StepDecay(Schedule):
         return {"step_size": self.step_size, "gamma": self.gamma}
 
 
-class CosineDecay(Schedule):
-    """Cosine annealing from ``lr`` to ``lr * final_fraction`` over all steps, per step."""
+class HorizonSchedule(Schedule):
+    """A schedule over a horizon: the number of optimizer steps its shape spans.
+
+    ``total_steps`` (optimizer steps) or ``total_epochs`` (epochs of ``fit``'s batches) fix the
+    horizon, so that the rate of a step never depends on how training is split into ``fit``
+    calls: ``fit(epochs=2)``, ``save``, ``load``, ``fit(epochs=4, initial_epoch=2)`` gives the
+    same bits as ``fit(epochs=4)``. Without either (None, the default) the horizon is the
+    ``epochs`` of the ``fit`` call that runs it: a single ``fit``, and a run resumed with that
+    same ``epochs`` (``initial_epoch``, ``BackupAndRestore``, ``fastnn-train --resume``), follow
+    one schedule, but a first call cannot know a longer run that follows it.
+    """
+
+    def __init__(self, total_epochs=None, total_steps=None):
+        check_params({"total_epochs": total_epochs, "total_steps": total_steps},
+                     {"total_epochs": [POSITIVE_INT, NoneValue()], "total_steps": [POSITIVE_INT, NoneValue()]})
+        if total_epochs is not None and total_steps is not None:
+            raise ValueError(f"give total_epochs or total_steps, not both; got total_epochs={total_epochs}, "
+                             f"total_steps={total_steps}")
+        self.total_epochs = None if total_epochs is None else int(total_epochs)
+        self.total_steps = None if total_steps is None else int(total_steps)
+
+    def horizon(self, total_steps, steps_per_epoch):
+        """Steps the schedule spans: its own horizon, else ``total_steps`` (the fit's)."""
+        if self.total_steps is not None:
+            return self.total_steps
+        if self.total_epochs is not None:
+            return self.total_epochs * steps_per_epoch
+        return total_steps
+
+    def get_config(self):
+        # only when given: configs (and files) of schedules without a horizon stay as they were
+        return {k: v for k, v in (("total_epochs", self.total_epochs), ("total_steps", self.total_steps))
+                if v is not None}
+
+
+class CosineDecay(HorizonSchedule):
+    """Cosine annealing from ``lr`` to ``lr * final_fraction`` over the horizon, per step
+    (then ``lr * final_fraction``); ``total_epochs`` / ``total_steps``: see HorizonSchedule."""
 
     name = "cosine"
 
-    def __init__(self, final_fraction=0.0):
+    def __init__(self, final_fraction=0.0, total_epochs=None, total_steps=None):
         check_value("final_fraction", final_fraction, Interval("real", 0, 1))
         self.final_fraction = float(final_fraction)
+        super().__init__(total_epochs, total_steps)
 
     def rates(self, lr, steps, total_steps, steps_per_epoch):
-        t = np.asarray(steps, dtype=np.float64) / max(total_steps, 1)
+        t = np.asarray(steps, dtype=np.float64) / max(self.horizon(total_steps, steps_per_epoch), 1)
         lo = lr * self.final_fraction
         return lo + (lr - lo) * 0.5 * (1.0 + np.cos(np.pi * np.clip(t, 0.0, 1.0)))
 
     def get_config(self):
-        return {"final_fraction": self.final_fraction}
+        return {"final_fraction": self.final_fraction, **super().get_config()}
 
 
-class OneCycle(Schedule):
+class OneCycle(HorizonSchedule):
     """One-cycle policy (PyTorch OneCycleLR, cosine annealing, no momentum cycling).
 
     Warm up from ``lr / div_factor`` to ``lr`` over the first ``pct_start`` of the
-    steps, then anneal to ``lr / (div_factor * final_div_factor)``.
+    horizon's steps, then anneal to ``lr / (div_factor * final_div_factor)``;
+    ``total_epochs`` / ``total_steps``: see HorizonSchedule.
     """
 
     name = "onecycle"
 
-    def __init__(self, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+    def __init__(self, pct_start=0.3, div_factor=25.0, final_div_factor=1e4, total_epochs=None, total_steps=None):
         check_params(
             {"pct_start": pct_start, "div_factor": div_factor, "final_div_factor": final_div_factor},
             {"pct_start": Interval("real", 0, 1, closed="neither"), "div_factor": Interval("real", 1),
              "final_div_factor": Interval("real", 1)},
         )
         self.pct_start, self.div_factor, self.final_div_factor = float(pct_start), float(div_factor), float(final_div_factor)
+        super().__init__(total_epochs, total_steps)
 
     def rates(self, lr, steps, total_steps, steps_per_epoch):
         steps = np.asarray(steps, dtype=np.float64)
+        total_steps = self.horizon(total_steps, steps_per_epoch)
         start, end = lr / self.div_factor, lr / (self.div_factor * self.final_div_factor)
         up = max(self.pct_start * total_steps - 1.0, 1.0)
         down = max(total_steps - 1.0 - up, 1.0)
@@ -109,7 +153,8 @@ class OneCycle(Schedule):
         return np.where(steps <= up, anneal(start, lr, steps / up), anneal(lr, end, (steps - up) / down))
 
     def get_config(self):
-        return {"pct_start": self.pct_start, "div_factor": self.div_factor, "final_div_factor": self.final_div_factor}
+        return {"pct_start": self.pct_start, "div_factor": self.div_factor, "final_div_factor": self.final_div_factor,
+                **super().get_config()}
 
 
 SCHEDULES = {"none": Constant, "constant": Constant, "step": StepDecay, "cosine": CosineDecay, "onecycle": OneCycle}

@@ -157,7 +157,7 @@ def test_members_larger_than_the_config_allows_are_not_inflated(tmp_path, saved)
     # 200 MB of zeros deflate to about 200 KB: declared size far above what the config implies
     bomb = _rewrite(good, tmp_path / "bomb.fastnn", members={"weights.npz": bytes(200 * 2**20)})
     assert _peak_bytes_to_refuse(bomb, "weights.npz claims 209715200 bytes") < 20 * 2**20
-    big_config = _rewrite(good, tmp_path / "cfg.fastnn", members={"config.json": b" " * (2 * 2**20) + b"{}"})
+    big_config = _rewrite(good, tmp_path / "cfg.fastnn", members={"config.json": b" " * (17 * 2**20) + b"{}"})
     with pytest.raises(ModelFormatError, match="config.json claims"):
         fastnn.load(big_config)
     nested = _rewrite(good, tmp_path / "nested.fastnn", members={"config.json": b"[" * 100_000})

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.callbacks import BackupAndRestore, Callback, ModelCheckpoint
+from fastnn.callbacks import BackupAndRestore, Callback, EarlyStopping, ModelCheckpoint
 from fastnn.divergence import DivergenceWarning, explosion_threshold
 from fastnn.io import ModelFormatError
+from fastnn.optimizers import CosineDecay, OneCycle
 
 
 def image_rows(n=400, d=64, k=3, seed=0):
@@ -65,6 +66,91 @@ def test_save_load_resume_gives_the_same_bits(tmp_path, backend, config):
     assert same_bits(whole, resumed)
     assert history.history["val_loss"] == whole_history.history["val_loss"][2:]
     assert history.history["lr"] == whole_history.history["lr"][2:]  # the schedule went on, not restarted
+
+
+@pytest.mark.parametrize("schedule", [CosineDecay(total_epochs=4), OneCycle(total_epochs=4),
+                                      CosineDecay(final_fraction=0.1, total_steps=40)], ids=repr)
+def test_split_fits_through_save_and_load_give_the_same_bits(tmp_path, schedule):
+    """The issue's case: fit(epochs=2), save, load, fit(epochs=4, initial_epoch=2) is fit(epochs=4),
+    with shuffling, dropout and a schedule that has its own length."""
+    x, y = image_rows()
+    fit = dict(batch_size=32, validation_split=0.1, verbose=0)  # 12 steps an epoch
+    whole = fastnn.MLP([16], seed=3, dropout=0.2, schedule=schedule)
+    whole_history = whole.fit(x, y, epochs=4, **fit)
+    first = fastnn.MLP([16], seed=3, dropout=0.2, schedule=schedule)
+    first.fit(x, y, epochs=2, **fit)
+    resumed = fastnn.load(first.save(tmp_path / "two.fastnn"))
+    assert resumed.optimizer.schedule == schedule  # the length travels in the file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing differs from the uninterrupted run: no warning
+        history = resumed.fit(x, y, epochs=4, initial_epoch=2, **fit)
+    assert same_bits(whole, resumed)
+    assert history.history["lr"] == whole_history.history["lr"][2:]
+    assert resumed.training_state["history"]["val_loss"] == whole_history.history["val_loss"]
+
+
+def test_a_schedule_without_a_length_spans_each_fit_and_says_how_to_split(tmp_path):
+    x, y = image_rows()
+    model = fastnn.MLP([16], schedule="cosine")
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    assert model.history.history["lr"][-1] < 1e-5  # a whole 2-epoch cosine
+    with pytest.warns(UserWarning, match=r"continues a 4-epoch schedule.*CosineDecay\(total_epochs=4\)"):
+        history = model.fit(x, y, epochs=4, initial_epoch=2, batch_size=32, verbose=0)
+    expected = CosineDecay().rates(1e-3, np.array([3 * 13 - 1, 4 * 13 - 1]), 4 * 13, 13)
+    assert history.history["lr"] == list(expected)  # epochs 3-4 of a 4-epoch cosine
+    with pytest.raises(ValueError, match="give total_epochs or total_steps, not both"):
+        CosineDecay(total_epochs=2, total_steps=10)
+    with pytest.raises(ValueError, match="total_epochs must be"):
+        OneCycle(total_epochs=0)
+
+
+def overfitting_run(stop_after=None, callbacks=(), **kwargs):
+    """Random labels: val_loss is best after epoch 3 and worse after 4 and 5, so EarlyStopping(patience=2)
+    ends the run after epoch 5."""
+    x, _ = image_rows(n=300)
+    y = np.random.default_rng(2).integers(0, 3, len(x))
+    model = fastnn.MLP([32], lr=1e-2, seed=2)
+    extra = [StopAfter(stop_after)] if stop_after else []
+    history = model.fit(x, y, epochs=10, batch_size=32, validation_split=0.25, verbose=0,
+                        callbacks=list(callbacks) + extra, **kwargs)
+    return model, history, (x, y)
+
+
+@pytest.mark.parametrize("interrupted_after", [3, 4])
+def test_early_stopping_and_the_best_checkpoint_carry_on_across_a_resume(tmp_path, interrupted_after):
+    """Resumed after the best epoch (3) or after a worse one (4): the resumed fit stops where the whole
+    run stops, and ModelCheckpoint(save_best_only=True) keeps epoch 3's file instead of saving worse ones."""
+    def callbacks(folder):
+        return [EarlyStopping(patience=2, restore_best_weights=True),
+                ModelCheckpoint(folder / "best.fastnn", save_best_only=True)]
+
+    (tmp_path / "whole").mkdir(), (tmp_path / "part").mkdir()
+    whole, whole_history, (x, y) = overfitting_run(callbacks=callbacks(tmp_path / "whole"))
+    assert whole_history.epoch == [0, 1, 2, 3, 4] and whole.stop_reason.endswith(" at epoch 3)")
+    part, _, _ = overfitting_run(interrupted_after, callbacks(tmp_path / "part"))
+    resumed = fastnn.load(part.save(tmp_path / "part.fastnn"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = resumed.fit(x, y, epochs=10, batch_size=32, validation_split=0.25, verbose=0,
+                              initial_epoch=interrupted_after, callbacks=callbacks(tmp_path / "part"))
+    assert history.epoch == list(range(interrupted_after, 5)) and resumed.stop_reason == whole.stop_reason
+    best, whole_best = fastnn.load(tmp_path / "part" / "best.fastnn"), fastnn.load(tmp_path / "whole" / "best.fastnn")
+    assert best.training_state == whole_best.training_state and best.training_state["epoch"] == 3
+    assert same_bits(best, whole_best)
+    messages = [str(w.message) for w in caught]
+    if interrupted_after == 3:  # the resumed model holds the best epoch: restored as in the whole run
+        assert messages == [] and same_bits(resumed, whole)
+    else:  # epoch 3's weights are only in the checkpoint: said so, the last weights kept
+        assert len(messages) == 1 and "came at epoch 3, before this fit resumed at epoch 5" in messages[0]
+        assert same_bits(fastnn.load(tmp_path / "part" / "best.fastnn"), whole_best)
+
+
+def test_backup_and_restore_carries_early_stopping_on(tmp_path):
+    _, whole_history, (x, y) = overfitting_run(callbacks=[EarlyStopping(patience=2)])
+    with pytest.raises(KeyboardInterrupt):
+        overfitting_run(callbacks=[EarlyStopping(patience=2), BackupAndRestore(tmp_path), StopAfter(4, raise_=True)])
+    model, history, _ = overfitting_run(callbacks=[EarlyStopping(patience=2), BackupAndRestore(tmp_path)])
+    assert history.epoch == [4] and history.history["val_loss"] == whole_history.history["val_loss"][4:]
 
 
 def test_model_checkpoint_files_resume_the_run(tmp_path):
@@ -147,6 +233,11 @@ def test_version_1_files_load_and_damaged_training_records_are_refused(tmp_path,
     assert old.training_state is None and all(np.array_equal(a, b) for a, b in zip(old.get_weights(), model.get_weights()))
     with pytest.raises(ModelFormatError, match="damaged training record"):
         fastnn.load(rewrite(lambda c: c["training"].update(epoch=-1), tmp_path / "bad.fastnn"))
+    with pytest.raises(ModelFormatError, match="'history' must map metric names to lists of 1 numbers or nulls"):
+        fastnn.load(rewrite(lambda c: c["training"]["history"]["loss"].append(0.5), tmp_path / "long.fastnn"))
+    # files saved before the record had a history: resumable, with nothing for callbacks to carry on
+    older = fastnn.load(rewrite(lambda c: c["training"].pop("history"), tmp_path / "older.fastnn"))
+    assert older.training_state == {**model.training_state, "history": {}}
 
 
 @pytest.mark.parametrize("template, message", [
