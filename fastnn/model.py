@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from . import layers as L
+from . import prepared
 from .backends import DEFAULT_BACKEND, get_backend
 from .backends import spec as S
 from .backends.augment import image_shape, make_aug
@@ -119,8 +120,18 @@ def check_memory(n_bytes, what, fix):
                          f"{_size(total)}; {fix}")
 
 
-def _warn_raw_pixels(x):
-    """Warn when ``x`` looks like unscaled 8-bit images: whole numbers in [0, 255], max > 16.
+def _raw_pixel_peak(x):
+    """The max of ``x`` when it looks like unscaled 8-bit images (whole numbers in [0, 255],
+    max > 16), else None; ``_warn_raw_pixels`` explains."""
+    peak = float(x.max()) if x.size else 0.0
+    if not 16.0 < peak <= 255.0 or float(x.min()) < 0.0:
+        return None
+    sample = x[: 256]
+    return peak if np.array_equal(sample, np.round(sample)) else None
+
+
+def _warn_raw_pixels(peak):
+    """Warn when x looks like unscaled 8-bit images (``peak``: ``_raw_pixel_peak(x)``, None: it does not).
 
     A max of 16 or less is more likely small counts or codes than 8-bit pixels (whose ink reaches
     well above that), and such features get no warning.
@@ -129,11 +140,7 @@ def _warn_raw_pixels(x):
     84.4% against 95.3% test accuracy after 1 epoch, 94.1% against 97.8% after 5), and nothing
     else would say so.
     """
-    peak = float(x.max()) if x.size else 0.0
-    if not 16.0 < peak <= 255.0 or float(x.min()) < 0.0:
-        return
-    sample = x[: 256]
-    if np.array_equal(sample, np.round(sample)):
+    if peak is not None:
         warn_outside(f"x looks like raw 0-255 pixel values (whole numbers, max {peak:g}); the network trains "
                      "much worse on them than on values in [0, 1]. Scale the input first, e.g. "
                      "model.fit(x / 255.0, y), and scale the same way for evaluate and predict "
@@ -367,18 +374,20 @@ class Sequential:
         callbacks = list(callbacks or [])
         for i, cb in enumerate(callbacks):
             check_value(f"callbacks[{i}]", cb, InstanceOf(Callback, "fastnn.callbacks.Callback"))
-        x = check_x(x, "x", self.n_features_)
+        # checked once per data set, not once per call (fastnn.prepared: the rule for reuse)
+        data = prepared.prepare(x, "x", self.n_features_, check_x, _raw_pixel_peak)
+        x = data.x
         y = check_y(y, "y", len(x), self.n_classes_)
         sample_weight = check_sample_weight(sample_weight, "sample_weight", len(x))  # before any building
         w_val = None
-        _warn_raw_pixels(x)
+        _warn_raw_pixels(data.raw_pixels)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 got = type(validation_data).__name__
                 got += f" of length {len(validation_data)}" if isinstance(validation_data, (tuple, list)) else ""
                 raise ValueError(f"validation_data must be a tuple (x_val, y_val) or (x_val, y_val, "
                                  f"sample_weight_val), got {got}")
-            x_val = check_x(validation_data[0], "validation_data x", x.shape[1])
+            x_val = prepared.prepare(validation_data[0], "validation_data x", x.shape[1], check_x, lambda _: None).x
             y_val = check_y(validation_data[1], "validation_data y", len(x_val), self.n_classes_)
             if len(validation_data) == 3:
                 w_val = check_sample_weight(validation_data[2], "validation_data sample_weight", len(x_val))
@@ -415,7 +424,7 @@ class Sequential:
         backend = get_backend(self.backend)
         net, opt = self.net, self.optimizer.buffers
         # augmented batches are listed from the augmented copies, never from x itself
-        inputs = backend.prepare_inputs(x) if self._aug()[0] == 0 else None
+        inputs = data.inputs(backend) if self._aug()[0] == 0 else None
 
         steps_per_epoch = math.ceil(n_train / batch_size)
         total_steps = epochs * steps_per_epoch
