@@ -26,7 +26,7 @@ from .provenance import load_average, provenance
 from .divergence import DivergenceWarning
 from .validation import (
     ACTIVATION_NAMES, BACKEND_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES, Interval, POSITIVE_INT, POSITIVE_REAL,
-    NON_NEGATIVE_REAL, UNIT_OPEN, check_value,
+    NON_NEGATIVE_REAL, UNIT_OPEN,
 )
 
 #: Defaults of ``fastnn-train``, measured to reach >= 97.5% test accuracy on MNIST
@@ -197,17 +197,11 @@ def _tta(args, info):
 
 
 def set_threads(n):
-    """Use ``n`` threads in Numba and in every BLAS copy threadpoolctl finds, after checking
+    """Use ``n`` threads in Numba and in every BLAS copy (``backends.threads``), after checking
     1 <= n <= NUMBA_NUM_THREADS; returns Numba's count in use."""
-    import numba
+    from .backends import threads
 
-    from .backends import blas
-
-    if n is not None:
-        check_value("threads", n, Interval("int", 1, int(numba.config.NUMBA_NUM_THREADS)))
-        numba.set_num_threads(n)
-        blas.set_threads(n)
-    return int(numba.get_num_threads())
+    return threads.set_threads(n)
 
 
 def make_run_dir(out=None, root="runs"):

@@ -19,7 +19,6 @@ Where fastnn differs from scikit-learn's own estimator, by design:
   weighted batch mean when a batch holds all rows, and equal to it in expectation otherwise.
 """
 
-import contextlib
 import numbers
 import warnings
 
@@ -38,11 +37,12 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         f"fastnn.MLPClassifier needs scikit-learn ({exc}); install it with: pip install \"fastnn[sklearn]\""
     ) from exc
 
+from .backends.threads import limit_threads
 from .callbacks import Callback
 from .model import MLP, augment_vector
 from .optimizers import SGD, Adam
 from .validation import (BACKEND_NAMES, Boolean, Interval, NoneValue, Options, Sizes, UNIT_OPEN, check_params,
-                         check_sample_weight, check_value)
+                         check_sample_weight)
 
 #: scikit-learn's activation names, and fastnn's own, to fastnn's
 ACTIVATIONS = {"identity": "linear", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
@@ -351,23 +351,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         model.optimizer.lr = self._lr
         return self._stopped
 
-    @contextlib.contextmanager
     def _thread_limit(self):
-        if self.threads is None:
-            yield
-            return
-        import numba
-
-        from .backends import blas
-
-        check_value("threads", self.threads, Interval("int", 1, int(numba.config.NUMBA_NUM_THREADS)))
-        before = numba.get_num_threads()
-        numba.set_num_threads(self.threads)
-        try:
-            with blas.at_most_threads(self.threads):
-                yield
-        finally:
-            numba.set_num_threads(before)
+        return limit_threads(self.threads)
 
     # prediction ---------------------------------------------------------------------
 

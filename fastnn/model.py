@@ -21,6 +21,7 @@ records where the run stands; a model saved then and fit again with
 ``initial_epoch`` continues with the same bits as an uninterrupted run.
 """
 
+import functools
 import math
 import os
 import time
@@ -32,6 +33,7 @@ from . import prepared
 from .backends import DEFAULT_BACKEND, get_backend
 from .backends import spec as S
 from .backends.augment import image_shape, make_aug
+from .backends.threads import check_threads, limit_threads
 from .callbacks import CallbackList, History, ProgressBar, Callback
 from .divergence import EXPLOSION_FACTOR, DivergenceWarning, explosion_threshold, first_exploded_step, warn_outside
 from .training_state import make_state, past_history, resume_mismatches, shuffle_stream
@@ -147,6 +149,15 @@ def _warn_raw_pixels(peak):
                      "(fastnn.load_dataset already returns [0, 1]).", UserWarning)
 
 
+def _on_model_threads(method):
+    """Run ``method`` with the model's ``threads`` in Numba and every BLAS copy (``backends.threads``)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with limit_threads(self.threads):
+            return method(self, *args, **kwargs)
+    return run
+
+
 class NotFittedError(ValueError, AttributeError):
     """Raised when a model is used before ``build`` or ``fit``."""
 
@@ -186,11 +197,16 @@ class Sequential:
     seed : int >= 0
         Seeds weight initialisation, shuffling and dropout (``fit(seed=...)`` overrides
         the last two).
+    threads : int in [1, NUMBA_NUM_THREADS] or None
+        Threads for Numba and every BLAS copy during ``fit``, ``evaluate`` and ``predict*``
+        (each count restored afterwards); None leaves them as they are. A setting of this
+        machine, not of the model: not saved. The attribute may be changed at any time.
     """
 
     def __init__(self, layers=None, optimizer="adam", lr=None, weight_decay=0.0, momentum=0.0, schedule=None,
-                 label_smoothing=0.0, augment=None, backend=DEFAULT_BACKEND, seed=0):
-        self._set_common(optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed, augment)
+                 label_smoothing=0.0, augment=None, backend=DEFAULT_BACKEND, seed=0, threads=None):
+        self._set_common(optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed, augment,
+                         threads)
         layers = list(layers or [])
         for i, layer in enumerate(layers):
             if not isinstance(layer, L.Layer):
@@ -198,7 +214,7 @@ class Sequential:
         self.layers = layers
 
     def _set_common(self, optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed,
-                    augment=None):
+                    augment=None, threads=None):
         check_params(dict(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, schedule=schedule,
                           label_smoothing=label_smoothing, backend=backend, seed=seed), COMMON_PARAMS)
         extra = {"momentum": momentum} if optimizer in ("sgd", "rmsprop") else {}
@@ -206,6 +222,7 @@ class Sequential:
         self.label_smoothing, self.backend, self.seed = float(label_smoothing), backend, int(seed)
         self._aug_vector = augment_vector(augment)
         self.augment = dict(augment) if augment else None
+        self.threads = None if threads is None else check_threads(threads)
         self.net = self.plan = None
         self.n_features_ = self.n_classes_ = None
         self.stop_training, self.stop_reason, self.history, self.diverged = False, None, None, False
@@ -304,6 +321,7 @@ class Sequential:
         """Unpickled buffers become fresh, aligned, writable copies: a copy made with
         ``joblib.load(mmap_mode="r")`` holds read-only memory maps, which compiled code
         must not be given."""
+        state.setdefault("threads", None)  # pickled before models had it
         self.__dict__.update(state)
         if self.net is not None:
             self.net = S.NetBuffers(*(_writable_copy(a) for a in self.net))
@@ -321,6 +339,7 @@ class Sequential:
 
     # training ----------------------------------------------------------------
 
+    @_on_model_threads
     @np.errstate(over="ignore", invalid="ignore")  # divergence is reported once, by fit itself
     def fit(self, x, y, epochs=10, batch_size=128, validation_split=0.0, validation_data=None, callbacks=None,
             shuffle=True, seed=None, verbose=1, initial_epoch=0, sample_weight=None, class_weight=None):
@@ -588,6 +607,7 @@ class Sequential:
         get_backend(self.backend).log_softmax(logits, logp)
         return np.exp(logp)
 
+    @_on_model_threads
     def predict_proba(self, x, batch_size=EVAL_BATCH, tta=0, tta_augment=None, seed=0):
         """Class probabilities, float32 (n, n_classes) (inference mode: no dropout,
         batch norm with running statistics).
@@ -615,6 +635,7 @@ class Sequential:
             total += self._probabilities(self._forward(views, batch_size))
         return (total / (tta + 1)).astype(np.float32)
 
+    @_on_model_threads
     def predict_log_proba(self, x, batch_size=EVAL_BATCH):
         """Log class probabilities, float32 (n, n_classes): the log-softmax of the logits,
         accurate where ``log(predict_proba(x))`` would underflow to -inf."""
@@ -623,12 +644,14 @@ class Sequential:
         get_backend(self.backend).log_softmax(logits, logp)
         return logp
 
+    @_on_model_threads
     def predict(self, x, batch_size=EVAL_BATCH, tta=0, tta_augment=None, seed=0):
         """Predicted class ids, int64 (n,). ``tta``: see ``predict_proba``."""
         if tta:
             return self.predict_proba(x, batch_size, tta, tta_augment, seed).argmax(axis=1).astype(np.int64)
         return self._logits(x, batch_size).argmax(axis=1).astype(np.int64)
 
+    @_on_model_threads
     def evaluate(self, x, y, batch_size=EVAL_BATCH, return_dict=False, tta=0, tta_augment=None, seed=0,
                  sample_weight=None):
         """Mean loss (cross-entropy, with the model's label smoothing) and accuracy.
@@ -740,7 +763,7 @@ class MLP(Sequential):
         Dropout rate after every hidden layer (0: none).
     batch_norm : bool
         Batch normalisation before each hidden activation.
-    optimizer, lr, weight_decay, momentum, schedule, label_smoothing, augment, backend, seed
+    optimizer, lr, weight_decay, momentum, schedule, label_smoothing, augment, backend, seed, threads
         As for :class:`Sequential`.
     n_classes : int or None
         Output width; None infers it from the labels on the first ``fit``.
@@ -748,11 +771,12 @@ class MLP(Sequential):
 
     def __init__(self, layers=(128, 64), activation="relu", optimizer="adam", lr=None, weight_decay=0.0,
                  momentum=0.0, dropout=0.0, batch_norm=False, schedule=None, label_smoothing=0.0, augment=None,
-                 backend=DEFAULT_BACKEND, seed=0, n_classes=None):
+                 backend=DEFAULT_BACKEND, seed=0, n_classes=None, threads=None):
         check_params(dict(layers=layers, activation=activation, dropout=dropout, batch_norm=batch_norm, n_classes=n_classes),
                      {"layers": Sizes(allow_empty=True), "activation": Options(*ACTIVATION_NAMES),
                       "dropout": UNIT_OPEN, "batch_norm": Boolean(), "n_classes": [Interval("int", 2), NoneValue()]})
-        self._set_common(optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed, augment)
+        self._set_common(optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed, augment,
+                         threads)
         self.hidden_units = tuple(int(u) for u in layers)
         self.activation, self.dropout, self.batch_norm = activation, float(dropout), bool(batch_norm)
         self.n_classes = n_classes

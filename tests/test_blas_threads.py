@@ -140,3 +140,59 @@ print("ok", max(counts().values()))
     if result.stdout.strip() == "ok 1":
         pytest.skip("BLAS runs one thread by default here: a limit to 1 cannot be seen")
     assert result.stdout.startswith("ok ")  # restored after fit
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_model_threads_hold_numba_and_every_blas_copy_and_restore(two_threads_everywhere, monkeypatch, backend):
+    """``MLP(threads=1)``: during fit (seen from a callback) and predict (seen from the backend's
+    forward), Numba and every BLAS copy run one thread; afterwards each count is back, also
+    after fit raised."""
+    import numba
+
+    from fastnn import MLP
+    from fastnn.backends import get_backend
+    from fastnn.callbacks import Callback
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba's pool has one thread: a limit to 1 cannot be seen")
+    numba.set_num_threads(2)
+    seen = []
+
+    def counts():
+        seen.append((numba.get_num_threads(), blas_counts()))
+
+    class Spy(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            counts()
+
+    module, forward = get_backend(backend), get_backend(backend).forward
+    monkeypatch.setattr(module, "forward", lambda *args, **kwargs: (counts(), forward(*args, **kwargs))[1])
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 12)).astype(np.float32), rng.integers(0, 3, 64)
+    model = MLP([8], backend=backend, threads=1)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[Spy()])
+    model.predict(x)
+    one = (1, {path: 1 for path in two_threads_everywhere})
+    assert seen == [one, one]
+    assert numba.get_num_threads() == 2 and blas_counts() == two_threads_everywhere
+    with pytest.raises(ValueError, match="y labels must be in"):
+        model.fit(x, np.full(64, 7), epochs=1, verbose=0)  # labels beyond the built output layer
+    assert numba.get_num_threads() == 2 and blas_counts() == two_threads_everywhere
+    model.threads = None  # leaves every count as it is
+    model.predict(x)
+    assert seen[-1] == (2, two_threads_everywhere)
+
+
+def test_model_threads_are_checked_and_not_saved(tmp_path):
+    import numba
+
+    from fastnn import MLP, load
+
+    pool = numba.config.NUMBA_NUM_THREADS
+    with pytest.raises(ValueError, match=r"threads must be an integer in \[1, \d+\], got 0"):
+        MLP(threads=0)
+    with pytest.raises(ValueError, match=f"set the environment variable NUMBA_NUM_THREADS={pool + 1}"):
+        MLP(threads=pool + 1)
+    model = MLP([4], threads=1).build(6, 2)
+    assert "threads" not in model.get_config()  # a setting of the machine, not of the model
+    assert load(model.save(tmp_path / "m.fastnn")).threads is None
