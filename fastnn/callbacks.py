@@ -21,6 +21,7 @@ more per step (MNIST 784-128-64-10, one thread: x1.59 the epoch time at batch 32
 """
 
 import csv
+import inspect
 import io
 import math
 import numbers
@@ -449,9 +450,11 @@ class LearningRateScheduler(Callback):
     Parameters
     ----------
     schedule : callable
-        ``schedule(epoch, lr) -> new lr``: ``epoch`` is 0-based, ``lr`` the current rate
-        (a float); it must return a number > 0. The first epoch's rate applies from its
-        first optimizer step, also in the compiled loop.
+        ``schedule(epoch, lr) -> new lr`` or, as Keras also accepts, ``schedule(epoch) ->
+        new lr``: ``epoch`` is 0-based, ``lr`` the current rate (a float); it must return a
+        number > 0. Which form is read from its signature (two arguments are passed when
+        it can take them). The first epoch's rate applies from its first optimizer step,
+        also in the compiled loop.
     verbose : {0, 1}
         1 prints the rate set at each epoch.
 
@@ -461,15 +464,36 @@ class LearningRateScheduler(Callback):
 
     def __init__(self, schedule, verbose=0):
         if not callable(schedule):
-            raise ValueError(f"schedule must be a function (epoch, lr) -> lr, got {schedule!r}")
+            raise ValueError(f"schedule must be a function (epoch, lr) -> lr or (epoch) -> lr, got {schedule!r}")
         check_value("verbose", verbose, Options(0, 1))
         self.schedule, self.verbose = schedule, verbose
+        self._takes_lr = _schedule_takes_lr(schedule)
 
     def on_epoch_begin(self, epoch, logs=None):
-        lr = _set_lr(self.model, self.schedule(epoch, float(self.model.optimizer.lr)),
-                     f"LearningRateScheduler's schedule({epoch}, lr)")
+        if self._takes_lr:
+            lr, call = self.schedule(epoch, float(self.model.optimizer.lr)), f"schedule({epoch}, lr)"
+        else:
+            lr, call = self.schedule(epoch), f"schedule({epoch})"
+        lr = _set_lr(self.model, lr, f"LearningRateScheduler's {call}")
         if self.verbose:
             print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
+
+
+def _schedule_takes_lr(schedule):
+    """True for ``schedule(epoch, lr)``, False for ``schedule(epoch)`` (Keras takes both),
+    from the signature; a ValueError for a callable that can take neither."""
+    try:
+        signature = inspect.signature(schedule)
+    except (TypeError, ValueError):  # no signature to read (some builtins): Keras' current form
+        return True
+    for args, takes_lr in (((0, 0.1), True), ((0,), False)):
+        try:
+            signature.bind(*args)
+            return takes_lr
+        except TypeError:
+            pass
+    raise ValueError(f"schedule must take (epoch, lr) or (epoch) and return the learning rate, got "
+                     f"{getattr(schedule, '__name__', type(schedule).__name__)}{signature}")
 
 
 class ReduceLROnPlateau(Callback):

@@ -82,6 +82,43 @@ def test_learning_rate_scheduler_verbose_and_bad_rates(capsys):
         LearningRateScheduler(0.1)
 
 
+def test_learning_rate_scheduler_takes_one_argument_schedules_as_keras_does():
+    """Keras accepts schedule(epoch) as well as schedule(epoch, lr): the same rates, the same bits."""
+    import functools
+
+    x, y = blobs(60)
+    rates = {0: 0.05, 1: 0.02}
+    one = model_for("numpy")
+    history = fit(one, x, y, epochs=2, callbacks=[LearningRateScheduler(lambda epoch: rates[epoch])])
+    assert history.history["lr"] == [0.05, 0.02]
+    assert_trained_as_with_rates(one, "numpy", x, y, [0.05, 0.02])
+
+    class Halving:  # a callable object; its signature is read from __call__
+        def __call__(self, epoch, lr):
+            return lr / 2
+
+    def table(rates, epoch):
+        return rates[epoch]
+
+    for schedule, expected in [(Halving(), [0.025, 0.0125]), (functools.partial(table, [0.3, 0.2]), [0.3, 0.2]),
+                               (lambda epoch, lr=None: 0.01, [0.01, 0.01]), (lambda *args: 0.1 * len(args), [0.2] * 2)]:
+        history = fit(model_for("numpy"), x, y, epochs=2, callbacks=[LearningRateScheduler(schedule)])
+        assert history.history["lr"] == pytest.approx(expected)
+    for bad, shown in [(lambda: 0.1, r"<lambda>\(\)"), (lambda epoch, lr, extra: 0.1, r"<lambda>\(epoch, lr, extra\)"),
+                       (lambda *, epoch: 0.1, r"<lambda>\(\*, epoch\)")]:
+        with pytest.raises(ValueError, match=r"schedule must take \(epoch, lr\) or \(epoch\) and return the "
+                                             r"learning rate, got " + shown):
+            LearningRateScheduler(bad)
+    with pytest.raises(ValueError, match=r"LearningRateScheduler's schedule\(0\) must be a number > 0, got -1"):
+        fit(model_for("numpy"), x, y, epochs=1, callbacks=[LearningRateScheduler(lambda epoch: -1)])
+
+    def broken(epoch):  # a TypeError inside the schedule is the schedule's, not a cue to call it otherwise
+        return "0.1" * 0.5
+
+    with pytest.raises(TypeError, match="can't multiply sequence"):
+        fit(model_for("numpy"), x, y, epochs=1, callbacks=[LearningRateScheduler(broken)])
+
+
 # ReduceLROnPlateau -----------------------------------------------------------------------
 
 
