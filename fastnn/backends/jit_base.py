@@ -48,6 +48,31 @@ def _prefer_sparse(a):
     return sparse_enough(_count_nonzero(a), a.shape[0], a.shape[1])
 
 
+# Two rules that keep compile time down (each compiled function is optimised and turned into
+# machine code again inside every function that calls it):
+# - Constants passed to another compiled function are typed values (``np.int64(0)``,
+#   ``np.bool_(False)``), not bare literals: Numba compiles a separate specialisation of
+#   the callee for each literal value it is called with.
+# - Arrays are copied with ``copy_1d``/``copy_2d``, not slice assignment (``a[:, :] = b``),
+#   whose shape-mismatch error path formats a message and adds ~300 KB of LLVM IR to each
+#   function that holds one.
+
+
+@njit(cache=True, error_model="numpy")
+def copy_1d(src, dst):
+    """dst[:] = src for 1-D arrays of the same length (a plain loop)."""
+    for i in range(src.shape[0]):
+        dst[i] = src[i]
+
+
+@njit(cache=True, error_model="numpy")
+def copy_2d(src, dst):
+    """dst[:, :] = src for 2-D arrays of the same shape (a plain loop)."""
+    for r in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[r, j] = src[r, j]
+
+
 @njit(cache=True, error_model="numpy")
 def _view(buf, off, n, w):
     if off < 0:

@@ -68,7 +68,7 @@ def dense_backward(x, W, dz, dx, dW, db):
     if _prefer_sparse(x):
         n, d = x.shape
         rp, ci, cv, blen, brow, bval = csr_alloc(n, d)
-        nnz = csr_build(x, rp, n, False, rp, ci, cv, blen, brow, bval)
+        nnz = csr_build(x, rp, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
         bucket_dw(blen, brow, bval, dz, dW, dW, np.float32(0), False, nnz, rp, ci, cv)
     elif x.shape[0] == 1:
         _outer(x, dz, dW)
@@ -103,7 +103,7 @@ def dense_backward_sgd(x, W, dz, dW, db, lr):
     if _prefer_sparse(x):
         n, d = x.shape
         rp, ci, cv, blen, brow, bval = csr_alloc(n, d)
-        nnz = csr_build(x, rp, n, False, rp, ci, cv, blen, brow, bval)
+        nnz = csr_build(x, rp, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
         bucket_dw(blen, brow, bval, dz, dW, W, lr32, True, nnz, rp, ci, cv)
     else:
         gemm_tn(x, dz, dW)

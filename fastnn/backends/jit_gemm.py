@@ -144,7 +144,7 @@ def _block(form, a, b, out, j0, j1):
 @njit(cache=True, error_model="numpy", parallel=True)
 def _blocks_par(form, a, b, out, nb, size):
     for c in prange(nb):
-        _block(form, a, b, out, _edge(c, nb, size), _edge(c + 1, nb, size))
+        _block(form, a, b, out, _edge(np.int64(c), nb, size), _edge(np.int64(c) + 1, nb, size))
 
 
 @njit(cache=True, error_model="numpy")
@@ -170,19 +170,19 @@ def _gemm(form, a, b, out, macs, size):
 @njit(cache=True, error_model="numpy")
 def gemm_nn(a, b, out):
     """out = a @ b; a (n, k), b (k, m), out (n, m) float32, C-contiguous. Blocks: b's columns."""
-    _gemm(0, a, b, out, a.shape[0] * a.shape[1] * b.shape[1], b.shape[1])
+    _gemm(np.int64(0), a, b, out, a.shape[0] * a.shape[1] * b.shape[1], b.shape[1])
 
 
 @njit(cache=True, error_model="numpy")
 def gemm_tn(a, b, out):
     """out = a.T @ b; a (n, k), b (n, m), out (k, m) float32, C-contiguous. Blocks: a's columns."""
-    _gemm(1, a, b, out, a.shape[0] * a.shape[1] * b.shape[1], a.shape[1])
+    _gemm(np.int64(1), a, b, out, a.shape[0] * a.shape[1] * b.shape[1], a.shape[1])
 
 
 @njit(cache=True, error_model="numpy")
 def gemm_nt(a, b, out):
     """out = a @ b.T; a (n, m), b (k, m), out (n, k) float32, C-contiguous. Blocks: b's rows."""
-    _gemm(2, a, b, out, a.shape[0] * a.shape[1] * b.shape[0], b.shape[0])
+    _gemm(np.int64(2), a, b, out, a.shape[0] * a.shape[1] * b.shape[0], b.shape[0])
 
 
 def _resolve_sgemm():

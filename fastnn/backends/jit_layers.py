@@ -14,6 +14,7 @@ from ``jit_loop.switches``), and the same in ``stepwise``. Must not hold kernels
 from numba import njit
 
 from .jit_activations import activation_backward, activation_forward
+from .jit_base import copy_2d
 from .jit_batchnorm import batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train
 from .jit_dense import dense_backward, dense_forward
 from .jit_dropout import dropout_backward, dropout_forward
@@ -36,7 +37,7 @@ def _layer_forward(net, i, x, out, aux, vec, training, seed, step, dropout, batc
             if training and rate > 0:
                 dropout_forward(x, rate, seed, step * 64 + i, out, aux)
             else:
-                out[:, :] = x
+                copy_2d(x, out)
     if batchnorm is not None:
         if kind == BATCHNORM:
             fconf, state, s, s2 = net.fconf, net.state, spec[i, S_OFF], spec[i, S_OFF2]
@@ -73,4 +74,4 @@ def _layer_backward(net, i, x, y, dy, dx, aux, vec, dropout, batchnorm):
             if net.fconf[i, 0] > 0:
                 dropout_backward(dy, aux, dx)
             else:
-                dx[:, :] = dy
+                copy_2d(dy, dx)

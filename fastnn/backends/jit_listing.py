@@ -22,7 +22,7 @@ from .spec import N_IN, N_OUT
 def _lists_products(a, b, out, xt, lists):
     rp, ci, cv, blen, brow, bval = lists
     n = a.shape[0]
-    nnz = csr_build(a, rp, n, False, rp, ci, cv, blen, brow, bval)
+    nnz = csr_build(a, rp, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
     if xt:
         bucket_dw(blen, brow, bval, b, out, out, np.float32(0), False, nnz, rp, ci, cv)
     else:
@@ -67,7 +67,7 @@ def _list_batch(x, codes, d0, rows, n, lists):
     rp, ci, cv, blen, brow, bval = lists
     if codes.shape[0] > 0:
         return csr_build_bytes(codes, d0, rows, n, rp, ci, cv, blen, brow, bval)
-    return csr_build(x, rows, n, True, rp, ci, cv, blen, brow, bval)
+    return csr_build(x, rows, n, np.bool_(True), rp, ci, cv, blen, brow, bval)
 
 
 @njit(cache=True, error_model="numpy")

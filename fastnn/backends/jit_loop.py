@@ -18,7 +18,7 @@ from . import stepwise
 from .atomics import atomic_store
 from .augment import augment_rows, image_shape
 from .jit_activations import activation_backward
-from .jit_base import _prefer_sparse, _view
+from .jit_base import _prefer_sparse, _view, copy_1d, copy_2d
 from .jit_dense import _bias_act_rows, _colsum, dense_backward_sgd
 from .jit_gemm import serial_blas
 from .jit_layers import _layer_backward, _layer_forward
@@ -105,7 +105,7 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
         if augment is not None:
             augment_rows(x, rows, augment.height, augment.width, augment.params, seed, g * 64 + AUG_STREAM, a0)
             if first_dense and _prefer_sparse(a0):  # the lists only when they will be used
-                nnz = csr_build(a0, rows, n, False, rp, ci, cv, blen, brow, bval)
+                nnz = csr_build(a0, rows, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
                 sparse0 = True
         else:
             if first_dense:
@@ -116,9 +116,9 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
                 sparse0 = sparse_enough(nnz, n, d0)
             if not sparse0:
                 for r in range(n):
-                    a0[r, :] = x[rows[r]]
+                    copy_1d(x[rows[r]], a0[r])
         if batchnorm is not None:
-            backup[:] = net.state
+            copy_1d(net.state, backup)
         for i in range(n_layers):
             w_in, w_out = spec[i, N_IN], spec[i, N_OUT]
             if i == 0 and sparse0:
@@ -128,7 +128,7 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
             else:
                 _layer_forward(net, i, _view(act, offs[i, 0], n, w_in), _view(act, offs[i + 1, 0], n, w_out),
                                _view(aux, offs[i, 1], n, w_out), vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out],
-                               True, seed, g, dropout, batchnorm)
+                               np.bool_(True), seed, g, dropout, batchnorm)
         w_last = spec[n_layers - 1, N_OUT]
         loss, correct = _softmax_nll(_view(act, offs[n_layers, 0], n, w_last), labels[:n], batch_weights[:n],
                                      steps.smoothing, _view(grad, offs[n_layers, 0], n, w_last))
@@ -136,7 +136,7 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
         steps.correct[s] = correct
         if not np.isfinite(loss):
             if batchnorm is not None:
-                net.state[:] = backup
+                copy_1d(backup, net.state)
             return s
         lr = steps.lr[s]
         for i in range(n_layers - 1, -1, -1):
@@ -182,12 +182,13 @@ def _forward_loop(x, net, out, batch_size, ws, dropout, batchnorm):
     for pos in range(0, n_total, batch_size):
         n = min(batch_size, n_total - pos)
         a0 = _view(act, offs[0, 0], n, d0)
-        a0[:, :] = x[pos:pos + n]
+        copy_2d(x[pos:pos + n], a0)
         for i in range(n_layers):
             _layer_forward(net, i, _view(act, offs[i, 0], n, spec[i, N_IN]),
-                           _view(act, offs[i + 1, 0], n, spec[i, N_OUT]), empty, vec0, False, 0, 0, dropout,
+                           _view(act, offs[i + 1, 0], n, spec[i, N_OUT]), empty, vec0, np.bool_(False),
+                           np.int64(0), np.int64(0), dropout,
                            batchnorm)
-        out[pos:pos + n] = _view(act, offs[n_layers, 0], n, k)
+        copy_2d(_view(act, offs[n_layers, 0], n, k), out[pos:pos + n])
 
 
 class ByteInputs(NamedTuple):

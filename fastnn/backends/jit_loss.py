@@ -33,7 +33,7 @@ def softmax_nll(logits, y, smoothing, dlogits):
     logits (n, k), y (n,) int64, dlogits (n, k) overwritten with (softmax - target) / n.
     Returns (mean loss as float64, number of rows whose first arg-max equals y).
     """
-    return _softmax_nll(logits, y, _NO_WEIGHTS, smoothing, dlogits)
+    return _softmax_nll(logits, y, np.zeros(0, np.float32), smoothing, dlogits)  # (0,): unweighted
 
 
 @njit(cache=True, error_model="numpy")
@@ -42,8 +42,6 @@ def softmax_nll_weighted(logits, y, weights, smoothing, dlogits):
     sum_r weights[r] * loss_r / n, dlogits[r] = (softmax - target) * weights[r] / n."""
     return _softmax_nll(logits, y, weights, smoothing, dlogits)
 
-
-_NO_WEIGHTS = np.zeros(0, np.float32)
 
 
 @njit(cache=True, error_model="numpy")

@@ -67,7 +67,7 @@ def sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay):
     lr32, mom, wd = np.float32(lr), np.float32(momentum), np.float32(weight_decay)
     chunks = _elem_chunks(params.shape[0])
     if chunks == 1:
-        _sgd_range(params, grads, velocity, lr32, mom, nesterov, wd, 0, params.shape[0])
+        _sgd_range(params, grads, velocity, lr32, mom, nesterov, wd, np.int64(0), params.shape[0])
     else:
         _sgd_par(params, grads, velocity, lr32, mom, nesterov, wd, chunks)
 
@@ -108,7 +108,7 @@ def rmsprop_update(params, grads, square_avg, momentum_buf, lr, alpha, eps, weig
          np.float32(momentum))
     chunks = _elem_chunks(params.shape[0])
     if chunks == 1:
-        _rmsprop_range(params, grads, square_avg, momentum_buf, a[0], a[1], a[2], a[3], a[4], a[5], 0,
+        _rmsprop_range(params, grads, square_avg, momentum_buf, a[0], a[1], a[2], a[3], a[4], a[5], np.int64(0),
                        params.shape[0])
     else:
         _rmsprop_par(params, grads, square_avg, momentum_buf, a[0], a[1], a[2], a[3], a[4], a[5], chunks)
@@ -144,7 +144,8 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step):
     eps32, wd = np.float32(eps), np.float32(weight_decay)
     chunks = _elem_chunks(params.shape[0])
     if chunks == 1:
-        _adam_range(params, grads, m, v, step_size, b1, omb1, b2, omb2, bc2_sqrt, eps32, wd, 0, params.shape[0])
+        _adam_range(params, grads, m, v, step_size, b1, omb1, b2, omb2, bc2_sqrt, eps32, wd, np.int64(0),
+                    params.shape[0])
     else:
         _adam_par(params, grads, m, v, step_size, b1, omb1, b2, omb2, bc2_sqrt, eps32, wd, chunks)
 

@@ -287,7 +287,7 @@ def _forward_range(rp, ci, cv, W, out, r0, r1, j0, j1):
 @njit(cache=True, error_model="numpy", parallel=True)
 def _forward_par_rows(rp, ci, cv, W, out, n, chunks):
     for c in prange(chunks):
-        _forward_range(rp, ci, cv, W, out, c * n // chunks, (c + 1) * n // chunks, 0, W.shape[1])
+        _forward_range(rp, ci, cv, W, out, c * n // chunks, (c + 1) * n // chunks, np.int64(0), W.shape[1])
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
@@ -296,7 +296,7 @@ def _forward_par_columns(rp, ci, cv, W, out, n, blocks):
     # streams only its own blocks of W, once, instead of all of W once per row chunk.
     m = W.shape[1]
     for c in prange(blocks):
-        _forward_range(rp, ci, cv, W, out, 0, n, c * BLOCK128, m if c == blocks - 1 else (c + 1) * BLOCK128)
+        _forward_range(rp, ci, cv, W, out, np.int64(0), n, c * BLOCK128, m if c == blocks - 1 else (c + 1) * BLOCK128)
 
 
 @njit(cache=True, error_model="numpy")
@@ -305,7 +305,7 @@ def csr_forward(rp, ci, cv, W, out, n):
     m = W.shape[1]
     chunks = parallel_chunks(n, (rp[n] - rp[0]) * m, PARALLEL_MIN_TERMS)
     if chunks == 1:
-        _forward_range(rp, ci, cv, W, out, 0, n, 0, m)
+        _forward_range(rp, ci, cv, W, out, np.int64(0), n, np.int64(0), m)
     elif m >= 2 * BLOCK128:  # wide layers: split W's columns (its blocks stay in one core's L2)
         _forward_par_columns(rp, ci, cv, W, out, n, m // BLOCK128)
     else:
@@ -432,6 +432,6 @@ def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz, rp, ci, cv):
         return
     chunks = parallel_chunks(d, nnz * dz.shape[1], PARALLEL_MIN_TERMS)
     if chunks == 1:
-        _dw_range(blen, brow, bval, dz, dW, W, lr, fused, 0, d)
+        _dw_range(blen, brow, bval, dz, dW, W, lr, fused, np.int64(0), d)
     else:
         _dw_par(blen, brow, bval, dz, dW, W, lr, fused, chunks)
