@@ -9,6 +9,7 @@ show, and reads the counts back through a fresh threadpoolctl scan, not fastnn's
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -196,3 +197,32 @@ def test_model_threads_are_checked_and_not_saved(tmp_path):
     model = MLP([4], threads=1).build(6, 2)
     assert "threads" not in model.get_config()  # a setting of the machine, not of the model
     assert load(model.save(tmp_path / "m.fastnn")).threads is None
+
+
+def test_estimator_threads_hold_numba_and_every_blas_copy_and_restore(two_threads_everywhere, monkeypatch):
+    """``MLPClassifier(threads=1)`` goes through the same limit as the models: one thread in Numba
+    and every BLAS copy at each epoch's end and in predict, every count back afterwards."""
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed (pip install 'fastnn[sklearn]')")
+    import numba
+
+    from fastnn import MLPClassifier
+    from fastnn.backends import get_backend
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba's pool has one thread: a limit to 1 cannot be seen")
+    numba.set_num_threads(2)
+    seen = []
+    epoch_done, forward = MLPClassifier._epoch_done, get_backend("numpy").forward
+
+    def spy(*args, **kwargs):
+        seen.append((numba.get_num_threads(), blas_counts()))
+
+    monkeypatch.setattr(MLPClassifier, "_epoch_done", lambda *a, **k: (spy(), epoch_done(*a, **k))[1])
+    monkeypatch.setattr(get_backend("numpy"), "forward", lambda *a, **k: (spy(), forward(*a, **k))[1])
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 12)), rng.integers(0, 3, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning after 2 epochs
+        MLPClassifier((8,), max_iter=2, backend="numpy", threads=1).fit(x, y).predict(x)
+    assert seen == [(1, {path: 1 for path in two_threads_everywhere})] * 3
+    assert numba.get_num_threads() == 2 and blas_counts() == two_threads_everywhere
