@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from ..backends import blas
+from ..backends import blas, threads
 from ..provenance import cpu_model
 from .common import SEED
 
@@ -37,14 +37,8 @@ def describe_blas(libraries):
 
 
 def set_threads(n):
-    """Use ``n`` threads in Numba, both bundled OpenBLAS copies and PyTorch (if imported); returns them."""
-    import numba
-
-    pool = numba.config.NUMBA_NUM_THREADS
-    if n > pool:
-        raise ValueError(f"--threads {n} exceeds Numba's thread pool of {pool}; run with NUMBA_NUM_THREADS={n}")
-    numba.set_num_threads(n)
-    blas.set_threads(n)
+    """Use ``n`` threads in Numba, every BLAS copy (``backends.threads``) and PyTorch (if imported); returns them."""
+    threads.set_threads(n)  # Numba and every BLAS copy, checked against Numba's pool
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
     return thread_info()
