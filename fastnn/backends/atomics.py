@@ -6,6 +6,8 @@
                                         a[i] = expected + 1 if a[i] == expected (compare-and-swap,
                                         acquire-release); whether this call made the change
     spin_pause()                        a hint that the caller is busy-waiting (x86 ``pause``)
+    backoff(i)                          the i-th (0-based) wait of a wait loop: spin, then yield
+                                        the core, then sleep (see ``backoff``)
 
 ``a`` is a 1-D C-contiguous int64 array; nothing is bounds-checked. Plain Numba loads and
 stores may be merged, hoisted out of a wait loop or reordered with the buffer writes they
@@ -16,15 +18,17 @@ thread of listing ahead (see ``jit_listing``).
 Under NUMBA_DISABLE_JIT they are plain array operations (single-threaded use only).
 """
 
+import os
 import platform
 
 from llvmlite import ir
-from numba import config, types
+from numba import config, njit, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+_POSIX = os.name == "posix"  # sched_yield and usleep from the C library; elsewhere waits only spin
 
 
 def _element(context, builder, signature, args):  # pointer to a[i]
@@ -84,6 +88,57 @@ def _spin_pause(typingctx):
     return types.void(), codegen
 
 
+def _libc_call(name, builder, args=()):
+    fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32)] * len(args))
+    builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), list(args))
+
+
+@intrinsic
+def _sched_yield(typingctx):
+    def codegen(context, builder, signature, args):
+        if _POSIX:
+            _libc_call("sched_yield", builder)
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def _sleep_us(typingctx, us):
+    if not isinstance(us, types.Integer):
+        raise TypingError(f"_sleep_us takes integer microseconds, got {us}")
+
+    def codegen(context, builder, signature, args):
+        if _POSIX:
+            _libc_call("usleep", builder, [context.cast(builder, args[0], signature.args[0], types.int32)])
+        return context.get_dummy_value()
+
+    return types.void(us), codegen
+
+
+# A waiter spins (reacting within ~0.1 us) while the wait is likely short, then yields its core
+# (~0.3 us a round when nothing else wants the core, so an idle machine still reacts within a
+# microsecond), then sleeps (about 110 us a round with Linux's 50 us timer slack). On a busy
+# machine the yields and sleeps hand the core to whatever else runs, instead of burning it.
+BACKOFF_SPINS = 256
+BACKOFF_YIELDS = 1024
+BACKOFF_SLEEP_US = 50
+
+
+def _backoff_interpreted(i):
+    pass
+
+
+@njit(cache=True)
+def _backoff(i):
+    if i < BACKOFF_SPINS:
+        _spin_pause()
+    elif i < BACKOFF_SPINS + BACKOFF_YIELDS:
+        _sched_yield()
+    else:
+        _sleep_us(BACKOFF_SLEEP_US)
+
+
 def _load_interpreted(a, i):
     return a[i]
 
@@ -104,7 +159,8 @@ def _pause_interpreted():
 
 
 if config.DISABLE_JIT:
-    atomic_load, atomic_store, atomic_claim, spin_pause = (_load_interpreted, _store_interpreted,
-                                                           _claim_interpreted, _pause_interpreted)
+    atomic_load, atomic_store, atomic_claim, spin_pause, backoff = (
+        _load_interpreted, _store_interpreted, _claim_interpreted, _pause_interpreted, _backoff_interpreted)
 else:
-    atomic_load, atomic_store, atomic_claim, spin_pause = _atomic_load, _atomic_store, _atomic_claim, _spin_pause
+    atomic_load, atomic_store, atomic_claim, spin_pause, backoff = (
+        _atomic_load, _atomic_store, _atomic_claim, _spin_pause, _backoff)

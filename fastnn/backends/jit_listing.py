@@ -14,7 +14,7 @@ import numpy as np
 from numba import config, njit
 
 from . import stepwise
-from .atomics import atomic_claim, atomic_load, atomic_store, spin_pause
+from .atomics import BACKOFF_SPINS, atomic_claim, atomic_load, atomic_store, backoff
 from .numba_sparse import PARALLEL_MIN_TERMS, bucket_dw, csr_alloc, csr_build, csr_build_bytes, csr_forward
 from .spec import N_IN, N_OUT
 
@@ -55,10 +55,15 @@ def _lists(batch_size, d, copy=0):
 # Listing ahead: while the compiled loop runs step s, a second thread lists the non-zeros of
 # batch s + 1 (``_list_ahead``), into the other of two list buffers. The int64 array the two
 # threads share holds, one 64-byte line apart: the next step nobody has claimed, the number
-# of steps the loop has finished, a stop flag, and per buffer the step whose lists it holds
-# (plus one, once written) followed by their count.
-_CLAIMED, _FINISHED, _STOP, _READY = 0, 8, 16, 24
-SYNC_SIZE = 40
+# of steps the loop has finished, a stop flag, per buffer the step whose lists it holds (plus
+# one, once written) followed by their count, whether the helper has started, and the loop's
+# count of steps the helper missed (the loop listed them itself, or waited past spinning).
+_CLAIMED, _FINISHED, _STOP, _READY, _STARTED, _MISSED = 0, 8, 16, 24, 40, 48
+SYNC_SIZE = 56
+# The helper steps aside (the loop sets the stop flag) once it has missed more than a quarter
+# of the steps since it started, plus this many: on a machine whose cores are taken by other
+# work it is not keeping up, and the loop is better off listing alone than waiting for it.
+STEP_ASIDE_SLACK = 8
 
 
 @njit(cache=True, error_model="numpy")
@@ -84,33 +89,55 @@ def _ready_flag(s):
 @njit(cache=True, error_model="numpy")
 def _take_lists(x, codes, d0, rows, n, s, lists, lists2, sync):
     # The loop's side of listing ahead: step s's list count, its lists listed here unless
-    # the other thread claimed them first (then wait for it to finish them).
+    # the other thread claimed them first (then wait for it to finish them, backing off).
     if atomic_claim(sync, _CLAIMED, s):
+        _count_miss(sync, s)
         return _list_batch(x, codes, d0, rows, n, _lists_of_step(s, lists, lists2))
     ready = _ready_flag(s)
+    i = 0
     while atomic_load(sync, ready) != s + 1:
-        spin_pause()
+        backoff(i)
+        i += 1
+    if i > BACKOFF_SPINS:
+        _count_miss(sync, s)
     return sync[ready + 1]
+
+
+@njit(cache=True, error_model="numpy")
+def _count_miss(sync, s):
+    # a step the helper did not have ready; too many since it started: it steps aside
+    started = atomic_load(sync, _STARTED)
+    if started == 0:
+        return
+    sync[_MISSED] += 1  # only the loop touches it
+    if 4 * sync[_MISSED] > s - (started - 1) + 4 * STEP_ASIDE_SLACK:
+        atomic_store(sync, _STOP, 1)
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
 def _list_ahead(x, codes, d0, order, start, batch_size, n_steps, lists, lists2, sync):
     """The second thread of listing ahead: lists the steps' batches in order, each once the
     loop has finished with its buffer (step s - 2), until every step is listed or the stop
-    flag is set. Busy-waits: the loop and this thread each have a core of their own.
+    flag is set. Waits spin, then yield, then sleep (``atomics.backoff``), so that on a busy
+    machine the waiting thread hands its core over; the loop sets the stop flag when this
+    thread keeps missing steps (``STEP_ASIDE_SLACK``).
 
     Deadlock-free whatever the scheduling: a step is listed by whichever thread claims it
     first, and the loop waits only on a step this thread has claimed, which it is listing.
     """
     n_total = order.shape[0]
+    atomic_store(sync, _STARTED, atomic_load(sync, _CLAIMED) + 1)  # misses count from here
+    i = 0
     while atomic_load(sync, _STOP) == 0:
         s = atomic_load(sync, _CLAIMED)
         pos = start + s * batch_size
         if s >= n_steps or pos >= n_total:
             return
         if atomic_load(sync, _FINISHED) < s - 1 or not atomic_claim(sync, _CLAIMED, s):
-            spin_pause()
+            backoff(i)
+            i += 1
             continue
+        i = 0
         n = min(batch_size, n_total - pos)
         ready = _ready_flag(s)
         sync[ready + 1] = _list_batch(x, codes, d0, order[pos:pos + n], n, _lists_of_step(s, lists, lists2))
