@@ -29,11 +29,18 @@ def _bias_act_rows(out, b, act):
 
 @njit(cache=True, error_model="numpy")
 def dense_forward(x, W, b, act, out):
-    """out = act(x @ W + b). x (n, d_in), W (d_in, d_out), b (d_out,), out (n, d_out).
+    """out = act(x @ W + b). x (n, d_in), W (d_in, d_out), b (d_out,), out (n, d_out)."""
+    _dense_forward(x, W, b, act, out, np.bool_(True))
+
+
+@njit(cache=True, error_model="numpy")
+def _dense_forward(x, W, b, act, out, split):
+    """``dense_forward``, with ``split`` None when the caller runs on one thread.
 
     Sparse x (density <= SPARSE_MAX_DENSITY) lists its non-zeros row by row
     (``numba_sparse.csr_rows``, scratch sized to them; the compiled loop reuses a
     workspace instead) and adds one row of W per non-zero; dense x takes BLAS.
+    ``split`` None: never split across threads (the parallel code is then not compiled).
     """
     n, d = x.shape
     nnz = _count_nonzero(x)
@@ -41,9 +48,9 @@ def dense_forward(x, W, b, act, out):
         # the forward needs only the row lists, sized to the non-zeros
         rp, ci, cv = np.empty(n + 1, np.int64), np.empty(nnz + LANES, np.int32), np.empty(nnz + LANES, np.float32)
         csr_rows(x, n, rp, ci, cv)
-        csr_forward(rp, ci, cv, W, out, n)
+        csr_forward(rp, ci, cv, W, out, n, split)
     else:
-        gemm_nn(x, W, out)
+        gemm_nn(x, W, out, split)
     _bias_act_rows(out, b, act)
 
 
@@ -59,7 +66,13 @@ def _colsum(dz, db):
 
 @njit(cache=True, error_model="numpy")
 def dense_backward(x, W, dz, dx, dW, db):
-    """dW = x.T @ dz, db = dz.sum(0), dx = dz @ W.T (skipped when dx is (0, 0)).
+    """dW = x.T @ dz, db = dz.sum(0), dx = dz @ W.T (skipped when dx is (0, 0))."""
+    _dense_backward(x, W, dz, dx, dW, db, np.bool_(True))
+
+
+@njit(cache=True, error_model="numpy")
+def _dense_backward(x, W, dz, dx, dW, db, split):
+    """``dense_backward``; ``split`` as in ``_dense_forward``.
 
     x (n, d_in), W (d_in, d_out), dz (n, d_out); overwrites dW, db and dx. For a sparse
     x, dW sums each feature's non-zero rows (``numba_sparse.bucket_dw``), else BLAS.
@@ -69,13 +82,13 @@ def dense_backward(x, W, dz, dx, dW, db):
         n, d = x.shape
         rp, ci, cv, blen, brow, bval = csr_alloc(n, d)
         nnz = csr_build(x, rp, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
-        bucket_dw(blen, brow, bval, dz, dW, dW, np.float32(0), False, nnz, rp, ci, cv)
+        bucket_dw(blen, brow, bval, dz, dW, dW, np.float32(0), False, nnz, rp, ci, cv, split)
     elif x.shape[0] == 1:
         _outer(x, dz, dW)
     else:
-        gemm_tn(x, dz, dW)
+        gemm_tn(x, dz, dW, split)
     if dx.shape[0] > 0:
-        gemm_nt(dz, W, dx)
+        gemm_nt(dz, W, dx, split)
 
 
 @njit(cache=True, error_model="numpy")
@@ -90,7 +103,7 @@ def _outer(x, dz, dW):
 
 
 @njit(cache=True, error_model="numpy")
-def dense_backward_sgd(x, W, dz, dW, db, lr):
+def dense_backward_sgd(x, W, dz, dW, db, lr, split=True):
     """First-layer backward fused with a plain SGD step on W (no momentum, no decay).
 
     Computes db = dz.sum(0) and W -= float32(lr) * (x.T @ dz), with the same bits as
@@ -104,9 +117,9 @@ def dense_backward_sgd(x, W, dz, dW, db, lr):
         n, d = x.shape
         rp, ci, cv, blen, brow, bval = csr_alloc(n, d)
         nnz = csr_build(x, rp, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
-        bucket_dw(blen, brow, bval, dz, dW, W, lr32, True, nnz, rp, ci, cv)
+        bucket_dw(blen, brow, bval, dz, dW, W, lr32, True, nnz, rp, ci, cv, split)
     else:
-        gemm_tn(x, dz, dW)
+        gemm_tn(x, dz, dW, split)
         kd, m = W.shape
         for k in range(kd):
             for j in range(m):

@@ -148,7 +148,7 @@ def _blocks_par(form, a, b, out, nb, size):
 
 
 @njit(cache=True, error_model="numpy")
-def _gemm(form, a, b, out, macs, size):
+def _gemm(form, a, b, out, macs, size, split):
     nb = gemm_blocks(macs, size)
     if nb == 1:  # np.dot itself: its bits (it takes gemv for one-row products) and its empty cases
         if form == 0:
@@ -160,7 +160,7 @@ def _gemm(form, a, b, out, macs, size):
         return
     # BLAS is given pointers and leading dimensions: C order (a copy only for strided inputs)
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    if thread_count() == 1:
+    if split is None or thread_count() == 1:
         for c in range(nb):
             _block(form, a, b, out, _edge(c, nb, size), _edge(c + 1, nb, size))
     else:
@@ -168,21 +168,21 @@ def _gemm(form, a, b, out, macs, size):
 
 
 @njit(cache=True, error_model="numpy")
-def gemm_nn(a, b, out):
+def gemm_nn(a, b, out, split=True):
     """out = a @ b; a (n, k), b (k, m), out (n, m) float32, C-contiguous. Blocks: b's columns."""
-    _gemm(np.int64(0), a, b, out, a.shape[0] * a.shape[1] * b.shape[1], b.shape[1])
+    _gemm(np.int64(0), a, b, out, a.shape[0] * a.shape[1] * b.shape[1], b.shape[1], split)
 
 
 @njit(cache=True, error_model="numpy")
-def gemm_tn(a, b, out):
+def gemm_tn(a, b, out, split=True):
     """out = a.T @ b; a (n, k), b (n, m), out (k, m) float32, C-contiguous. Blocks: a's columns."""
-    _gemm(np.int64(1), a, b, out, a.shape[0] * a.shape[1] * b.shape[1], a.shape[1])
+    _gemm(np.int64(1), a, b, out, a.shape[0] * a.shape[1] * b.shape[1], a.shape[1], split)
 
 
 @njit(cache=True, error_model="numpy")
-def gemm_nt(a, b, out):
+def gemm_nt(a, b, out, split=True):
     """out = a @ b.T; a (n, m), b (k, m), out (n, k) float32, C-contiguous. Blocks: b's rows."""
-    _gemm(np.int64(2), a, b, out, a.shape[0] * a.shape[1] * b.shape[0], b.shape[0])
+    _gemm(np.int64(2), a, b, out, a.shape[0] * a.shape[1] * b.shape[0], b.shape[0], split)
 
 
 def _resolve_sgemm():

@@ -4,7 +4,9 @@ table, dispatched on its kind to the kernel families.
 Compile-time switches: ``dropout`` and ``batchnorm`` are None when the network has no layer
 of that kind, and then those branches are pruned before typing (Numba prunes ``if arg is None``
 on an argument's type), so a dense network never compiles their kernels. Any other value
-(True) keeps them. Each combination is its own specialisation in the cache.
+(True) keeps them. Each combination is its own specialisation in the cache. ``split`` is the
+same kind of switch for the kernels' parallel (``prange``) code: None when the caller runs on
+one thread (``jit_loop.split_switch``).
 
 To add a layer kind: a kind code and its columns in ``spec.py``, a branch in both functions
 here (behind a switch like ``dropout`` if the default network should not compile it; pass it
@@ -16,19 +18,19 @@ from numba import njit
 from .jit_activations import activation_backward, activation_forward
 from .jit_base import copy_2d
 from .jit_batchnorm import batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train
-from .jit_dense import dense_backward, dense_forward
+from .jit_dense import _dense_backward, _dense_forward
 from .jit_dropout import dropout_backward, dropout_forward
 from .spec import ACT, ACT_NONE, ACTIVATION, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, P_OFF, P_OFF2, S_OFF, S_OFF2
 
 @njit(cache=True, error_model="numpy")
-def _layer_forward(net, i, x, out, aux, vec, training, seed, step, dropout, batchnorm):
+def _layer_forward(net, i, x, out, aux, vec, training, seed, step, dropout, batchnorm, split):
     # Compiled twin of stepwise.layer_forward. net: spec.NetBuffers.
     spec, params = net.spec, net.params
     kind = spec[i, KIND]
     n_in, n_out, p, p2 = spec[i, N_IN], spec[i, N_OUT], spec[i, P_OFF], spec[i, P_OFF2]
     if kind == DENSE:
-        dense_forward(x, params[p:p + n_in * n_out].reshape((n_in, n_out)), params[p2:p2 + n_out], spec[i, ACT],
-                      out)
+        _dense_forward(x, params[p:p + n_in * n_out].reshape((n_in, n_out)), params[p2:p2 + n_out], spec[i, ACT],
+                      out, split)
     elif kind == ACTIVATION:
         activation_forward(spec[i, ACT], x, out)
     if dropout is not None:
@@ -50,7 +52,7 @@ def _layer_forward(net, i, x, out, aux, vec, training, seed, step, dropout, batc
 
 
 @njit(cache=True, error_model="numpy")
-def _layer_backward(net, i, x, y, dy, dx, aux, vec, dropout, batchnorm):
+def _layer_backward(net, i, x, y, dy, dx, aux, vec, dropout, batchnorm, split):
     # Compiled twin of stepwise.layer_backward. net: spec.NetBuffers.
     spec, params, grads = net.spec, net.params, net.grads
     kind = spec[i, KIND]
@@ -58,8 +60,8 @@ def _layer_backward(net, i, x, y, dy, dx, aux, vec, dropout, batchnorm):
     if kind == DENSE:
         if spec[i, ACT] != ACT_NONE:
             activation_backward(spec[i, ACT], y, dy, dy)
-        dense_backward(x, params[p:p + n_in * n_out].reshape((n_in, n_out)), dy, dx,
-                       grads[p:p + n_in * n_out].reshape((n_in, n_out)), grads[p2:p2 + n_out])
+        _dense_backward(x, params[p:p + n_in * n_out].reshape((n_in, n_out)), dy, dx,
+                       grads[p:p + n_in * n_out].reshape((n_in, n_out)), grads[p2:p2 + n_out], split)
         return
     if batchnorm is not None:
         if kind == BATCHNORM:  # its parameter gradients are needed even without dx

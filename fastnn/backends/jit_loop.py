@@ -11,6 +11,7 @@ import mmap
 from collections import namedtuple
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -25,7 +26,7 @@ from .jit_layers import _layer_backward, _layer_forward
 from .jit_listing import (_FINISHED, _NO_SYNC, SYNC_SIZE, _list_batch, _listing_ahead, _lists, _lists_of_step,
                           _should_list_ahead, _take_lists)
 from .jit_loss import _softmax_nll
-from .jit_optimizers import apply_update, opt_state, sgd_update
+from .jit_optimizers import _sgd_update, apply_update, opt_state
 from .numba_sparse import (SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_build, csr_forward, encode_bytes,
                            sparse_enough)
 from .spec import ACT, ACT_NONE, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, OPT_SGD
@@ -58,11 +59,18 @@ def switches(spec):
     return (True if DROPOUT in kinds else None), (True if BATCHNORM in kinds else None)
 
 
+def split_switch(listing_ahead=False):
+    """The compile-time switch of the kernels' parallel code: None (not compiled: about a
+    quarter of the compile time of the default network) when the compiled code will run on
+    one Numba thread (one thread set, or listing ahead, which gives the loop one), else True."""
+    return None if listing_ahead or numba.get_num_threads() == 1 else True
+
+
 @njit(cache=True, error_model="numpy", nogil=True)
-def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batchnorm):
+def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batchnorm, split):
     # augment: an Augment or None (no augmentation: not compiled). fuse: True for plain SGD
     # (momentum 0, weight decay 0) on a dense first layer, whose weight update is then fused
-    # into its backward pass; else None. dropout, batchnorm: see jit_layers.
+    # into its backward pass; else None. dropout, batchnorm, split: see jit_layers.
     x, y, codes, order, sample_weight = data
     act, grad, aux, vec, offs, labels, backup, empty = ws
     lists, lists2, sync = listing
@@ -123,12 +131,12 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
             w_in, w_out = spec[i, N_IN], spec[i, N_OUT]
             if i == 0 and sparse0:
                 a1 = _view(act, offs[1, 0], n, w_out)
-                csr_forward(rp, ci, cv, W0, a1, n)
+                csr_forward(rp, ci, cv, W0, a1, n, split)
                 _bias_act_rows(a1, b0, spec[0, ACT])
             else:
                 _layer_forward(net, i, _view(act, offs[i, 0], n, w_in), _view(act, offs[i + 1, 0], n, w_out),
                                _view(aux, offs[i, 1], n, w_out), vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out],
-                               np.bool_(True), seed, g, dropout, batchnorm)
+                               np.bool_(True), seed, g, dropout, batchnorm, split)
         w_last = spec[n_layers - 1, N_OUT]
         loss, correct = _softmax_nll(_view(act, offs[n_layers, 0], n, w_last), labels[:n], batch_weights[:n],
                                      steps.smoothing, _view(grad, offs[n_layers, 0], n, w_last))
@@ -149,21 +157,21 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
                 if spec[0, ACT] != ACT_NONE:
                     activation_backward(spec[0, ACT], yi, dy, dy)
                 _colsum(dy, db0)
-                bucket_dw(blen, brow, bval, dy, dW0, W0, np.float32(lr), fused, nnz, rp, ci, cv)
+                bucket_dw(blen, brow, bval, dy, dW0, W0, np.float32(lr), fused, nnz, rp, ci, cv, split)
                 continue
             if fuse is not None:
                 if i == 0:
                     if spec[0, ACT] != ACT_NONE:
                         activation_backward(spec[0, ACT], yi, dy, dy)
-                    dense_backward_sgd(xi, W0, dy, dW0, db0, lr)
+                    dense_backward_sgd(xi, W0, dy, dW0, db0, lr, split)
                     continue
             dx = _view(grad, offs[i, 0], n, w_in) if i > 0 else empty
             _layer_backward(net, i, xi, yi, dy, dx, _view(aux, offs[i, 1], n, w_out),
-                            vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out], dropout, batchnorm)
+                            vec[max(offs[i, 2], 0):max(offs[i, 2], 0) + w_out], dropout, batchnorm, split)
         if fuse is not None:
-            sgd_update(params[w0_end:], grads[w0_end:], opt.slots[0, w0_end:], lr, 0.0, False, 0.0)
+            _sgd_update(params[w0_end:], grads[w0_end:], opt.slots[0, w0_end:], lr, 0.0, np.bool_(False), 0.0, split)
         else:
-            apply_update(opt, params, grads, lr, g + 1)
+            apply_update(opt, params, grads, lr, g + 1, split)
         opt.step[0] = g + 1
         if listing_ahead:
             atomic_store(sync, _FINISHED, s + 1)  # this step's list buffer is free again
@@ -171,7 +179,7 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_loop(x, net, out, batch_size, ws, dropout, batchnorm):
+def _forward_loop(x, net, out, batch_size, ws, dropout, batchnorm, split):
     spec = net.spec
     act, offs, empty = ws.act, ws.offs, ws.empty
     n_layers = spec.shape[0]
@@ -186,8 +194,7 @@ def _forward_loop(x, net, out, batch_size, ws, dropout, batchnorm):
         for i in range(n_layers):
             _layer_forward(net, i, _view(act, offs[i, 0], n, spec[i, N_IN]),
                            _view(act, offs[i + 1, 0], n, spec[i, N_OUT]), empty, vec0, np.bool_(False),
-                           np.int64(0), np.int64(0), dropout,
-                           batchnorm)
+                           np.int64(0), np.int64(0), dropout, batchnorm, split)
         copy_2d(_view(act, offs[n_layers, 0], n, k), out[pos:pos + n])
 
 
@@ -269,7 +276,7 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
                            Steps(start, n_steps, batch_size, seed, smoothing, lr_steps, step_loss, step_correct),
                            net, opt_state(opt), _buffers(ws), Listing(lists, lists2, sync),
                            Augment(aug, img_h, img_w) if aug[0] != 0 else None, _fuses(net, opt),
-                           *switches(net.spec))
+                           *switches(net.spec), split_switch(ahead))
 
 
 def _buffers(ws):
@@ -287,4 +294,4 @@ def forward(x, net, out, batch_size, workspace=None):
     """The contract's ``forward``: inference-mode logits of all rows of x into out, compiled."""
     ws = workspace if workspace is not None else stepwise.get_workspace(net, batch_size)
     with serial_blas():
-        _forward_loop(x, net, out, batch_size, _buffers(ws), *switches(net.spec))
+        _forward_loop(x, net, out, batch_size, _buffers(ws), *switches(net.spec), split_switch())

@@ -55,8 +55,8 @@ def _sgd_par(params, grads, velocity, lr, momentum, nesterov, weight_decay, chun
 
 
 @njit(cache=True, error_model="numpy")
-def _elem_chunks(p):
-    if p < PARALLEL_MIN_ELEMENTS:
+def _elem_chunks(p, split):
+    if split is None or p < PARALLEL_MIN_ELEMENTS:
         return 1
     return MAX_CHUNKS
 
@@ -64,9 +64,15 @@ def _elem_chunks(p):
 @njit(cache=True, error_model="numpy")
 def sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay):
     """PyTorch SGD step in place (params, velocity (P,)); see numpy_ref.sgd_update."""
+    _sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay, np.bool_(True))
+
+
+@njit(cache=True, error_model="numpy")
+def _sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay, split):
+    # split None: never split across threads (the parallel code is then not compiled)
     lr32, mom, wd = np.float32(lr), np.float32(momentum), np.float32(weight_decay)
-    chunks = _elem_chunks(params.shape[0])
-    if chunks == 1:
+    chunks = _elem_chunks(params.shape[0], split)
+    if split is None or chunks == 1:
         _sgd_range(params, grads, velocity, lr32, mom, nesterov, wd, np.int64(0), params.shape[0])
     else:
         _sgd_par(params, grads, velocity, lr32, mom, nesterov, wd, chunks)
@@ -104,10 +110,16 @@ def _rmsprop_par(params, grads, sq, buf, lr, alpha, one_m_alpha, eps, weight_dec
 @njit(cache=True, error_model="numpy")
 def rmsprop_update(params, grads, square_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum):
     """PyTorch RMSprop step in place; see numpy_ref.rmsprop_update."""
+    _rmsprop_update(params, grads, square_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum, np.bool_(True))
+
+
+@njit(cache=True, error_model="numpy")
+def _rmsprop_update(params, grads, square_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum, split):
+    # split None: never split across threads (the parallel code is then not compiled)
     a = (np.float32(lr), np.float32(alpha), np.float32(1.0 - alpha), np.float32(eps), np.float32(weight_decay),
          np.float32(momentum))
-    chunks = _elem_chunks(params.shape[0])
-    if chunks == 1:
+    chunks = _elem_chunks(params.shape[0], split)
+    if split is None or chunks == 1:
         _rmsprop_range(params, grads, square_avg, momentum_buf, a[0], a[1], a[2], a[3], a[4], a[5], np.int64(0),
                        params.shape[0])
     else:
@@ -137,13 +149,19 @@ def _adam_par(params, grads, m, v, step_size, b1, one_m_b1, b2, one_m_b2, bc2_sq
 @njit(cache=True, error_model="numpy")
 def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """PyTorch Adam step number ``step`` (1-based) in place; see numpy_ref.adam_update."""
+    _adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step, np.bool_(True))
+
+
+@njit(cache=True, error_model="numpy")
+def _adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step, split):
+    # split None: never split across threads (the parallel code is then not compiled)
     step_size = np.float32(lr / (1.0 - beta1**step))
     bc2_sqrt = np.float32(np.sqrt(1.0 - beta2**step))
     b1, omb1 = np.float32(beta1), np.float32(1.0 - beta1)
     b2, omb2 = np.float32(beta2), np.float32(1.0 - beta2)
     eps32, wd = np.float32(eps), np.float32(weight_decay)
-    chunks = _elem_chunks(params.shape[0])
-    if chunks == 1:
+    chunks = _elem_chunks(params.shape[0], split)
+    if split is None or chunks == 1:
         _adam_range(params, grads, m, v, step_size, b1, omb1, b2, omb2, bc2_sqrt, eps32, wd, np.int64(0),
                     params.shape[0])
     else:
@@ -165,32 +183,33 @@ def opt_state(opt):
 
 
 @njit(cache=True, error_model="numpy")
-def _sgd_step(opt, params, grads, lr, t):
+def _sgd_step(opt, params, grads, lr, t, split):
     hp = opt.hparams
-    sgd_update(params, grads, opt.slots[0], lr, hp[0], hp[1] != 0, hp[2])
+    _sgd_update(params, grads, opt.slots[0], lr, hp[0], hp[1] != 0, hp[2], split)
 
 
 @njit(cache=True, error_model="numpy")
-def _rmsprop_step(opt, params, grads, lr, t):
+def _rmsprop_step(opt, params, grads, lr, t, split):
     hp = opt.hparams
-    rmsprop_update(params, grads, opt.slots[0], opt.slots[1], lr, hp[0], hp[1], hp[2], hp[3])
+    _rmsprop_update(params, grads, opt.slots[0], opt.slots[1], lr, hp[0], hp[1], hp[2], hp[3], split)
 
 
 @njit(cache=True, error_model="numpy")
-def _adam_step(opt, params, grads, lr, t):
+def _adam_step(opt, params, grads, lr, t, split):
     hp = opt.hparams
-    adam_update(params, grads, opt.slots[0], opt.slots[1], lr, hp[0], hp[1], hp[2], hp[3], t)
+    _adam_update(params, grads, opt.slots[0], opt.slots[1], lr, hp[0], hp[1], hp[2], hp[3], t, split)
 
 
 _STEPS = {SgdState: _sgd_step, RmspropState: _rmsprop_step, AdamState: _adam_step}
 
 
-def apply_update(opt, params, grads, lr, t):
-    """One update (the t-th, 1-based) of the optimizer whose record ``opt`` is, in place."""
-    _STEPS[type(opt)](opt, params, grads, lr, t)
+def apply_update(opt, params, grads, lr, t, split):
+    """One update (the t-th, 1-based) of the optimizer whose record ``opt`` is, in place;
+    ``split`` as in ``_sgd_update``."""
+    _STEPS[type(opt)](opt, params, grads, lr, t, split)
 
 
 @overload(apply_update, jit_options={"error_model": "numpy"})
-def _apply_update_compiled(opt, params, grads, lr, t):
+def _apply_update_compiled(opt, params, grads, lr, t, split):
     step = _STEPS[opt.instance_class]  # chosen by the record's type: the others are never compiled
-    return lambda opt, params, grads, lr, t: step(opt, params, grads, lr, t)
+    return lambda opt, params, grads, lr, t, split: step(opt, params, grads, lr, t, split)

@@ -300,11 +300,12 @@ def _forward_par_columns(rp, ci, cv, W, out, n, blocks):
 
 
 @njit(cache=True, error_model="numpy")
-def csr_forward(rp, ci, cv, W, out, n):
-    """out[:n] = x @ W from the row lists of x (n rows). W (d, m), out (>= n, m) float32."""
+def csr_forward(rp, ci, cv, W, out, n, split=True):
+    """out[:n] = x @ W from the row lists of x (n rows). W (d, m), out (>= n, m) float32.
+    ``split``: None never splits across threads (the parallel code is then not compiled)."""
     m = W.shape[1]
-    chunks = parallel_chunks(n, (rp[n] - rp[0]) * m, PARALLEL_MIN_TERMS)
-    if chunks == 1:
+    chunks = 1 if split is None else parallel_chunks(n, (rp[n] - rp[0]) * m, PARALLEL_MIN_TERMS)
+    if split is None or chunks == 1:
         _forward_range(rp, ci, cv, W, out, np.int64(0), n, np.int64(0), m)
     elif m >= 2 * BLOCK128:  # wide layers: split W's columns (its blocks stay in one core's L2)
         _forward_par_columns(rp, ci, cv, W, out, n, m // BLOCK128)
@@ -414,7 +415,7 @@ def _dw_par(blen, brow, bval, dz, dW, W, lr, fused, chunks):
 
 
 @njit(cache=True, error_model="numpy")
-def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz, rp, ci, cv):
+def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz, rp, ci, cv, split=True):
     """dW = x.T @ dz from the feature buckets of x; with ``fused`` also W -= lr * dW.
 
     blen (d,), brow/bval (d, >= n), dz (n, m), dW and W (d, m) float32, lr float32,
@@ -422,6 +423,7 @@ def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz, rp, ci, cv):
     same batch (``csr_build``). Fused: rows of dW and W of features absent from the
     batch are left untouched (dW is scratch), and a batch with few non-zeros (fewer
     than a quarter of the features) visits its features through the row lists.
+    ``split``: None never splits across threads (the parallel code is then not compiled).
     """
     d = blen.shape[0]
     n = dz.shape[0]
@@ -430,8 +432,8 @@ def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz, rp, ci, cv):
             _dw_listed(rp, ci, n, brow, bval, blen, dz, dW)
         _sgd_listed(rp, ci, cv, n, brow, blen, dz, dW, W, lr)
         return
-    chunks = parallel_chunks(d, nnz * dz.shape[1], PARALLEL_MIN_TERMS)
-    if chunks == 1:
+    chunks = 1 if split is None else parallel_chunks(d, nnz * dz.shape[1], PARALLEL_MIN_TERMS)
+    if split is None or chunks == 1:
         _dw_range(blen, brow, bval, dz, dW, W, lr, fused, np.int64(0), d)
     else:
         _dw_par(blen, brow, bval, dz, dW, W, lr, fused, chunks)
