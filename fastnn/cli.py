@@ -437,11 +437,13 @@ def _resume_args(args, parser):
 def _open_run_folder(args):
     """Create/check the output folder and lock it, before any data is loaded; refuse a folder
     holding another run unless --overwrite (which removes that run's outputs) or --resume."""
-    from .runs import RunFolderError, RunLock, check_writable_dir, clear_run, run_files
+    from .runs import RunFolderError, RunLock, check_writable_dir, clear_run, remove_temporaries, run_files
 
     out = check_writable_dir(args.out, "--out") if args.out is not None else make_run_dir()
     lock = RunLock(out).acquire()
     try:
+        if args.resume:  # the lock is ours, so these are a killed run's unfinished writes
+            remove_temporaries(out)
         previous = run_files(out)
         if previous and not args.resume:
             if not args.overwrite:
@@ -530,8 +532,8 @@ def _recorded_args(args):
 def _setup_training(args):
     """Check the arguments and build the model, optimizer and callbacks (no data needed)."""
     from .callbacks import EarlyStopping
-    from .layers import parse_architecture
-    from .model import AUGMENT_KEYS, MLP
+    from .layers import Dense, parse_architecture
+    from .model import AUGMENT_KEYS, MLP, Sequential
 
     if args.early_stopping is not None and args.val_split <= 0:
         raise ValueError("--early-stopping needs a validation set: pass --val-split, e.g. --val-split 0.1")
@@ -548,9 +550,24 @@ def _setup_training(args):
         if args.dropout or args.batch_norm or args.layers != TRAIN_DEFAULTS["layers"]:
             raise ValueError("--architecture replaces --layers, --dropout and --batch-norm; give one or the other")
         hidden = parse_architecture(args.architecture, args.activation)
+    _check_sizes(args, model or Sequential(hidden + [Dense(2)]))
     callbacks = [EarlyStopping("val_loss", patience=args.early_stopping, restore_best_weights=True)] \
         if args.early_stopping is not None else []
     return {"threads": threads, "common": common, "model": model, "hidden": hidden, "callbacks": callbacks}
+
+
+def _check_sizes(args, model):
+    """What the arguments alone decide, checked before the data load: the network on the smallest
+    input (1 feature, 2 classes) must fit in memory (``build`` checks again with the data's width),
+    and --val-split must hold out a row of --train-limit rows."""
+    from .model import check_memory, network_bytes
+
+    _, plan = model._plan(1, 2)
+    check_memory(network_bytes(plan), f"a network of hidden layer widths {plan.widths[:-1]} (on any data set)",
+                 f"use narrower or fewer layers ({'--architecture' if args.architecture else '--layers'})")
+    if args.train_limit is not None and args.val_split > 0 and int(args.train_limit * args.val_split) < 1:
+        raise ValueError(f"--val-split {args.val_split} of --train-limit {args.train_limit} rows holds out no row; "
+                         f"raise --train-limit to at least {math.ceil(1 / args.val_split)} or --val-split")
 
 
 def _train_in(args, setup, out, recorder):
@@ -562,6 +579,16 @@ def _train_in(args, setup, out, recorder):
     from .model import Sequential
 
     threads, model = setup["threads"], setup["model"]
+    resumed, initial_epoch = None, 0
+    model_path = os.path.join(out, "model.fastnn")
+    if args.resume is not None and os.path.exists(model_path):  # a damaged file fails before the data load
+        resumed = load_model(model_path, backend=args.backend)
+        initial_epoch = resumed.training_state["epoch"] if resumed.training_state else 0
+    recorder.truncate(initial_epoch)
+    early = next((cb for cb in setup["callbacks"] if isinstance(cb, EarlyStopping)), None)
+    if early is not None and initial_epoch:
+        _continue_early_stopping(early, resumed, recorder.history.history.get(early.monitor, []), out)
+
     recorder.stage = "loading the data"
     (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, args.data_dir)
     info = dataset_info(args.dataset, args.data_dir)
@@ -587,17 +614,10 @@ def _train_in(args, setup, out, recorder):
         "n_test": len(x_test), "image_shape": list(info.image_shape), "n_classes": model.n_classes_}
     recorder.base["config"].update(model_class=type(model).__name__, model=model.get_config(),
                                    n_params=model.count_params())
-    initial_epoch = 0
-    model_path = os.path.join(out, "model.fastnn")
-    if args.resume is not None and os.path.exists(model_path):
-        model = load_model(model_path, backend=args.backend)
-        initial_epoch = model.training_state["epoch"] if model.training_state else 0
+    if resumed is not None:
+        model = resumed
         log(f"resuming after epoch {initial_epoch} of {args.epochs}")
-    recorder.truncate(initial_epoch)
     model.dataset_ = info.record()  # saved with the model: fastnn-evaluate's default data set
-    early = next((cb for cb in setup["callbacks"] if isinstance(cb, EarlyStopping)), None)
-    if early is not None and initial_epoch:
-        _continue_early_stopping(early, model, recorder.history.history.get(early.monitor, []), out)
     model.lr_flag = "--lr {}"
 
     # fit's own progress bar, held here so that an interrupt can end its line before saying so

@@ -17,6 +17,8 @@ import shutil
 import string
 import tempfile
 
+from .atomic import TMP_PREFIX, TMP_SUFFIX
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock; the lock file is still written
@@ -101,11 +103,28 @@ def run_files(folder):
     return sorted(name for name in os.listdir(folder) if name in RUN_OUTPUTS)
 
 
+def _temporary(name):
+    """Whether ``name`` is a temporary file of an unfinished write (``fastnn.atomic``'s, or an older
+    fastnn's ``*.json.tmp``)."""
+    return (name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)) or name.endswith(".json.tmp")
+
+
+def remove_temporaries(folder):
+    """Remove the temporary files of writes that never finished: a process killed (SIGKILL, power
+    loss) between writing a file and renaming it leaves one. Only for a locked folder, whose
+    writers are all gone. Returns the names removed."""
+    names = sorted(name for name in os.listdir(folder) if _temporary(name))
+    for name in names:
+        os.unlink(os.path.join(folder, name))
+    return names
+
+
 def clear_run(folder):
     """Remove a previous run's outputs and stray temporary files; other files stay."""
+    remove_temporaries(folder)
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
-        if name in RUN_OUTPUTS or (name.startswith(".fastnn-") and name.endswith(".tmp")) or name.endswith(".json.tmp"):
+        if name in RUN_OUTPUTS:
             os.unlink(path)
         elif name == "backup" and os.path.isdir(path):
             shutil.rmtree(path)

@@ -5,8 +5,9 @@
 MOMENT is ``step:S`` (right after the chunk of steps that takes the optimizer past global
 step S: in the middle of an epoch when an epoch has several chunks), ``saving:N`` (inside
 the writing of epoch N's checkpoint files, after history.csv and before summary.json and the
-model) or ``final`` (while the finished run's outputs are written). Patching instead of
-sleeping makes the moment exact on a loaded machine.
+model), ``rename:N`` (epoch N's model.fastnn is complete in its temporary file, not yet
+renamed over the previous one) or ``final`` (while the finished run's outputs are written).
+Patching instead of sleeping makes the moment exact on a loaded machine.
 """
 
 import os
@@ -55,6 +56,17 @@ elif kind in ("saving", "final"):
         return real_write(self, status, **extra)
 
     cli.RunRecorder.write = write
+elif kind == "rename":
+    real_replace, renames = os.replace, []
+
+    def replace(src, dst, **kwargs):
+        if os.path.basename(dst) == "model.fastnn":
+            renames.append(dst)
+            if len(renames) == int(value):
+                fire()
+        return real_replace(src, dst, **kwargs)
+
+    os.replace = replace  # fastnn.atomic renames through os.replace
 else:
     sys.exit(f"unknown moment {moment!r}")
 

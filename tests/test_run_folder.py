@@ -5,6 +5,7 @@ holds one run (refused reuse, --overwrite, a lock), and bad output paths fail be
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -104,6 +105,33 @@ def test_signal_keeps_finished_epochs_and_resume_gives_the_same_run(dataset, tmp
     assert done["final"] == whole["final"] and done["history"]["loss"] == whole["history"]["loss"]
     assert history_rows(out) == history_rows(uninterrupted)
     assert same_model(out / "model.fastnn", uninterrupted / "model.fastnn")
+
+
+@pytest.mark.parametrize("moment, model_epoch", [
+    ("step:150", 2),   # in epoch 3 of 4
+    ("rename:2", 1),   # epoch 2's model complete in its temporary file, not yet renamed: epoch 1's stays
+])
+def test_sigkill_keeps_the_last_whole_epoch_and_resume_gives_the_same_run(dataset, tmp_path, uninterrupted, moment,
+                                                                          model_epoch):
+    """SIGKILL cannot be handled: what survives is what the atomic, ordered per-epoch writes left."""
+    out = tmp_path / "run"
+    proc = run(train_args(dataset, out), driver=(moment, "SIGKILL"))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    record = summary(out)  # a whole file, not yet told the run ended
+    assert record["status"] == "running" and record["epochs_completed"] == 2
+    assert fastnn.load(out / "model.fastnn").training_state["epoch"] == model_epoch  # loads: never half written
+    assert len(history_rows(out)) == 2
+    stray = list(out.glob(".fastnn-*.tmp"))
+    assert len(stray) == (moment.startswith("rename"))
+    assert (out / LOCK_FILE).exists()  # its flock died with the process
+
+    resumed = run(["--resume", str(out), "--threads", "1"])
+    assert resumed.returncode == 0, resumed.stderr
+    done = summary(out)
+    assert done["status"] == "complete" and done["resumed_at_epoch"] == model_epoch
+    assert done["final"] == summary(uninterrupted)["final"] and history_rows(out) == history_rows(uninterrupted)
+    assert same_model(out / "model.fastnn", uninterrupted / "model.fastnn")
+    assert not list(out.glob("*.tmp")) and not (out / LOCK_FILE).exists()
 
 
 def test_signal_while_writing_the_final_outputs_leaves_a_complete_run(dataset, tmp_path, uninterrupted):
@@ -212,6 +240,29 @@ def test_bad_out_fails_before_the_data_is_loaded(tmp_path, capsys, make_out, mes
         pytest.skip("root may write into a mode-0500 folder")
     assert train_main(["--dataset", str(tmp_path / "no-data"), "--out", str(make_out(tmp_path))]) == 2
     assert message in capsys.readouterr().err  # not the loader's "no data set" message: checked first
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layers", "1000000", "1000000"], r"hidden layer widths \[1000000, 1000000\] \(on any data set\) needs about "
+                                         r"14.6 TiB of memory, more than this machine's .*; use narrower or fewer layers"),
+    (["--train-limit", "5", "--val-split", "0.1"], "--val-split 0.1 of --train-limit 5 rows holds out no row; raise "
+                                                   "--train-limit to at least 10"),
+])
+def test_argument_checks_fail_before_the_data_is_loaded(tmp_path, args, message):
+    proc = run(["--dataset", str(tmp_path / "no-data"), "--out", str(tmp_path / "run"), *args], timeout=60)
+    assert proc.returncode == 2 and re.search(message, proc.stderr), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_resume_with_a_damaged_model_fails_before_the_data_is_loaded(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"status": "running", "history": {},
+                                                  "config": {"args": {"dataset": str(tmp_path / "no-data")}}}))
+    (out / "model.fastnn").write_bytes(b"PK\x03\x04 cut short")
+    assert train_main(["--resume", str(out)]) == 2
+    assert "model.fastnn' is not a fastnn model" in capsys.readouterr().err  # not the missing data set
+    assert summary(out)["status"] == "failed" and (out / "model.fastnn").exists()  # kept for a look
 
 
 def test_read_only_file_system_fails_before_training(tmp_path, capsys):
