@@ -79,8 +79,9 @@ class HorizonSchedule(Schedule):
     """
 
     def __init__(self, total_epochs=None, total_steps=None):
+        length = [Interval("int", 1, 2**53), NoneValue()]  # 2**53: step / length stays exact in float64
         check_params({"total_epochs": total_epochs, "total_steps": total_steps},
-                     {"total_epochs": [POSITIVE_INT, NoneValue()], "total_steps": [POSITIVE_INT, NoneValue()]})
+                     {"total_epochs": length, "total_steps": length})
         if total_epochs is not None and total_steps is not None:
             raise ValueError(f"give total_epochs or total_steps, not both; got total_epochs={total_epochs}, "
                              f"total_steps={total_steps}")
