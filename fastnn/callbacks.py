@@ -30,7 +30,7 @@ import sys
 
 from .atomic import OutputError, write_text
 from .divergence import warn_outside
-from .runs import EPOCH_LOG_EXTRAS, check_path_template, check_writable_dir
+from .runs import EPOCH_LOG_EXTRAS, check_path_template, check_writable_dir, remove_temporaries
 from .training_state import past_values
 from .validation import Boolean, Interval, Options, check_params, check_value
 
@@ -401,7 +401,8 @@ class BackupAndRestore(Callback):
     backup_dir : str or path-like
         A folder for this training run only (created; must be writable: checked before the
         first epoch). The backup is ``backup_dir/backup.fastnn`` (weights, optimizer state,
-        training record), replaced atomically.
+        training record), replaced atomically; a process killed while writing it leaves the
+        previous backup and a ``.fastnn-*.tmp``, removed with the backup when training ends.
     delete_checkpoint : bool
         Delete the backup when training ends normally (default, as Keras).
     """
@@ -431,6 +432,7 @@ class BackupAndRestore(Callback):
     def on_train_end(self, logs=None):
         if self.delete_checkpoint and os.path.exists(self.path):
             os.remove(self.path)
+            remove_temporaries(self.backup_dir)  # a backup whose writer was killed (SIGKILL) before its rename
             try:
                 os.rmdir(self.backup_dir)  # only when nothing else is in it
             except OSError:

@@ -188,6 +188,7 @@ def test_backup_and_restore_resumes_after_an_interruption(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         model.fit(x, y, callbacks=[BackupAndRestore(backup), StopAfter(3, raise_=True)], **FIT)
     assert (backup / "backup.fastnn").is_file()  # kept: the run did not finish
+    (backup / ".fastnn-killed.tmp").write_bytes(b"PK")  # as a process killed while writing the next backup leaves
     fresh = fastnn.MLP([16], seed=2, schedule="onecycle", dropout=0.2)  # e.g. a new process
     callback = BackupAndRestore(backup)
     history = fresh.fit(x, y, callbacks=[callback], **FIT)
