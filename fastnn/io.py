@@ -56,10 +56,20 @@ class ModelFormatError(ValueError):
     """The file is not a fastnn model, or is damaged, or is from a newer format."""
 
 
-def _model_classes():
-    from .model import MLP, Sequential
+# The model classes a file may name, by class name. ``fastnn.model`` registers its classes
+# here (``model_class``) when imported, so this module never imports ``fastnn.model``: the
+# dependency goes one way (model -> io).
+_MODEL_CLASSES = {}
 
-    return {"MLP": MLP, "Sequential": Sequential}
+
+def model_class(cls):
+    """Class decorator: ``cls`` can be saved and loaded under its name."""
+    _MODEL_CLASSES[cls.__name__] = cls
+    return cls
+
+
+def _model_classes():
+    return _MODEL_CLASSES
 
 
 def save_model(model, path):

@@ -21,9 +21,11 @@ records where the run stands; a model saved then and fit again with
 ``initial_epoch`` continues with the same bits as an uninterrupted run.
 """
 
+import contextlib
 import functools
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -33,9 +35,11 @@ from . import prepared
 from .backends import DEFAULT_BACKEND, get_backend
 from .backends import spec as S
 from .backends.augment import image_shape, make_aug
+from .backends.jit_progress import reporting
 from .backends.threads import check_threads, limit_threads
 from .callbacks import CallbackList, History, ProgressBar, Callback
 from .divergence import EXPLOSION_FACTOR, DivergenceWarning, explosion_threshold, first_exploded_step, warn_outside
+from .io import model_class, save_model
 from .training_state import make_state, past_history, resume_mismatches, shuffle_stream
 from .optimizers import Optimizer, Schedule, get_optimizer, optimizer_from_config, optimizer_to_config
 from .validation import (
@@ -150,12 +154,19 @@ def _warn_raw_pixels(peak):
 
 
 def _on_model_threads(method):
-    """Run ``method`` with the model's ``threads`` in Numba and every BLAS copy (``backends.threads``)."""
+    """Run ``method`` with the model's ``threads`` in Numba and every BLAS copy (``backends.threads``),
+    and, unless called with ``verbose=0``, say on stderr what is compiling whenever a compile
+    unit takes over a second (a cold cache; ``backends.jit_progress``)."""
     @functools.wraps(method)
     def run(self, *args, **kwargs):
-        with limit_threads(self.threads):
+        progress = reporting(_stderr_line) if kwargs.get("verbose", 1) else contextlib.nullcontext()
+        with limit_threads(self.threads), progress:
             return method(self, *args, **kwargs)
     return run
+
+
+def _stderr_line(line):
+    print(f"fastnn: {line}", file=sys.stderr, flush=True)
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -174,6 +185,7 @@ COMMON_PARAMS = {
 }
 
 
+@model_class
 class Sequential:
     """A stack of layers trained with softmax cross-entropy.
 
@@ -718,8 +730,6 @@ class Sequential:
 
     def save(self, path):
         """Write the model to ``path`` (see ``fastnn.io``); returns the path."""
-        from .io import save_model
-
         return save_model(self, path)
 
     def to_onnx(self, path, opset=None):
@@ -747,6 +757,7 @@ def _writable_copy(a):
     return out
 
 
+@model_class
 class MLP(Sequential):
     """A multilayer perceptron: Dense hidden layers, then a linear output layer.
 

@@ -212,3 +212,16 @@ def test_bad_dataset_record_is_a_format_error(tmp_path, record, message, rewrite
     rewrite_model_config(path, lambda c: c.update(dataset=record))
     with pytest.raises(ModelFormatError, match=message):
         fastnn.load(path)
+
+
+def test_io_never_imports_the_model_module():
+    # The dependency goes one way (model -> io): io knows the model classes from the
+    # registry fastnn.model fills (io.model_class), so the two modules form no import circle.
+    import ast
+    import fastnn.io
+
+    tree = ast.parse(open(fastnn.io.__file__).read())
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert not [m for m in imported if m and m.split(".")[-1] == "model"], imported
+    assert set(fastnn.io._model_classes()) == {"MLP", "Sequential"}

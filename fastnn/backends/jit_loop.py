@@ -59,11 +59,23 @@ def switches(spec):
     return (True if DROPOUT in kinds else None), (True if BATCHNORM in kinds else None)
 
 
-def split_switch(listing_ahead=False):
+def split_switch(one_thread=False):
     """The compile-time switch of the kernels' parallel code: None (not compiled: about a
-    quarter of the compile time of the default network) when the compiled code will run on
-    one Numba thread (one thread set, or listing ahead, which gives the loop one), else True."""
-    return None if listing_ahead or numba.get_num_threads() == 1 else True
+    quarter of the compile time of the default network) when the compiled code runs on one
+    Numba thread (``one_thread``, or one thread set), else True."""
+    return None if one_thread or numba.get_num_threads() == 1 else True
+
+
+# Inference splits its kernels across threads only for networks of at least this many
+# multiply-adds per row (784-1024-1024-10: 1.9M; the default 784-128-64-10: 0.11M, whose
+# 10,000 MNIST test images take ~10 ms on one thread): below it a second thread saves
+# milliseconds, while compiling the parallel code costs seconds on first use.
+INFER_SPLIT_MIN_MACS = 1 << 20
+
+
+def _macs_per_row(net):
+    spec = net.spec
+    return sum(int(spec[i, N_IN] * spec[i, N_OUT]) for i in range(len(spec)) if spec[i, KIND] == DENSE)
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
@@ -294,4 +306,5 @@ def forward(x, net, out, batch_size, workspace=None):
     """The contract's ``forward``: inference-mode logits of all rows of x into out, compiled."""
     ws = workspace if workspace is not None else stepwise.get_workspace(net, batch_size)
     with serial_blas():
-        _forward_loop(x, net, out, batch_size, _buffers(ws), *switches(net.spec), split_switch())
+        _forward_loop(x, net, out, batch_size, _buffers(ws), *switches(net.spec),
+                      split_switch(_macs_per_row(net) < INFER_SPLIT_MIN_MACS))

@@ -103,12 +103,23 @@ class _Reporter:
             wait = EVERY_S
 
 
+_active = threading.local()
+
+
 @contextlib.contextmanager
 def reporting(write):
-    """While active, report compile units that take over a second through ``write(line)``."""
-    rep = _Reporter(write)
-    with _listening(_Listener(rep.start, rep.end, rep.function)):
+    """While active, report compile units that take over a second through ``write(line)``.
+    Nested in another ``reporting`` of the same thread it does nothing (one line per unit)."""
+    if getattr(_active, "on", False):
         yield
+        return
+    rep = _Reporter(write)
+    _active.on = True
+    try:
+        with _listening(_Listener(rep.start, rep.end, rep.function)):
+            yield
+    finally:
+        _active.on = False
 
 
 class Record:
