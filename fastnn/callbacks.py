@@ -519,6 +519,9 @@ class ReduceLROnPlateau(Callback):
         Epochs after a reduction during which waiting does not count.
     min_lr : float >= 0
         Lower bound on the rate.
+
+    A resumed ``fit`` (``initial_epoch`` > 0) continues the saved run's counters from the
+    metrics in the model's training record, as ``EarlyStopping`` does.
     """
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
@@ -534,6 +537,7 @@ class ReduceLROnPlateau(Callback):
         self.mode, self.min_delta = _mode_for(monitor, mode), float(min_delta)
         self.cooldown, self.min_lr = cooldown, float(min_lr)
         self._reset()
+        self._from_record = False
 
     def _reset(self):
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -542,29 +546,46 @@ class ReduceLROnPlateau(Callback):
     def on_train_begin(self, logs=None):
         _check_monitor("ReduceLROnPlateau", self.monitor, logs)
         self._reset()
+        self._from_record = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # The first epoch of a resumed fit: replay the saved run's values. The saved rate already
+        # holds its reductions; while it is above min_lr, every due reduction was made, so the
+        # counters come out as in the uninterrupted run (at min_lr no reduction can follow anyway).
+        if self._from_record:
+            self._from_record = False
+            for value in past_values(self.model.training_state, self.monitor, epoch):
+                if value is not None and self._due(value) and self.model.optimizer.lr > self.min_lr:
+                    self.cooldown_counter, self.wait = self.cooldown, 0
 
     def _improved(self, value):
         if self.mode == "min":
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None:
-            return
+    def _due(self, value):
+        """Count an epoch's ``value``; True when the rate is due for a reduction."""
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
         if self._improved(value):
             self.best, self.wait = value, 0
-        elif self.cooldown_counter == 0:
+            return False
+        if self.cooldown_counter == 0:
             self.wait += 1
-            old = float(self.model.optimizer.lr)
-            if self.wait >= self.patience and old > self.min_lr:
-                new = _set_lr(self.model, max(old * self.factor, self.min_lr), "ReduceLROnPlateau's new rate")
-                if self.verbose:
-                    print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
-                self.cooldown_counter, self.wait = self.cooldown, 0
+            return self.wait >= self.patience
+        return False
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        old = float(self.model.optimizer.lr)
+        if self._due(value) and old > self.min_lr:
+            new = _set_lr(self.model, max(old * self.factor, self.min_lr), "ReduceLROnPlateau's new rate")
+            if self.verbose:
+                print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+            self.cooldown_counter, self.wait = self.cooldown, 0
 
 
 class CSVLogger(Callback):

@@ -12,8 +12,9 @@ under ``"training"``, holds the rest:
                 horizon of its own (``optimizers.HorizonSchedule``)
 ``history``     ``{metric: [value of each finished epoch]}`` for ``loss``, ``accuracy`` and, when
                 validating, ``val_loss``, ``val_accuracy`` (None: not finite, or unknown). With it
-                ``EarlyStopping`` and ``ModelCheckpoint(save_best_only=True)`` carry their best
-                value and patience on into a resumed ``fit``. Optional: older files lack it.
+                ``EarlyStopping``, ``ModelCheckpoint(save_best_only=True)`` and
+                ``ReduceLROnPlateau`` carry their best value and patience on into a resumed
+                ``fit``. Optional: older files lack it.
 
 Dropout and augmentation draw from a counter-based generator keyed on the optimizer step
 (``backends.rng``), so restoring the step restores those streams. The shuffle order comes

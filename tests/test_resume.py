@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.callbacks import BackupAndRestore, Callback, EarlyStopping, ModelCheckpoint
+from fastnn.callbacks import BackupAndRestore, Callback, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
 from fastnn.divergence import DivergenceWarning, explosion_threshold
 from fastnn.io import ModelFormatError
 from fastnn.optimizers import CosineDecay, OneCycle
@@ -146,6 +146,16 @@ def test_early_stopping_and_the_best_checkpoint_carry_on_across_a_resume(tmp_pat
     else:  # epoch 3's weights are only in the checkpoint: said so, the last weights kept
         assert len(messages) == 1 and "came at epoch 3, before this fit resumed at epoch 5" in messages[0]
         assert same_bits(fastnn.load(tmp_path / "part" / "best.fastnn"), whole_best)
+
+
+def test_reduce_lr_on_plateau_carries_on_across_a_resume(tmp_path):
+    whole, whole_history, (x, y) = overfitting_run(callbacks=[ReduceLROnPlateau(patience=1, factor=0.5)])
+    assert whole_history.history["lr"][:5] == [0.01, 0.01, 0.005, 0.005, 0.0025]  # reduced after epochs 2, 4, 5 ...
+    part, _, _ = overfitting_run(4, [ReduceLROnPlateau(patience=1, factor=0.5)])
+    resumed = fastnn.load(part.save(tmp_path / "part.fastnn"))
+    history = resumed.fit(x, y, epochs=10, batch_size=32, validation_split=0.25, verbose=0, initial_epoch=4,
+                          callbacks=[ReduceLROnPlateau(patience=1, factor=0.5)])
+    assert history.history["lr"] == whole_history.history["lr"][4:] and same_bits(resumed, whole)
 
 
 def test_backup_and_restore_carries_early_stopping_on(tmp_path):
