@@ -8,6 +8,7 @@ the library reports (``ValueError`` with a message naming the problem,
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -252,21 +253,40 @@ def warm_up(model, x, y, batch_size, log=None):
     the per-epoch times reported afterwards measure training, not JIT compilation.
 
     Compile units that take over a second are reported through ``log`` while they compile
-    (``backends.jit_progress``). Returns the seconds it took (mostly compilation on a cold cache).
+    (``backends.jit_progress``). Where the training loop will run on one Numba thread (the
+    default network lists ahead on the second), a second process compiles it meanwhile
+    (``compile_ahead``) while this one compiles the inference loop and the listing-ahead thread.
+    Returns the seconds it took (mostly compilation on a cold cache).
     """
-    from .backends.jit_progress import reporting
+    from . import compile_ahead
+    from .backends import jit_progress
 
     t0 = time.perf_counter()
-    if log:
-        log("compiling the Numba kernels (instant when cached) ...")
+    write = log or (lambda *a: None)
+    write("compiling the Numba kernels (instant when cached) ...")
     twin = type(model).from_config(model.get_config())
     twin.build(model.n_features_, model.n_classes_)
     n = min(len(x), 2 * batch_size)
-    with reporting(log or (lambda *a: None)):
+    xs, ys = x[:n], np.minimum(y[:n], model.n_classes_ - 1)
+    from .backends import get_backend
+
+    backend = get_backend("numba")
+    inputs = backend.prepare_inputs(xs)
+    beside = twin._aug()[0] == 0 and backend.loop_on_one_thread(twin.net, batch_size, 2, twin._aug(), inputs)
+    with jit_progress.reporting(write):
+        with (compile_ahead.training_loop_beside(twin, xs, ys, batch_size) if beside
+              else contextlib.nullcontext()) as helper:
+            with jit_progress.record() as here:
+                twin.evaluate(xs, ys)
+            if helper is not None and not here.functions:  # a warm cache: the loop is in it too
+                compile_ahead.stop(helper)
+            elif helper is not None:
+                backend.compile_list_ahead(xs, inputs)
+                with jit_progress.waiting_for(write, "_train_loop"):
+                    helper.wait()
         with warnings.catch_warnings():  # the real run reports a diverging learning rate
             warnings.simplefilter("ignore", DivergenceWarning)
-            twin.fit(x[:n], np.minimum(y[:n], model.n_classes_ - 1), epochs=1, batch_size=batch_size, verbose=0)
-        twin.evaluate(x[:n], np.minimum(y[:n], model.n_classes_ - 1))
+            twin.fit(xs, ys, epochs=1, batch_size=batch_size, verbose=0)
     return time.perf_counter() - t0
 
 

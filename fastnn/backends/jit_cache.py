@@ -10,12 +10,24 @@ besides Numba's own stamp, so any edit here makes every entry of the package sta
 (recompiled on next use, then cached again). Elsewhere Numba's behaviour is unchanged.
 Where entries go is Numba's usual choice: ``NUMBA_CACHE_DIR`` if set, else ``__pycache__``.
 
+Saving an entry is made safe for several processes at once (``fastnn.compile_ahead`` compiles
+in two): Numba picks the data file's name from the index it has read, so two processes adding
+different signatures of one function could both pick the same name and one would load the
+other's machine code. ``install()`` wraps Numba's save of this package's entries in an
+exclusive lock on a file in the cache folder (POSIX ``flock``; elsewhere unlocked).
+
 Must not import any kernel module (they are defined after ``install()``).
 """
 
+import contextlib
 import functools
 import hashlib
 import os
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: saves stay unlocked (compile_ahead is off there)
+    fcntl = None
 
 from numba.core import caching
 
@@ -66,9 +78,43 @@ def locators_for(package_dir):
     return [type("UserProvided", (PackageUserProvidedLocator,), attrs), type("InTree", (PackageInTreeLocator,), attrs)]
 
 
+LOCK_NAME = ".fastnn-save.lock"
+
+
+@contextlib.contextmanager
+def save_lock(cache_dir):
+    """Exclusive lock (held while the block runs) on ``cache_dir``'s lock file; no-op without flock."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(os.path.join(cache_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _is_package_stamp(stamp):
+    return isinstance(stamp, tuple) and len(stamp) == 2 and isinstance(stamp[1], str)
+
+
+def _locked(save):
+    @functools.wraps(save)
+    def locked_save(self, key, data):
+        if not _is_package_stamp(self._source_stamp):  # another library's entry: Numba's own behaviour
+            return save(self, key, data)
+        with save_lock(self._cache_path):  # the index is read, a name picked and both written under it
+            return save(self, key, data)
+    locked_save.fastnn_locked = True
+    return locked_save
+
+
 def install(locators=(PackageUserProvidedLocator, PackageInTreeLocator)):
-    """Put ``locators`` first in Numba's locator list (once; idempotent)."""
+    """Put ``locators`` first in Numba's locator list and lock saves of their entries (once; idempotent)."""
     classes = caching.CacheImpl._locator_classes  # the list every cached function consults
     for cls in reversed(locators):
         if cls not in classes:
             classes.insert(0, cls)
+    if not getattr(caching.IndexDataCacheFile.save, "fastnn_locked", False):
+        caching.IndexDataCacheFile.save = _locked(caching.IndexDataCacheFile.save)

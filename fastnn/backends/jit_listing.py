@@ -164,6 +164,17 @@ def _should_list_ahead(net, batch_size, n_steps, inputs, small):
     return terms < LIST_AHEAD_MAX_TERMS
 
 
+def compile_list_ahead(x, inputs):
+    """Compile (or load from the cache) the listing-ahead thread's code for a data set like x
+    (float32 (N, d)) with ``inputs`` = ``prepare_inputs(x)`` (or None); lists nothing (the stop
+    flag is set)."""
+    codes = np.zeros((0, 8), np.uint8) if inputs is None else inputs.codes  # as train_steps passes them
+    stopped = np.zeros(SYNC_SIZE, np.int64)
+    stopped[_STOP] = 1
+    lists = _lists(1, x.shape[1])
+    _list_ahead(x, codes, int(x.shape[1]), np.arange(1, dtype=np.int64), 0, 1, 1, lists, lists, stopped)
+
+
 @contextlib.contextmanager
 def _listing_ahead(*args):
     """Runs ``_list_ahead(*args)`` on a second thread, and the caller's compiled code on one Numba

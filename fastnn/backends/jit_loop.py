@@ -275,10 +275,9 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
     if codes.shape[0] and codes.shape != (x.shape[0], byte_row_length(x.shape[1])):
         raise ValueError(f"inputs of shape {codes.shape} were not prepared from this x {x.shape}: "
                          f"pass inputs=prepare_inputs(x)")
-    small = _small_products(net, batch_size, aug, inputs)
     d0 = int(net.spec[0, N_IN])
     lists = _lists(batch_size, d0)
-    ahead = _should_list_ahead(net, batch_size, n_steps, inputs, small)
+    ahead = _lists_ahead(net, batch_size, n_steps, aug, inputs)
     lists2, sync = (_lists(batch_size, d0, 1), np.zeros(SYNC_SIZE, np.int64)) if ahead else (lists, _NO_SYNC)
     with contextlib.ExitStack() as stack:
         stack.enter_context(serial_blas())  # the same bits on any thread count (jit_gemm)
@@ -289,6 +288,16 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
                            net, opt_state(opt), _buffers(ws), Listing(lists, lists2, sync),
                            Augment(aug, img_h, img_w) if aug[0] != 0 else None, _fuses(net, opt),
                            *switches(net.spec), split_switch(ahead))
+
+
+def _lists_ahead(net, batch_size, n_steps, aug, inputs):
+    return _should_list_ahead(net, batch_size, n_steps, inputs, _small_products(net, batch_size, aug, inputs))
+
+
+def loop_on_one_thread(net, batch_size, n_steps, aug, inputs):
+    """Whether ``train_steps`` with these arguments runs its compiled loop on one Numba thread
+    (``split_switch`` None: listing ahead, or one thread set), as any one-thread run does."""
+    return split_switch(_lists_ahead(net, batch_size, n_steps, aug, inputs)) is None
 
 
 def _buffers(ws):

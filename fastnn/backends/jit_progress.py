@@ -88,8 +88,8 @@ class _Reporter:
         unit["done"].set()
         with self.lock:
             if unit["shown"]:
-                self.write(f"compiled {unit['label']} in {time.perf_counter() - unit['t0']:.1f} s "
-                           f"({unit['functions']} functions)")
+                where = f"{unit['functions']} functions" if unit["functions"] else "in a second process"
+                self.write(f"compiled {unit['label']} in {time.perf_counter() - unit['t0']:.1f} s ({where})")
 
     def _tick(self, unit):
         wait = SHOW_AFTER_S
@@ -104,6 +104,18 @@ class _Reporter:
 
 
 _active = threading.local()
+
+
+@contextlib.contextmanager
+def waiting_for(write, name):
+    """Report, like a unit compiled here, the unit ``name`` (e.g. ``_train_loop``) that another
+    process compiles while this block waits for it (``fastnn.compile_ahead``)."""
+    rep = _Reporter(write)
+    rep.start(name)
+    try:
+        yield
+    finally:
+        rep.end(name)
 
 
 @contextlib.contextmanager

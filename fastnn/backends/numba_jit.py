@@ -50,10 +50,10 @@ from .jit_batchnorm import batchnorm_backward, batchnorm_forward_eval, batchnorm
 from .jit_dense import dense_backward, dense_backward_sgd, dense_forward
 from .jit_dropout import dropout_backward, dropout_forward, rng_key, rng_uniform
 from .jit_gemm import SPLIT_MIN_MACS, gemm_nn, gemm_nt, gemm_tn, serial_blas
-from .jit_listing import (_STOP, LIST_AHEAD_MAX_TERMS, SYNC_SIZE, _list_ahead, _lists, _should_list_ahead,
-                          matmul_lists, matmul_xt_lists)
-from .jit_loop import (BLAS_SERIAL_MAX_MACS, ByteInputs, _small_products, forward, prepare_inputs,
-                       train_steps)
+from .jit_listing import (LIST_AHEAD_MAX_TERMS, SYNC_SIZE, _should_list_ahead, compile_list_ahead, matmul_lists,
+                          matmul_xt_lists)
+from .jit_loop import (BLAS_SERIAL_MAX_MACS, ByteInputs, _small_products, forward, loop_on_one_thread,
+                       prepare_inputs, train_steps)
 from .jit_loss import log_softmax, softmax_nll, softmax_nll_weighted
 from .jit_matmul import matmul, matmul_blas, matmul_blocked, matmul_sparse_rows, matmul_xt_sparse
 from .jit_optimizers import adam_update, rmsprop_update, sgd_update
@@ -71,7 +71,8 @@ __all__ = ["NAME", "activation_backward", "activation_forward", "adam_update", "
            "rmsprop_update", "rng_key", "rng_uniform", "serial_blas", "sgd_update", "softmax_nll",
            "softmax_nll_weighted", "train_steps", "train_steps_stepwise", "warmup", "BLAS_SERIAL_MAX_MACS",
            "ByteInputs", "LIST_AHEAD_MAX_TERMS", "PARALLEL_MIN_ELEMENTS", "PARALLEL_MIN_WORK", "SPLIT_MIN_MACS",
-           "SYNC_SIZE", "_small_products", "_should_list_ahead"]
+           "SYNC_SIZE", "_small_products", "_should_list_ahead", "compile_list_ahead",
+           "loop_on_one_thread"]
 
 make_workspace = stepwise.make_workspace
 
@@ -116,11 +117,7 @@ def warmup():
                                  np.zeros(1, np.int64))
                 run(x, y, np.arange(10), 0, 3, 4, net, opt, np.full(3, 0.01), 0, 0.0, np.zeros(8), np.zeros(3),
                     np.zeros(3, np.int64))
-    inputs = prepare_inputs(x)
-    stopped = np.zeros(SYNC_SIZE, np.int64)
-    stopped[_STOP] = 1
-    lists = _lists(4, x.shape[1])
-    _list_ahead(x, inputs.codes, x.shape[1], np.arange(10), 0, 4, 3, lists, lists, stopped)
+    compile_list_ahead(x, prepare_inputs(x))
     out = np.zeros((10, 3), np.float32)
     forward(x, net, out, 4)
     forward_stepwise(x, net, out, 4)
