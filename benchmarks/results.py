@@ -16,8 +16,9 @@ differs from what the records give (a number typed by hand, or a stale one).
     python benchmarks/results.py check
 
 Tables: ``defaults`` (``fastnn-train --layers 128 64`` per data set), ``seeds`` (the seed
-projects' configurations, ``benchmarks/sweeps/seeds.toml``) and ``best`` (the accuracy push,
-``benchmarks/sweeps/best.toml``).
+projects' configurations, ``benchmarks/sweeps/seeds.toml``), ``best`` (the accuracy push,
+``benchmarks/sweeps/best.toml``) and ``speed`` (``fastnn-bench`` runs: record its ``--out``
+folder, ``python benchmarks/results.py record speed bench_results --name idle``).
 """
 
 import argparse
@@ -36,7 +37,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
-TABLES = ("defaults", "seeds", "best")
+TABLES = ("defaults", "seeds", "best", "speed")
 DATA_NAMES = {"mnist": "MNIST", "kmnist": "KMNIST"}
 # fastnn-train options a record keeps (the settings a table may quote)
 SETTINGS = ("dataset", "layers", "architecture", "activation", "optimizer", "lr", "momentum", "nesterov",
@@ -100,10 +101,30 @@ def _sweep_meta(config):
         return {name: run["meta"] for name, run in expand_config(tomllib.load(f), str(config)).items()}
 
 
+def record_from_bench(bench, name):
+    """The record of one ``fastnn-bench`` run: its ``bench.json`` (dict) less the raw repeat times."""
+    keep = ("samples_per_s", "epoch_s", "extrapolated", "prepare_s")
+    cells = [{**{k: v for k, v in rec.items() if k != "results"},
+              "results": {kind: {k: r[k] for k in keep if k in r} for kind, r in rec["results"].items()}}
+             for rec in bench["records"]]
+    machine = {k: bench["machine"].get(k) for k in ("cpu", "logical_cpus", "python", "fastnn", "numpy", "numba",
+                                                     "torch", "blas", "numba_threading_layer", "env")}
+    return {"table": "speed", "name": name, "provenance": bench.get("provenance"), "machine": machine,
+            "settings": bench["settings"], "compile": bench.get("compile"), "records": cells,
+            "fresh_checks": bench.get("fresh_checks", []), "train_rows": bench.get("train_rows", []),
+            "seconds": bench.get("seconds")}
+
+
 def record(table, path, name=None, config=None, records=RECORDS):
     """Record the run folder ``path`` (it has a summary.json) or every finished run of the sweep
-    folder ``path`` (``config``: its TOML, for the runs' meta). Returns the files written."""
+    folder ``path`` (``config``: its TOML, for the runs' meta); for ``speed``, a fastnn-bench
+    ``--out`` folder (its bench.json). Returns the files written."""
     path = Path(path)
+    if table == "speed":
+        bench = path / "bench.json" if path.is_dir() else path
+        out = records / table / f"{name or 'bench'}.json"
+        _write(out, record_from_bench(_read(bench), name or "bench"))
+        return [out]
     if (path / "summary.json").exists():
         runs = {name or path.name: path}
     else:
@@ -272,7 +293,30 @@ def best_table(recs):
     return _md(head, rows, "lrrrrrl") + "\n\n" + _footer(order)
 
 
-RENDER = {"defaults": defaults_table, "seeds": seeds_table, "best": best_table}
+def speed_table(recs):
+    """Every recorded fastnn-bench run (by name): its tables, checks and the machine it ran on."""
+    from fastnn.bench.report import format_checks, format_table
+
+    out = []
+    for name in sorted(recs):
+        r = recs[name]
+        m, origin, st = r["machine"], r.get("provenance") or {}, r["settings"]
+        loads = [c["loadavg"] for c in r["records"] if c.get("loadavg") is not None]
+        c = r.get("compile") or {}
+        compiled = (f" Numba's import-to-first-step: {c['cold']['import_to_first_step_s']:.1f} s cold, "
+                    f"{c['cached']['import_to_first_step_s']:.2f} s with the cache warm." if c else "")
+        out.append(f"#### Run `{name}`: `fastnn-bench {' '.join(st.get('argv') or [])}`\n\n"
+                   f"{m['cpu']} ({m['logical_cpus']} logical CPUs), {m['blas']}, NumPy {m['numpy']}, Numba "
+                   f"{m['numba']}, PyTorch {m['torch'] or 'not installed'}, Python {m['python']}; threads "
+                   f"{', '.join(map(str, st['threads']))}{', one competing CPU-bound process' if st.get('busy') else ''}; "
+                   f"load average {min(loads):.1f}-{max(loads):.1f} during the run; median of {st['repeats']}, "
+                   f"{st['clock']} clock; commit {_commits([r])}.{compiled}\n"
+                   + format_table(r["records"]).replace("\n### ", "\n##### ")
+                   + "\n" + format_checks(r["fresh_checks"], r["train_rows"], r["records"]).replace("\n### ", "\n##### "))
+    return "\n\n".join(out) + f"\n\n*Recorded runs: `benchmarks/results/speed/`.*"
+
+
+RENDER = {"defaults": defaults_table, "seeds": seeds_table, "best": best_table, "speed": speed_table}
 
 
 # ------------------------------------------------------------------------------ README
@@ -318,7 +362,8 @@ def main(argv=None):
     sub = p.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="record a fastnn-train run folder or a fastnn-sweep output folder")
     rec.add_argument("table", choices=TABLES)
-    rec.add_argument("path", help="a run folder (with summary.json) or a sweep output folder")
+    rec.add_argument("path", help="a run folder (with summary.json), a sweep output folder, or (speed) a "
+                                  "fastnn-bench --out folder")
     rec.add_argument("--name", help="the record's name for a single run folder (default: the folder's name)")
     rec.add_argument("--config", help="the sweep's TOML file (its runs' meta: reported, source, target)")
     sub.add_parser("write", help="rewrite the README's results blocks from the records")

@@ -1,9 +1,10 @@
 """Full-training benchmarks: one epoch of plain SGD on the real 60,000-image training sets.
 
 Parametrised by runner x dataset x hidden layers x batch size, with the runners of
-``fastnn.bench``: ``numba`` and ``numpy`` (fastnn's backends, ``train_steps``),
+``fastnn.bench``: ``fit`` (``MLP.fit``, one epoch a call), ``numba`` and ``numpy`` (fastnn's
+backends, ``train_steps``),
 ``reference`` (the independent hand-written NumPy loop in ``fastnn/bench/reference_numpy_mlp.py``)
-and ``torch`` (PyTorch on CPU; skipped when not importable). Every runner starts from
+``torch`` and ``jax`` (PyTorch, JAX on CPU; skipped when not importable). Every runner starts from
 the same He-initialised weights and walks the same seeded permutation.
 
 Each round is one epoch, or, where an epoch would take longer than
@@ -39,6 +40,8 @@ def test_train_epoch(benchmark, runner, dataset, hidden, batch_size, training_se
     run = bench.make_runner(runner, x, y, bench.he_weights(sizes))
     order = bench.epoch_order(len(x))
     steps = bench.plan_steps(run, order, batch_size, max_seconds)  # includes the warm-up
+    if hasattr(run, "prepare"):  # JAX: compile the timed call's shapes first
+        run.prepare(order, steps, batch_size)
     benchmark.group = f"train {dataset} {'-'.join(map(str, sizes))} batch {batch_size}"
     done = benchmark.pedantic(run, args=(order, 0, steps, batch_size), rounds=3, iterations=1, warmup_rounds=1)
     samples = min(steps * batch_size, len(x))

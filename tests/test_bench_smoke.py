@@ -92,3 +92,46 @@ def test_quick_skips_the_compile_probe(tmp_path, capsys, monkeypatch, tiny_mnist
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["compile"] is None and result["settings"]["repeats"] == 1
     assert "wrote " + str(tmp_path / "bench.json") in capsys.readouterr().out  # where it wrote, last
+
+
+def test_fit_and_jax_runners_train_as_the_inner_loop(tiny_mnist):
+    """The fit runner (MLP.fit), the estimator's and JAX's run whole epochs from the same weights."""
+    x, y = tiny_mnist
+    weights = bench.he_weights([784, 32, 16, 10], seed=2)
+    order = bench.epoch_order(len(x))
+    fit = bench.make_runner("fit", x, y, weights)
+    assert fit.calls == 1 and fit(order, 0, 4, 128) == 4
+    assert not np.array_equal(fit.model.get_weights()[0], weights[0][0])  # it trained
+    with pytest.raises(ValueError, match="start=128"):
+        fit(order, 128, 1, 128)
+    if bench.available_runners(["estimator"])[0]:  # MLPClassifier.fit, one epoch a call
+        assert bench.make_runner("estimator", x, y, weights)(order, 0, 4, 128) == 4
+    ok, _ = bench.available_runners(["jax"])
+    if ok:
+        jax_run = bench.make_runner("jax", x, y, weights)
+        jax_run.prepare(order, 5, 100)
+        assert jax_run(order, 0, 5, 100) == 5  # 4 full batches in one scan, the 12-row rest alone
+
+
+def test_fresh_process_check_and_train_row(tiny_mnist):
+    from fastnn.bench import checks
+    from fastnn.bench.report import format_checks
+
+    rate = checks.fresh_process_rate("reference", "mnist", [32, 16], 64, 1, 0.05, 1, limit=512)
+    assert rate > 0
+    row = checks.train_command(1, epochs=1, limit=512)
+    assert row["wall_s"] > row["train_s"] > 0 and 0 < row["test_accuracy"] <= 1 and row["threads"] == 1
+    check = {"kind": "reference", "dataset": "mnist", "layers": [784, 32, 16, 10], "batch_size": 64, "threads": 1,
+             "inside": 0.8 * rate, "fresh": rate, "ratio": 0.8, "ok": False}
+    text = format_checks([check], [row], [])
+    assert "OFF by more than 10%" in text and "fastnn-train --dataset mnist" in text
+
+
+def test_busy_starts_and_stops_one_competing_process():
+    from fastnn.bench.checks import competing_process
+
+    with competing_process() as proc:
+        assert proc.poll() is None  # running
+    assert proc.poll() is not None
+    with competing_process(False) as proc:
+        assert proc is None

@@ -42,12 +42,34 @@ def test_records_are_traceable(records):
     for table in results.TABLES:
         assert records[table], f"no recorded runs for {table}"
         for name, rec in records[table].items():
+            if table == "speed":
+                _check_speed_record(name, rec)
+                continue
             origin = rec["provenance"]
             assert len(origin["commit"].split("+")[0]) == 40, name
             assert origin["cpu"] and origin["logical_cpus"] >= 1 and len(origin["load_average"]) == 3, name
             assert rec["threads"] or rec["backend"] == "numpy", name
             assert {"fastnn", "numpy", "numba", "python"} <= set(rec["versions"]), name
             assert 0 < rec["test_accuracy"] <= 1 and rec["train_seconds"] > 0, name
+
+
+def _check_speed_record(name, rec):
+    origin = rec["provenance"]
+    assert len(origin["commit"].split("+")[0]) == 40, name
+    assert origin["cpu"] and origin["logical_cpus"] >= 1 and len(origin["load_average"]) == 3, name
+    assert {"numpy", "numba", "python", "blas"} <= set(rec["machine"]) and rec["settings"]["threads"], name
+    for cell in rec["records"]:
+        assert cell["loadavg"] is not None and cell["threads"]["numba"] in rec["settings"]["threads"], name
+        assert all(r["samples_per_s"] > 0 for r in cell["results"].values()), name
+
+
+def test_a_changed_speed_number_is_caught(readme, records):
+    # a samples/s cell of the generated speed block, edited by hand, makes the README stale
+    cell = records["speed"][sorted(records["speed"])[0]]["records"][0]
+    shown = f"{cell['results']['fit']['samples_per_s']:,.0f}"
+    assert shown in readme
+    edited = readme.replace(f"| {shown}", "| 1,234,567", 1)
+    assert edited != readme and results.render_readme(edited, records) != edited
 
 
 def test_a_changed_number_or_an_unrecorded_accuracy_is_caught(readme, records):

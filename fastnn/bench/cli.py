@@ -15,14 +15,18 @@ import argparse
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from ..atomic import write_text
+from ..provenance import provenance
+from .checks import competing_process, fresh_checks, train_command
 from .common import BATCH_SIZES, CLOCKS, LR, RUNNERS, SEED
 from .kernels import format_kernel_table, run_kernel_suite
 from .machine import describe_blas, describe_machine, matmul_peak, set_threads, _threading_layer
-from .report import format_table, plot_chart
+from .report import format_checks, format_table, format_train_row, plot_chart
 from .training import compile_times, default_configs, run_training_suite
 
 
@@ -50,6 +54,12 @@ def parse_args(argv=None):
                    help="skip the cold/cached compile-time probe (about a minute; --quick skips it too)")
     p.add_argument("--peak-size", type=int, default=2048, help="matrix size of the np.dot peak measurement (0: skip)")
     p.add_argument("--kernels", action="store_true", help="time the per-kernel table instead of training")
+    p.add_argument("--busy", action="store_true",
+                   help="run one competing CPU-bound process (while 1: pass) beside the timing, as on a busy machine")
+    p.add_argument("--no-fresh-check", action="store_true",
+                   help="skip timing each NumPy baseline again alone in a fresh process (--quick skips it too)")
+    p.add_argument("--no-train-row", action="store_true",
+                   help="skip the end-to-end fastnn-train row (--quick skips it too)")
     p.add_argument("--out", default="bench_results", metavar="DIR",
                    help="folder for bench.json and bench.png, or kernels.json (default: ./bench_results)")
     args = p.parse_args(argv)
@@ -65,12 +75,15 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    if argv is None and _reexec_wanted():  # the command line (a library call keeps its process)
+        return _reexec(sys.argv[1:])
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.quick:
         # quick means quick: the cold-compile probe alone takes about a minute
         args.repeats, args.max_seconds, args.no_compile = 1, min(args.max_seconds, 0.5), True
+        args.no_fresh_check = args.no_train_row = True
     if args.full_epoch:
         args.max_seconds = math.inf
     if args.dataset or args.layers or args.batch_sizes:
@@ -116,15 +129,60 @@ def main(argv=None):
     if args.clock == "cpu" and threads != [1]:
         threads = [1]
         print("--clock cpu: timing with 1 thread (CPU time would add up every thread's time)")
-    records = run_training_suite(configs, args.runners, threads, args.max_seconds, args.repeats,
-                                 args.limit, args.peak_size, args.clock)
+    if "jax" in args.runners:
+        _jax_threads(threads[0])
+    checks, train_rows = [], []
+    with competing_process(args.busy):
+        records = run_training_suite(configs, args.runners, threads, args.max_seconds, args.repeats,
+                                     args.limit, args.peak_size, args.clock)
+        for rec in records:
+            rec["busy"] = args.busy
+        if not args.no_fresh_check:
+            print("each NumPy baseline alone in a fresh process (NumPy imported first, as a plain NumPy program):")
+            checks = fresh_checks(records, args.max_seconds, args.repeats, args.limit)
+        if not args.no_train_row:
+            for t in threads:
+                train_rows.append(train_command(t, limit=args.limit))
+                print(format_train_row(train_rows[-1], records))
     machine["numba_threading_layer"] = _threading_layer()
-    table = format_table(records)
+    table = format_table(records) + "\n" + format_checks(checks, train_rows, records)
     print(table)
-    result = {"machine": machine, "compile": compile_info, "records": records,
+    result = {"machine": machine, "provenance": provenance(), "compile": compile_info, "records": records,
+              "fresh_checks": checks, "train_rows": train_rows,
               "settings": {"lr": LR, "seed": SEED, "repeats": args.repeats, "max_seconds": args.max_seconds,
-                           "limit": args.limit, "clock": args.clock}, "seconds": time.perf_counter() - t0, "table": table}
+                           "limit": args.limit, "clock": args.clock, "busy": args.busy, "threads": threads,
+                           "argv": sys.argv[1:] if argv is None else list(argv)},
+              "seconds": time.perf_counter() - t0, "table": table}
     write_text(out / "bench.json", json.dumps(result, indent=1, default=float))
     plot_chart(records, out / "bench.png")
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'} ({result['seconds']:.0f} s of timing)")
     return 0
+
+
+_REEXEC_FLAG = "FASTNN_BENCH_PLAIN_NUMPY"
+
+
+def _reexec_wanted():
+    """Whether this process's NumPy loaded with the OpenBLAS settings ``import fastnn`` applies
+    (``fastnn.ENV_DEFAULTS_APPLIED``): then the bench runs again in a process that loads
+    NumPy first, so that its baselines run as a plain NumPy program does. The NumPy
+    baselines' BLAS workers otherwise sleep after every call (OPENBLAS_THREAD_TIMEOUT), and
+    on two threads each product waits for a worker to wake up."""
+    import fastnn
+
+    return os.environ.get(_REEXEC_FLAG) is None and "OPENBLAS_THREAD_TIMEOUT" in fastnn.ENV_DEFAULTS_APPLIED
+
+
+def _reexec(argv):
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env[_REEXEC_FLAG] = "1"
+    code = "import numpy, sys; from fastnn.bench.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *argv], env=env).returncode
+
+
+def _jax_threads(n):
+    """Hold XLA's CPU backend to one thread when ``n`` is 1 (set before jax is imported;
+    XLA otherwise uses every core). The JAX column runs at this one count only."""
+    if n == 1 and "jax" not in sys.modules:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()

@@ -3,7 +3,11 @@
 import time
 from pathlib import Path
 
-RUNNERS = ("numba", "numpy", "reference", "torch")
+RUNNERS = ("fit", "estimator", "numba", "numpy", "reference", "torch", "jax")
+#: the runners of the main table (what users call: ``MLP.fit``, and its peers, each timed a
+#: whole epoch per call) and of the inner-loop table (``backend.train_steps``, 8 calls an epoch)
+FIT_TABLE = ("fit", "estimator", "reference", "torch", "jax")
+LOOP_TABLE = ("numba", "numpy", "reference", "torch")
 BATCH_SIZES = (1, 8, 32, 128, 512)
 SEED = 0
 LR = 0.01

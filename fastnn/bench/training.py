@@ -16,6 +16,13 @@ from .machine import _loadavg, matmul_peak, set_threads, thread_info
 from .workload import available_runners, he_weights, layer_sizes, load_training_set, make_runner, train_flops_per_sample
 
 
+#: runners whose products run on NumPy's BLAS, and how long its workers spin after a call with
+#: OpenBLAS's defaults (2**28 cycles, ~0.1 s; fastnn-bench keeps them, as a plain NumPy program
+#: has them): the next runner starts after that, so that they do not take its cores.
+NUMPY_RUNNERS = ("numpy", "reference")
+BLAS_SETTLE_S = 0.15
+
+
 def epoch_order(n_samples, seed=SEED):
     """The seeded permutation every runner walks (int64, as train_steps expects)."""
     return np.random.default_rng(seed).permutation(n_samples).astype(np.int64)
@@ -25,7 +32,8 @@ def plan_steps(run, order, batch_size, max_seconds, clock=time.perf_counter):
     """Warm ``run`` up, then choose how many steps to time: the whole epoch if it fits in
     ``max_seconds`` (by a short probe), else as many steps as fit (at least the probe's)."""
     total = -(-len(order) // batch_size)
-    probe = min(total, max(2, 256 // batch_size))
+    # a runner called once an epoch (a whole fit) has a fixed cost per call: probe with more rows
+    probe = min(total, max(2, (8192 if getattr(run, "calls", 8) == 1 else 256) // batch_size))
     run(order, 0, probe, batch_size)  # warm-up: compilation, caches, buffer allocation
     t = clock()
     run(order, 0, probe, batch_size)
@@ -59,11 +67,17 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
     total = -(-n_samples // batch_size)
     clock = CLOCKS[clock]
     plan = {name: plan_steps(run, order, batch_size, max_seconds, clock) for name, run in runners.items()}
+    for name, run in runners.items():
+        if hasattr(run, "prepare"):  # e.g. JAX: compile the timed call's shapes untimed
+            run.prepare(order, plan[name], batch_size)
     times = {name: [] for name in runners}
     steps = {name: [] for name in runners}
     for _ in range(repeats):  # round-robin so that noise bursts hit every runner alike
         for name, run in runners.items():
-            done, sec = _timed_steps(run, order, batch_size, plan[name], 3 * max_seconds, clock)
+            if name not in NUMPY_RUNNERS and set(runners) & set(NUMPY_RUNNERS):
+                time.sleep(BLAS_SETTLE_S)  # let the NumPy baselines' BLAS workers stop spinning
+            done, sec = _timed_steps(run, order, batch_size, plan[name], 3 * max_seconds, clock,
+                                     getattr(run, "calls", 8))
             times[name].append(sec)
             steps[name].append(done)
     out = {}
@@ -76,10 +90,11 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
     return out
 
 
-def _timed_steps(run, order, batch_size, n_steps, limit_s, clock):
-    """Run ``n_steps`` steps from the start of ``order`` in at most 8 calls (continuing the
-    epoch); stop after a call that ends past ``limit_s``. Returns (steps done, seconds)."""
-    chunk = -(-n_steps // 8)
+def _timed_steps(run, order, batch_size, n_steps, limit_s, clock, calls=8):
+    """Run ``n_steps`` steps from the start of ``order`` in at most ``calls`` calls (continuing
+    the epoch; a fit runner takes 1: one fit an epoch); stop after a call that ends past
+    ``limit_s``. Returns (steps done, seconds)."""
+    chunk = -(-n_steps // calls)
     done, t0 = 0, clock()
     while done < n_steps:
         k = min(chunk, n_steps - done)
@@ -177,8 +192,9 @@ def run_training_suite(configs, runners=RUNNERS, threads=(None,), max_seconds=2.
             sizes = layer_sizes(x.shape[1], hidden)
             weights = he_weights(sizes)
             for bs in batch_sizes:
-                # Fresh runners per batch size: every one starts from the same weights.
-                runs = {k: make_runner(k, x, y, weights) for k in kinds}
+                # Fresh runners per batch size: every one starts from the same weights. JAX's
+                # thread count is fixed when it loads: it runs at the first count only.
+                runs = {k: make_runner(k, x, y, weights) for k in kinds if k != "jax" or t == threads[0]}
                 res = time_training(runs, len(x), bs, max_seconds=max_seconds, repeats=repeats, clock=clock)
                 for k, run in runs.items():  # once-per-fit input preparation, reported beside the epoch
                     if hasattr(run, "prepare_seconds"):
@@ -199,8 +215,8 @@ def _one_line(rec):
 
 
 def default_configs(quick=False):
-    """The default comparison: MNIST 128-64 at all batch sizes, KMNIST at 128, 1024-1024 at three."""
+    """The default comparison: MNIST 128-64 at all batch sizes, KMNIST at 128, 1024-1024 at 128 and 512."""
     if quick:
         return [("mnist", (128, 64), (8, 128)), ("mnist", (1024, 1024), (128,))]
-    return [("mnist", (128, 64), BATCH_SIZES), ("kmnist", (128, 64), (128,)), ("mnist", (1024, 1024), (1, 32, 512))]
+    return [("mnist", (128, 64), BATCH_SIZES), ("kmnist", (128, 64), (128,)), ("mnist", (1024, 1024), (128, 512))]
 

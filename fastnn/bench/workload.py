@@ -106,9 +106,109 @@ def make_runner(kind, x, y, weights, lr=LR):
 
         run.model = ref
         return run
+    if kind == "fit":
+        return _fit_runner(x, y, weights, lr)
+    if kind == "estimator":
+        return _estimator_runner(x, y, weights, lr)
     if kind == "torch":
         return _torch_runner(x, y, weights, lr)
+    if kind == "jax":
+        return _jax_runner(x, y, weights, lr)
     raise ValueError(f"runner must be one of {RUNNERS}, got {kind!r}")
+
+
+def _fit_runner(x, y, weights, lr):
+    """``MLP.fit`` (the public API, Numba backend) for one epoch per call, over the first
+    ``n_steps * batch_size`` rows; fit shuffles them itself (seeded), so ``order`` is unused."""
+    from fastnn import MLP
+
+    hidden = [w.shape[1] for w, _ in weights[:-1]]
+    model = MLP(hidden, optimizer="sgd", lr=lr, seed=SEED).build(x.shape[1], weights[-1][0].shape[1])
+    model.set_weights([a for pair in weights for a in pair])
+    parts = {}  # rows -> (x, y): the same array objects on every call, as a user's data set
+
+    def run(order, start, n_steps, batch_size):
+        if start:
+            raise ValueError(f"the fit runner times whole fits from the first row, got start={start}")
+        rows = min(n_steps * batch_size, len(x))
+        xs, ys = parts.setdefault(rows, (x, y) if rows == len(x) else (x[:rows], y[:rows]))
+        model.fit(xs, ys, epochs=1, batch_size=batch_size, shuffle=True, seed=SEED, verbose=0)
+        return -(-rows // batch_size)
+
+    run.model, run.calls = model, 1
+    return run
+
+
+def _estimator_runner(x, y, weights, lr):
+    """``fastnn.MLPClassifier.fit`` (scikit-learn's API) for one epoch per call, configured as
+    plain SGD: the same training as the fit runner, through the estimator's own checks."""
+    import warnings
+
+    from fastnn.estimator import MLPClassifier
+
+    hidden = tuple(w.shape[1] for w, _ in weights[:-1])
+    parts = {}
+
+    def run(order, start, n_steps, batch_size):
+        if start:
+            raise ValueError(f"the estimator runner times whole fits from the first row, got start={start}")
+        rows = min(n_steps * batch_size, len(x))
+        xs, ys = parts.setdefault(rows, (x, y) if rows == len(x) else (x[:rows], y[:rows]))
+        clf = MLPClassifier(hidden, solver="sgd", learning_rate_init=lr, momentum=0.0, alpha=0.0,
+                            batch_size=batch_size, max_iter=1, tol=0.0, random_state=SEED)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # max_iter=1: "not converged"
+            clf.fit(xs, ys)
+        return -(-rows // batch_size)
+
+    run.calls = 1
+    return run
+
+
+def _jax_runner(x, y, weights, lr):
+    """JAX on CPU: each call runs its whole run of steps as one ``jax.jit``-compiled
+    ``lax.scan`` over the batches (full batches only; a ragged last batch is one more
+    compiled step). ``run.prepare(n_steps, batch_size)`` compiles a call's shapes untimed."""
+    import jax
+    import jax.numpy as jnp
+
+    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in weights]
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    def loss_fn(p, xb, yb):
+        h = xb
+        for i, (w, b) in enumerate(p):
+            h = h @ w + b
+            if i < len(p) - 1:
+                h = jax.nn.relu(h)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(h), yb[:, None], axis=1))
+
+    def step(p, idx):
+        g = jax.grad(loss_fn)(p, xj[idx], yj[idx])
+        return jax.tree_util.tree_map(lambda a, da: a - lr * da, p, g), None
+
+    scan = jax.jit(lambda p, idx: jax.lax.scan(step, p, idx)[0])
+    one = jax.jit(lambda p, idx: step(p, idx)[0])
+    state = {"p": params}
+
+    def run(order, start, n_steps, batch_size):
+        idx = order[start:start + n_steps * batch_size]
+        full = len(idx) // batch_size
+        p = state["p"]
+        if full:
+            p = scan(p, jnp.asarray(idx[:full * batch_size].reshape(full, batch_size)))
+        if len(idx) > full * batch_size:
+            p = one(p, jnp.asarray(idx[full * batch_size:]))
+        state["p"] = jax.block_until_ready(p)
+        return -(-len(idx) // batch_size)
+
+    def prepare(order, n_steps, batch_size):
+        saved = state["p"]
+        run(order, 0, n_steps, batch_size)  # compiles this call's shapes
+        state["p"] = saved
+
+    run.prepare, run.calls = prepare, 1
+    return run
 
 
 def load_reference():
@@ -162,9 +262,13 @@ def available_runners(wanted):
         try:
             if kind == "torch":
                 import torch  # noqa: F401
+            elif kind == "jax":
+                import jax  # noqa: F401
+            elif kind == "estimator":
+                import sklearn  # noqa: F401
             elif kind == "reference":
                 load_reference()
-            elif kind not in ("numba", "numpy"):
+            elif kind not in ("fit", "numba", "numpy", "estimator"):
                 raise ValueError(f"unknown runner {kind!r}; choose from {RUNNERS}")
             ok.append(kind)
         except ImportError as e:
