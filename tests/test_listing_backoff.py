@@ -1,6 +1,8 @@
 """Listing ahead on a busy machine (fastnn.backends.jit_listing): the loop's waits back off
 instead of burning a core, and a helper thread that keeps missing steps steps aside."""
 
+import contextlib
+import os
 import threading
 import time
 
@@ -9,7 +11,8 @@ import pytest
 from numba import config, njit
 
 from fastnn.backends import jit_listing as J
-from fastnn.backends.atomics import BACKOFF_SPINS, backoff
+from fastnn.backends.atomics import BACKOFF_SPINS, BACKOFF_YIELDS, backoff
+from fastnn.bench.checks import competing_process
 
 pytestmark = pytest.mark.skipif(config.DISABLE_JIT, reason="waits and threads need compiled code")
 
@@ -84,7 +87,27 @@ def test_the_loop_waits_for_a_slow_helper_without_burning_its_core():
 
 
 def test_backoff_runs_through_its_three_stages():
+    assert backoff(0) == 1 and backoff(BACKOFF_SPINS - 1) == BACKOFF_SPINS  # spinning
+    after = backoff(BACKOFF_SPINS)  # one yield: the next round, or the sleeping stage if another thread ran
+    assert after in (BACKOFF_SPINS + 1, BACKOFF_SPINS + BACKOFF_YIELDS)
     t0 = time.perf_counter()
-    for i in (0, BACKOFF_SPINS, 10**6):  # spin, yield, sleep
-        backoff(i)
-    assert time.perf_counter() - t0 >= 40e-6  # the last one slept (50 us asked)
+    assert backoff(10**6) == 10**6 + 1
+    assert time.perf_counter() - t0 >= 40e-6  # slept (50 us asked)
+
+
+def test_a_yield_that_lets_another_thread_run_moves_on_to_sleeping():
+    # one CPU-bound process per core: a yield hands the core over, and the waiter goes to sleep early
+    with contextlib.ExitStack() as stack:
+        for _ in range(os.cpu_count() or 1):
+            stack.enter_context(competing_process())
+        rounds = _rounds_until_sleeping(BACKOFF_SPINS + BACKOFF_YIELDS)
+    assert rounds < BACKOFF_YIELDS
+
+
+@njit(nogil=True)
+def _rounds_until_sleeping(sleeping):
+    i, rounds = BACKOFF_SPINS, 0
+    while i < sleeping:
+        i = backoff(i)
+        rounds += 1
+    return rounds

@@ -6,8 +6,9 @@
                                         a[i] = expected + 1 if a[i] == expected (compare-and-swap,
                                         acquire-release); whether this call made the change
     spin_pause()                        a hint that the caller is busy-waiting (x86 ``pause``)
-    backoff(i)                          the i-th (0-based) wait of a wait loop: spin, then yield
-                                        the core, then sleep (see ``backoff``)
+    backoff(i) -> int                   one round of a wait loop (``i``: 0 at first, then what the
+                                        previous round returned): spin, then yield the core, then
+                                        sleep (see ``BACKOFF_SPINS``)
 
 ``a`` is a 1-D C-contiguous int64 array; nothing is bounds-checked. Plain Numba loads and
 stores may be merged, hoisted out of a wait loop or reordered with the buffer writes they
@@ -116,17 +117,43 @@ def _sleep_us(typingctx, us):
     return types.void(us), codegen
 
 
-# A waiter spins (reacting within ~0.1 us) while the wait is likely short, then yields its core
-# (~0.3 us a round when nothing else wants the core, so an idle machine still reacts within a
-# microsecond), then sleeps (about 110 us a round with Linux's 50 us timer slack). On a busy
-# machine the yields and sleeps hand the core to whatever else runs, instead of burning it.
+# CLOCK_MONOTONIC's number in <time.h>
+_MONOTONIC = 6 if platform.system() == "Darwin" else 1
+
+
+@intrinsic
+def _now_ns(typingctx):
+    # clock_gettime(CLOCK_MONOTONIC) in ns (a vDSO call on Linux, ~20 ns); 0 where not POSIX
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        if not _POSIX:
+            return ir.Constant(i64, 0)
+        ts = cgutils.alloca_once(builder, ir.LiteralStructType([i64, i64]))  # timespec on 64-bit
+        fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32), ts.type])
+        builder.call(cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime"),
+                     [ir.Constant(ir.IntType(32), _MONOTONIC), ts])
+        zero, one = ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 1)
+        sec = builder.load(builder.gep(ts, [zero, zero]))
+        nsec = builder.load(builder.gep(ts, [zero, one]))
+        return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+
+    return types.int64(), codegen
+
+
+# A waiter spins (reacting within ~0.1 us) while the wait is likely short, then yields its core:
+# a yield that returns at once (~0.3 us) says nothing else wants the core, and the waiter keeps
+# reacting within a microsecond; a yield that took longer than BACKOFF_BUSY_NS says another
+# thread ran meanwhile, and the waiter sleeps from then on (about 110 us a round with Linux's
+# 50 us timer slack), so that on a busy machine it stops competing for a core. (A waiter that
+# only yields stays runnable and takes its share of the core from the work that needs it.)
 BACKOFF_SPINS = 256
 BACKOFF_YIELDS = 1024
+BACKOFF_BUSY_NS = 20_000
 BACKOFF_SLEEP_US = 50
 
 
 def _backoff_interpreted(i):
-    pass
+    return i + 1
 
 
 @njit(cache=True)
@@ -134,9 +161,13 @@ def _backoff(i):
     if i < BACKOFF_SPINS:
         _spin_pause()
     elif i < BACKOFF_SPINS + BACKOFF_YIELDS:
+        t0 = _now_ns()
         _sched_yield()
+        if _now_ns() - t0 > BACKOFF_BUSY_NS:
+            return BACKOFF_SPINS + BACKOFF_YIELDS  # another thread ran: sleep from now on
     else:
         _sleep_us(BACKOFF_SLEEP_US)
+    return i + 1
 
 
 def _load_interpreted(a, i):

@@ -96,8 +96,7 @@ def _take_lists(x, codes, d0, rows, n, s, lists, lists2, sync):
     ready = _ready_flag(s)
     i = 0
     while atomic_load(sync, ready) != s + 1:
-        backoff(i)
-        i += 1
+        i = backoff(i)
     if i > BACKOFF_SPINS:
         _count_miss(sync, s)
     return sync[ready + 1]
@@ -134,8 +133,7 @@ def _list_ahead(x, codes, d0, order, start, batch_size, n_steps, lists, lists2, 
         if s >= n_steps or pos >= n_total:
             return
         if atomic_load(sync, _FINISHED) < s - 1 or not atomic_claim(sync, _CLAIMED, s):
-            backoff(i)
-            i += 1
+            i = backoff(i)
             continue
         i = 0
         n = min(batch_size, n_total - pos)
