@@ -298,7 +298,7 @@ def speed_table(recs):
     from fastnn.bench.report import format_checks, format_table
 
     out = []
-    for name in sorted(recs):
+    for name in sorted(recs, key=lambda n: (bool(recs[n]["settings"].get("busy")), n)):  # quiet runs first
         r = recs[name]
         m, origin, st = r["machine"], r.get("provenance") or {}, r["settings"]
         loads = [c["loadavg"] for c in r["records"] if c.get("loadavg") is not None]
