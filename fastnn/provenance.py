@@ -2,7 +2,8 @@
 
 ``fastnn-train`` stores ``provenance()`` in every ``summary.json``, so a number quoted from a
 run (the README's results tables are generated from such records, see ``benchmarks/results``)
-can be traced to the code that produced it and to the load it was measured under.
+can be traced to the code that produced it, to the load it was measured under and to the
+CPU target and first-layer path the Numba kernels were compiled for.
 """
 
 import os
@@ -49,7 +50,15 @@ def load_average():
         return None
 
 
+def numba_target():
+    """The CPU the Numba kernels compile for and the paths chosen for it
+    (``fastnn.backends.target.Target.as_dict``: cpu, features, arch, lanes, fma, first_layer)."""
+    from .backends.target import TARGET
+
+    return TARGET.as_dict()
+
+
 def provenance():
-    """{commit, cpu, logical_cpus, load_average} of this process's code and machine, now."""
+    """{commit, cpu, logical_cpus, load_average, numba_target} of this process's code and machine, now."""
     return {"commit": git_commit(), "cpu": cpu_model(), "logical_cpus": os.cpu_count(),
-            "load_average": load_average()}
+            "load_average": load_average(), "numba_target": numba_target()}

@@ -135,3 +135,27 @@ def test_busy_starts_and_stops_one_competing_process():
     assert proc.poll() is not None
     with competing_process(False) as proc:
         assert proc is None
+
+
+def test_target_option_runs_each_target_in_its_own_process(tmp_path, capsys, tiny_mnist):
+    """--target: one child process per CPU (here the host only: another CPU would compile cold),
+    its numba/numpy ratios gathered into targets.json; the host's target is in the machine line."""
+    from fastnn.backends.target import TARGET
+    from fastnn.bench import targets
+
+    argv = ["--dataset", "mnist", "--layers", "32", "--batch-sizes", "8", "--limit", "256", "--runners", "numba",
+            "numpy", "--repeats", "1", "--max-seconds", "0.05", "--no-compile", "--peak-size", "0",
+            "--target", "host", "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    result = json.loads((tmp_path / "targets.json").read_text())
+    (row,) = result["targets"]
+    assert row["target"] == "host" and row["numba_target"]["cpu"] == TARGET.cpu
+    assert [r["batch_size"] for r in row["ratios"]] == [8] and row["ratios"][0]["numba_over_numpy"] > 0
+    assert (tmp_path / "host" / "bench.json").exists()
+    assert f"| host ({TARGET.cpu}) | {TARGET.lanes} |" in capsys.readouterr().out
+    assert targets.without_target(["--target", "a", "b", "--x", "1", "--target=c", "--y"]) == ["--x", "1", "--y"]
+    env = targets.target_env("haswell", {"NUMBA_CPU_FEATURES": "+avx2"})
+    assert env["NUMBA_CPU_NAME"] == "haswell" and env["NUMBA_CPU_FEATURES"] == ""
+    assert "NUMBA_CPU_NAME" not in targets.target_env("host", {"NUMBA_CPU_NAME": "haswell"})
+    crashed = targets.format_target_table([targets._row("icelake-server", -4, tmp_path / "none.json")])
+    assert "| icelake-server | killed by SIGILL (the target's instructions do not exist on this CPU) |" in crashed

@@ -143,6 +143,8 @@ def test_train_and_evaluate_end_to_end_on_mnist(tmp_path, capsys):
     origin = summary["provenance"]  # what a recorded result needs to be traced (fastnn.provenance)
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", origin["commit"]) and origin["cpu"] and origin["logical_cpus"] >= 1
     assert len(origin["load_average"]) == 3 and len(origin["load_average_end"]) == 3
+    from fastnn.backends.target import TARGET  # the CPU target and the first-layer path chosen for it
+    assert origin["numba_target"]["cpu"] == TARGET.cpu and origin["numba_target"]["first_layer"] in ("lists", "blas")
     assert summary["history"]["epoch"] == [1] and len(summary["history"]["val_accuracy"]) == 1
     assert summary["epochs"][0]["seconds"] > 0 and summary["epochs"][0]["samples_per_second"] > 0
     assert np.array(summary["confusion_matrix"]).sum() == 10000

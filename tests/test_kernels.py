@@ -115,26 +115,27 @@ def test_sparse_kernels_are_exact_sequential_sums():
     np.testing.assert_array_equal(dW, ref)
 
 
-@pytest.mark.parametrize("width", [128, 64, 16])
+@pytest.mark.parametrize("block", ["wide", "half", "one"])
 @pytest.mark.parametrize("sgd", [False, True], ids=["sum", "sgd"])
-def test_gather_axpy_is_the_fma_chain(width, sgd):
-    """The vector intrinsics equal the scalar k-ordered fma chain bit for bit (and the float64
+def test_gather_axpy_is_the_muladd_chain(block, sgd):
+    """The vector intrinsics equal the scalar k-ordered muladd chain bit for bit (and the float64
     sum to rounding); the SGD variants apply w - lr * sum with that rounding. The first-layer
-    kernels' exactness rests on this."""
+    kernels' exactness rests on this, on every target (fused on FMA CPUs, else not)."""
     from fastnn.backends import numba_sparse as sp, simd
 
+    width = getattr(simd, f"BLOCK_{block.upper()}")
     m, j = width + 21, 5  # an unaligned column offset, columns on both sides left alone
     r = np.random.default_rng(width)
     M = data(50, m, 13)
     idx = r.integers(0, 50, 300).astype(np.int32)  # repeats, any order
     vals = data(1, 300, 14)[0]
-    kernel = getattr(simd, f"gather_axpy{width}" + ("_sgd" if sgd else ""))
+    kernel = getattr(simd, f"gather_axpy_{block}" + ("_sgd" if sgd else ""))
     lr = np.float32(0.37)
     for k0, k1 in [(0, 300), (17, 18), (40, 40), (5, 261)]:
         start = data(3, m, 15)
         out, ref = start.copy(), np.full((3, m), np.nan, np.float32)
         _call_gather(kernel, out, 2, idx, vals, k0, k1, M, j, *((lr,) if sgd else ()))
-        sp._gather_tail(ref, 2, idx, vals, k0, k1, M, j)  # scalar fma chain over columns j:
+        sp._gather_tail(ref, 2, idx, vals, k0, k1, M, j)  # scalar muladd chain over columns j:
         cols = slice(j, j + width)
         expected = start[2, cols] - lr * ref[2, cols] if sgd else ref[2, cols]
         np.testing.assert_array_equal(out[2, cols], expected)
@@ -143,6 +144,22 @@ def test_gather_axpy_is_the_fma_chain(width, sgd):
         np.testing.assert_array_equal(out[2, j + width:], start[2, j + width:])
         exact = vals[k0:k1].astype(np.float64) @ M[idx[k0:k1], cols].astype(np.float64)
         close(ref[2, cols], exact, 1e-5, 1e-4)
+
+
+def test_muladd_is_fused_exactly_where_the_target_has_fma():
+    """muladd's rounding is the target's: one rounding with FMA, two without (never libm's fmaf)."""
+    from numba import njit
+
+    from fastnn.backends import simd
+    from fastnn.backends.target import TARGET
+
+    a = b = np.float32(1 + 2.0 ** -12)
+    c = np.float32(-(1 + 2.0 ** -11))
+    got = njit(lambda a, b, c: simd.muladd(a, b, c))(a, b, c)
+    fused = np.float32(float(a) * float(b) + float(c))  # exact in float64: 2**-24
+    unfused = np.float32(a * b) + c  # the product 1 + 2**-11 + 2**-24 rounds to 1 + 2**-11: 0
+    assert fused != unfused
+    assert got == (fused if TARGET.fma else unfused)
 
 
 def _call_gather(kernel, *args):

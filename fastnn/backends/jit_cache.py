@@ -8,6 +8,10 @@ is defined) puts two cache locators in front of Numba's own; for functions defin
 package they stamp every cache entry with a digest of all the package's ``.py`` files
 besides Numba's own stamp, so any edit here makes every entry of the package stale
 (recompiled on next use, then cached again). Elsewhere Numba's behaviour is unchanged.
+The CPU target needs no stamp of its own: Numba's index already keys every entry by
+the CPU name and features it compiled for (``codegen.magic_tuple``), so each target
+keeps its own entries. Only the first-layer choice (``target.TARGET.first_layer``, which
+``FASTNN_FIRST_LAYER`` can override for the same CPU) joins the stamp.
 Where entries go is Numba's usual choice: ``NUMBA_CACHE_DIR`` if set, else ``__pycache__``.
 
 Saving an entry is made safe for several processes at once (``fastnn.compile_ahead`` compiles
@@ -30,6 +34,8 @@ except ImportError:  # pragma: no cover - Windows: saves stay unlocked (compile_
     fcntl = None
 
 from numba.core import caching
+
+from .target import TARGET
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,7 +67,7 @@ class _PackageStamp:
         return super().from_function(py_func, py_file)
 
     def get_source_stamp(self):
-        return super().get_source_stamp(), _digest(self.package_dir)
+        return super().get_source_stamp(), _digest(self.package_dir), TARGET.first_layer
 
 
 class PackageUserProvidedLocator(_PackageStamp, caching.UserProvidedCacheLocator):

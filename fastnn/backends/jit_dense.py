@@ -17,7 +17,7 @@ from numba import njit
 from .jit_activations import _act
 from .jit_base import _count_nonzero, _prefer_sparse
 from .jit_gemm import gemm_nn, gemm_nt, gemm_tn
-from .numba_sparse import LANES, bucket_dw, csr_alloc, csr_build, csr_forward, csr_rows, sparse_enough
+from .numba_sparse import LIST_CHUNK, bucket_dw, csr_alloc, csr_build, csr_forward, csr_rows, sparse_enough
 
 @njit(cache=True, error_model="numpy")
 def _bias_act_rows(out, b, act):
@@ -46,7 +46,7 @@ def _dense_forward(x, W, b, act, out, split):
     nnz = _count_nonzero(x)
     if sparse_enough(nnz, n, d):  # _prefer_sparse, keeping the count for the list sizes
         # the forward needs only the row lists, sized to the non-zeros
-        rp, ci, cv = np.empty(n + 1, np.int64), np.empty(nnz + LANES, np.int32), np.empty(nnz + LANES, np.float32)
+        rp, ci, cv = np.empty(n + 1, np.int64), np.empty(nnz + LIST_CHUNK, np.int32), np.empty(nnz + LIST_CHUNK, np.float32)
         csr_rows(x, n, rp, ci, cv)
         csr_forward(rp, ci, cv, W, out, n, split)
     else:

@@ -11,17 +11,17 @@ forward product and the weight gradient run over those lists:
                   input is k / 255 (8-bit images, as ``load_dataset`` returns them), a
                   random row is 784 bytes instead of 3136, listed 16 pixels per vector
                   compress without a branch per pixel, and the next rows are prefetched.
-``csr_forward``   out[r] = sum over non-zero t (increasing) of x[r, t] * W[t], 128 columns
-                  at a time held in vector registers across the whole list
-                  (``simd.gather_axpy128``): per non-zero, eight vector loads of W's row
-                  and eight FMAs, and out is stored once.
+``csr_forward``   out[r] = sum over non-zero t (increasing) of x[r, t] * W[t], BLOCK_WIDE
+                  columns (128 with AVX-512, 64 with AVX2) at a time held in vector registers
+                  across the whole list (``simd.gather_axpy_wide``): per non-zero, eight vector
+                  loads of W's row and eight multiply-adds, and out is stored once.
 ``bucket_dw``     dW[t] = sum over rows r of feature t (increasing) of x[r, t] * dz[r]
                   (the same register-blocked gather over dz's rows);
                   optionally fused with plain SGD: W[t] -= lr * dW[t] only for features
                   present in the batch (W - lr * 0 == W), without touching the others.
 
 Exactness: every output element is a sum started at +0 with its terms added one at a
-time in a fixed order (increasing t for the forward, increasing r for dW), whatever the
+time (``simd.muladd``: fused on FMA targets, else product then sum) in a fixed order (increasing t for the forward, increasing r for dW), whatever the
 number of threads or the chunking, so a run is reproducible and the compiled training
 loop equals the step-by-step path bit for bit. Only zero terms are dropped, and adding
 0 * w to such a sum changes nothing while w is finite.
@@ -35,8 +35,10 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .simd import (BLOCK16, BLOCK64, BLOCK128, LANES, gather_axpy16, gather_axpy16_sgd, gather_axpy64,
-                   gather_axpy64_sgd, gather_axpy128, gather_axpy128_sgd, list_nonzero, prefetch_row, thread_count)
+from .simd import (BLOCK_HALF, BLOCK_ONE, BLOCK_WIDE, LIST_CHUNK, gather_axpy_half, gather_axpy_half_sgd,
+                   gather_axpy_one, gather_axpy_one_sgd, gather_axpy_wide, gather_axpy_wide_sgd, list_nonzero, muladd,
+                   prefetch_row, thread_count)
+from .target import TARGET
 
 # Inputs at or below this fraction of non-zeros take the zero-skipping kernels. A term
 # of the list kernels costs more than a BLAS multiply-add (they load W's rows from L2),
@@ -46,7 +48,8 @@ from .simd import (BLOCK16, BLOCK64, BLOCK128, LANES, gather_axpy16, gather_axpy
 # without its SGD pass); a lone 128x784x128 product 280 against 274 us (even). Two
 # threads, 784x1600: 2698 against 3442 us. Raw MNIST is 0.19 non-zero, KMNIST 0.34,
 # ReLU activations ~0.5.
-SPARSE_MAX_DENSITY = 0.45
+# On a target whose first layer is BLAS (narrow vectors, see target.py) no input takes them.
+SPARSE_MAX_DENSITY = 0.45 if TARGET.first_layer == "lists" else -1.0
 # Multiply-adds below which a list kernel stays serial: ~150 us of work at ~36 ps a term.
 # Splitting pays once half the work saves more than the 44 us parallel region, i.e. from
 # ~2.4M terms; at 2**21, MNIST's batch of 128 (2.5M) was split and ran no faster.
@@ -82,7 +85,7 @@ def csr_alloc(n, d):
     entries for ``list_nonzero``'s full-width stores), blen (d,) int64,
     brow (d, n) int32, bval (d, n) float32.
     """
-    return (np.empty(n + 1, np.int64), np.empty(n * d + LANES, np.int32), np.empty(n * d + LANES, np.float32),
+    return (np.empty(n + 1, np.int64), np.empty(n * d + LIST_CHUNK, np.int32), np.empty(n * d + LIST_CHUNK, np.float32),
             np.empty(d, np.int64), np.empty((d, n), np.int32), np.empty((d, n), np.float32))
 
 
@@ -127,7 +130,7 @@ def _list_row_compiled(x, src, ci, cv, nnz):
 
     def vector_compress(x, src, ci, cv, nnz):  # 16 at a time, then the last d % 16
         nnz = list_nonzero(x, src, ci, cv, nnz)
-        return _list_from(x, src, x.shape[1] - x.shape[1] % LANES, ci, cv, nnz)
+        return _list_from(x, src, x.shape[1] - x.shape[1] % LIST_CHUNK, ci, cv, nnz)
 
     return vector_compress
 
@@ -175,7 +178,7 @@ _PREFETCH_ROWS = 3
 def byte_row_length(d):
     """Bytes per row of the codes for d features: d rounded up to whole 16-byte chunks
     (``list_nonzero`` reads 16 at a time)."""
-    return -(-d // LANES) * LANES
+    return -(-d // LIST_CHUNK) * LIST_CHUNK
 
 
 @njit(cache=True, error_model="numpy")
@@ -226,11 +229,10 @@ def csr_build_bytes(codes, d, rows, n, rp, ci, cv, blen, brow, bval):
     return nnz
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@njit(cache=True, error_model="numpy")
 def _gather_tail(out, r, idx, vals, k0, k1, M, j):
     # out[r, j:] = sum over k in [k0, k1) of vals[k] * M[idx[k], j:], for the last
-    # m % 16 columns: the same fma chain as the intrinsics, in plain Numba (not inlined,
-    # so that its own fastmath flags apply).
+    # m % LANES columns: the same muladd chain as the intrinsics, in plain Numba.
     m = M.shape[1]
     zero = np.float32(0)
     for c in range(j, m):
@@ -239,7 +241,7 @@ def _gather_tail(out, r, idx, vals, k0, k1, M, j):
         t = idx[k]
         v = vals[k]
         for c in range(j, m):
-            out[r, c] += v * M[t, c]
+            out[r, c] = muladd(v, M[t, c], out[r, c])
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -247,38 +249,38 @@ def _dw_row(dW, t, idx, vals, k0, k1, dz):
     # dW[t] = sum over k in [k0, k1) of vals[k] * dz[idx[k]], all columns (one feature).
     m = dz.shape[1]
     j = 0
-    while m - j >= BLOCK128:
-        gather_axpy128(dW, t, idx, vals, k0, k1, dz, j)
-        j += BLOCK128
-    if m - j >= BLOCK64:
-        gather_axpy64(dW, t, idx, vals, k0, k1, dz, j)
-        j += BLOCK64
-    while m - j >= BLOCK16:
-        gather_axpy16(dW, t, idx, vals, k0, k1, dz, j)
-        j += BLOCK16
+    while m - j >= BLOCK_WIDE:
+        gather_axpy_wide(dW, t, idx, vals, k0, k1, dz, j)
+        j += BLOCK_WIDE
+    if m - j >= BLOCK_HALF:
+        gather_axpy_half(dW, t, idx, vals, k0, k1, dz, j)
+        j += BLOCK_HALF
+    while m - j >= BLOCK_ONE:
+        gather_axpy_one(dW, t, idx, vals, k0, k1, dz, j)
+        j += BLOCK_ONE
     if j < m:
         _gather_tail(dW, t, idx, vals, k0, k1, dz, j)
 
 
 @njit(cache=True, error_model="numpy")
 def _forward_range(rp, ci, cv, W, out, r0, r1, j0, j1):
-    # out[r0:r1, j0:j1] (j0 a multiple of 128). Column blocks outside, rows inside: a
-    # 128-column block of W (784 x 512 bytes) stays in L2 while every row runs over its
+    # out[r0:r1, j0:j1] (j0 a multiple of BLOCK_WIDE). Column blocks outside, rows inside: a
+    # block of W (AVX-512: 784 x 128 floats) stays in L2 while every row runs over its
     # non-zero list. One loop per block width, each with one intrinsic: a loop over all
     # of them measured 2x slower.
     j = j0
-    while j1 - j >= BLOCK128:
+    while j1 - j >= BLOCK_WIDE:
         for r in range(r0, r1):
-            gather_axpy128(out, r, ci, cv, rp[r], rp[r + 1], W, j)
-        j += BLOCK128
-    if j1 - j >= BLOCK64:
+            gather_axpy_wide(out, r, ci, cv, rp[r], rp[r + 1], W, j)
+        j += BLOCK_WIDE
+    if j1 - j >= BLOCK_HALF:
         for r in range(r0, r1):
-            gather_axpy64(out, r, ci, cv, rp[r], rp[r + 1], W, j)
-        j += BLOCK64
-    while j1 - j >= BLOCK16:
+            gather_axpy_half(out, r, ci, cv, rp[r], rp[r + 1], W, j)
+        j += BLOCK_HALF
+    while j1 - j >= BLOCK_ONE:
         for r in range(r0, r1):
-            gather_axpy16(out, r, ci, cv, rp[r], rp[r + 1], W, j)
-        j += BLOCK16
+            gather_axpy_one(out, r, ci, cv, rp[r], rp[r + 1], W, j)
+        j += BLOCK_ONE
     if j < j1:
         for r in range(r0, r1):
             _gather_tail(out, r, ci, cv, rp[r], rp[r + 1], W, j)
@@ -292,11 +294,11 @@ def _forward_par_rows(rp, ci, cv, W, out, n, chunks):
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def _forward_par_columns(rp, ci, cv, W, out, n, blocks):
-    # One chunk per 128-column block (the last takes the remaining columns): each thread
+    # One chunk per BLOCK_WIDE-column block (the last takes the remaining columns): each thread
     # streams only its own blocks of W, once, instead of all of W once per row chunk.
     m = W.shape[1]
     for c in prange(blocks):
-        _forward_range(rp, ci, cv, W, out, np.int64(0), n, c * BLOCK128, m if c == blocks - 1 else (c + 1) * BLOCK128)
+        _forward_range(rp, ci, cv, W, out, np.int64(0), n, c * BLOCK_WIDE, m if c == blocks - 1 else (c + 1) * BLOCK_WIDE)
 
 
 @njit(cache=True, error_model="numpy")
@@ -307,8 +309,8 @@ def csr_forward(rp, ci, cv, W, out, n, split=True):
     chunks = 1 if split is None else parallel_chunks(n, (rp[n] - rp[0]) * m, PARALLEL_MIN_TERMS)
     if split is None or chunks == 1:
         _forward_range(rp, ci, cv, W, out, np.int64(0), n, np.int64(0), m)
-    elif m >= 2 * BLOCK128:  # wide layers: split W's columns (its blocks stay in one core's L2)
-        _forward_par_columns(rp, ci, cv, W, out, n, m // BLOCK128)
+    elif m >= 2 * BLOCK_WIDE:  # wide layers: split W's columns (its blocks stay in one core's L2)
+        _forward_par_columns(rp, ci, cv, W, out, n, m // BLOCK_WIDE)
     else:
         _forward_par_rows(rp, ci, cv, W, out, n, chunks)
 
@@ -326,33 +328,33 @@ def _dw_range(blen, brow, bval, dz, dW, W, lr, fused, t0, t1):
     cap = brow.shape[1]
     bf, vf = brow.reshape(brow.size), bval.reshape(bval.size)
     j = 0
-    while m - j >= BLOCK128:
+    while m - j >= BLOCK_WIDE:
         for t in range(t0, t1):
             k0, k1 = t * cap, t * cap + blen[t]
             if k1 > k0:
                 if fused:
-                    gather_axpy128_sgd(W, t, bf, vf, k0, k1, dz, j, lr)
+                    gather_axpy_wide_sgd(W, t, bf, vf, k0, k1, dz, j, lr)
                 else:
-                    gather_axpy128(dW, t, bf, vf, k0, k1, dz, j)
-        j += BLOCK128
-    if m - j >= BLOCK64:
+                    gather_axpy_wide(dW, t, bf, vf, k0, k1, dz, j)
+        j += BLOCK_WIDE
+    if m - j >= BLOCK_HALF:
         for t in range(t0, t1):
             k0, k1 = t * cap, t * cap + blen[t]
             if k1 > k0:
                 if fused:
-                    gather_axpy64_sgd(W, t, bf, vf, k0, k1, dz, j, lr)
+                    gather_axpy_half_sgd(W, t, bf, vf, k0, k1, dz, j, lr)
                 else:
-                    gather_axpy64(dW, t, bf, vf, k0, k1, dz, j)
-        j += BLOCK64
-    while m - j >= BLOCK16:
+                    gather_axpy_half(dW, t, bf, vf, k0, k1, dz, j)
+        j += BLOCK_HALF
+    while m - j >= BLOCK_ONE:
         for t in range(t0, t1):
             k0, k1 = t * cap, t * cap + blen[t]
             if k1 > k0:
                 if fused:
-                    gather_axpy16_sgd(W, t, bf, vf, k0, k1, dz, j, lr)
+                    gather_axpy_one_sgd(W, t, bf, vf, k0, k1, dz, j, lr)
                 else:
-                    gather_axpy16(dW, t, bf, vf, k0, k1, dz, j)
-        j += BLOCK16
+                    gather_axpy_one(dW, t, bf, vf, k0, k1, dz, j)
+        j += BLOCK_ONE
     if j < m:
         for t in range(t0, t1):
             k0, k1 = t * cap, t * cap + blen[t]
@@ -389,8 +391,8 @@ def _dw_listed(rp, ci, n, brow, bval, blen, dz, dW):
 @njit(cache=True, error_model="numpy")
 def _sgd_listed(rp, ci, cv, n, brow, blen, dz, dW, W, lr):
     # The SGD step of the rows _dw_listed wrote (see _dw_range). A feature present in
-    # one row only (all of them at batch size 1) has the one-term sum 0 + v * dz[r],
-    # rounded here exactly as the contracted fma(v, dz[r], 0) would round it, so its
+    # one row only (all of them at batch size 1) has the one-term sum muladd(v, dz[r], 0),
+    # the rounded product whether fused or not, as computed here (0 + v * dz[r]), so its
     # gradient row is never stored: one pass instead of two.
     m = W.shape[1]
     zero = np.float32(0)

@@ -1,40 +1,52 @@
 """Numba intrinsics for the zero-skipping kernels: a register-blocked gather-AXPY, a
 vector compress that lists a row's non-zero pixels, a cache prefetch and the thread count.
+Vector width and arithmetic follow the CPU Numba compiles for (``target.TARGET``).
 
-    gather_axpy128(out, r, idx, vals, k0, k1, M, j)
-        out[r, j:j+128] = sum over k in [k0, k1) of vals[k] * M[idx[k], j:j+128]
+    gather_axpy_wide(out, r, idx, vals, k0, k1, M, j)
+        out[r, j:j+BLOCK_WIDE] = sum over k in [k0, k1) of vals[k] * M[idx[k], j:j+BLOCK_WIDE]
 
-with the 128 sums kept in eight 16-lane float32 vector registers for the whole list and
-stored once at the end (``gather_axpy64`` and ``gather_axpy16``: 64 and 16 columns, four
-and one register). The ``_sgd`` variants take a float32 ninth argument ``lr`` and apply
+with the sums kept in eight vector registers of ``LANES`` float32 lanes (16 with AVX-512,
+8 with AVX/AVX2, 4 with SSE/NEON: BLOCK_WIDE = 128, 64 or 32 columns) for the whole list
+and stored once at the end (``gather_axpy_half`` and ``gather_axpy_one``: four and one
+register). The ``_sgd`` variants take a float32 ninth argument ``lr`` and apply
 ``out[r, j:] -= lr * sum`` instead (the rounding of ``w - lr * g`` with g the stored sum: a
-plain SGD step whose gradient is never stored). Each term is one
-``llvm.fma`` per lane, in increasing k, starting from +0: exactly the rounding of the
-scalar loop ``s = 0; for k: s = fma(vals[k], M[idx[k], c], s)``, so it returns the same
-bits as the plain Numba kernels it replaces (which contract ``s + v * w`` to the same fma).
+plain SGD step whose gradient is never stored).
+
+The bit-identity contract: each term is one ``muladd`` per lane, in increasing k, starting
+from +0: ``s = muladd(vals[k], M[idx[k], c], s)``, where ``muladd(a, b, c)`` is the fused
+``fma(a, b, c)`` (one rounding) on a target with an FMA instruction and the separately
+rounded ``c + a * b`` on one without (never libm's ``fmaf``, which is a slow software
+routine there). The scalar ``muladd`` below is the same operation, so the column tails and
+the plain Numba kernels these replace return the same bits as the vector kernels on every
+target; the bits differ between FMA and no-FMA targets (by the rounding of each product).
 
 Why an intrinsic: written in Numba, ``out[r, c] += v * M[t, c]`` reloads and stores
 ``out`` for every term, because LLVM cannot prove that ``out`` and ``M`` do not overlap
 (it adds run-time overlap checks per list instead), and a tuple of 16 scalar
-accumulators is not vectorised either. Here each term costs four vector loads of M
-and FMAs, and the independent accumulation chains cover the FMA latency (eight chains
-measured 7% faster per training step than four at 784-128-64-10, batch 128).
+accumulators is not vectorised either. Here each term costs eight vector loads of M
+and multiply-adds, and the independent accumulation chains cover the FMA latency (eight
+chains measured 7% faster per training step than four at 784-128-64-10, batch 128, AVX-512).
+Eight accumulators plus the broadcast value and a loaded row fit the 16 registers of
+AVX2/SSE without spilling (16 lanes split in two on AVX2 needed 16 accumulators and spilled).
 
 Arguments: ``out`` and ``M`` 2-D float32 arrays with unit column stride (C order),
 ``idx`` 1-D int32, ``vals`` 1-D float32, the rest integers. Nothing is bounds-checked:
 callers guarantee 0 <= k0 <= k1 <= len(idx), 0 <= idx[k] < M.shape[0],
 j + width <= M.shape[1] and the same for ``out``.
 
+    muladd(a, b, c) -> float32
+        a * b + c for float32 scalars with the target's rounding (see above).
+
     list_nonzero(a, src, ci, cv, pos) -> int64
         appends the non-zero entries of a[src, :L] (a 2-D C array, L its row length rounded
-        down to a multiple of 16; the caller lists any rest) to the row lists: for each t
+        down to a multiple of LIST_CHUNK = 16; the caller lists any rest) to the row lists: for each t
         with a[src, t] != 0, in increasing t, ci[p] = t and cv[p] = its value, p counting up
         from ``pos``; returns the p after the last one. ``a`` is float32 (the value as is;
         NaN counts as non-zero) or uint8 pixel codes k (the value k / 255 in float32,
         correctly rounded: the bits of ``BYTE_VALUES[k]``).
-        Sixteen entries per step: one compare, a compress of the indices and of the values
-        (``llvm.experimental.vector.compress``: vpcompressd with AVX-512, expanded by LLVM
-        elsewhere), two full-width stores and a popcount, no per-pixel branch.
+        Sixteen entries per step on every target: one compare, a compress of the indices and
+        of the values (``llvm.experimental.vector.compress``: vpcompressd with AVX-512,
+        expanded by LLVM elsewhere), two full-width stores and a popcount, no per-pixel branch.
         The stores write all 16 lanes, so ci and cv need 16 writable entries past the last
         one listed (``numba_sparse.csr_alloc`` allocates them); those are left undefined.
 
@@ -56,7 +68,11 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-LANES = 16  # float32 lanes of one 512-bit vector (LLVM splits it into two on AVX2)
+from .target import TARGET
+
+LANES = TARGET.lanes  # float32 lanes of one vector register of the target
+FMA = TARGET.fma  # muladd is fused (one rounding) rather than a product and a sum
+LIST_CHUNK = 16  # entries list_nonzero examines per step (one 16-bit mask), on every target
 
 
 def _check_types(out, idx, vals, M):
@@ -78,6 +94,33 @@ def _loop_blocks(builder, name):
     return entry, head, body, done
 
 
+def _muladd_ir(builder, a, b, c):
+    """a * b + c (float32 scalars or vectors) with the target's rounding: ``llvm.fma`` where it
+    is one instruction, else a rounded product and a rounded sum (no fast-math flags, so
+    LLVM may not fuse them either)."""
+    if not FMA:
+        return builder.fadd(c, builder.fmul(a, b))
+    suffix = f"v{a.type.count}f32" if isinstance(a.type, ir.VectorType) else "f32"
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(a.type, [a.type] * 3), f"llvm.fma.{suffix}")
+    return builder.call(fma, [a, b, c])
+
+
+@intrinsic
+def _muladd(typingctx, a, b, c):
+    if not all(t == types.float32 for t in (a, b, c)):
+        raise TypingError(f"muladd takes three float32 scalars; got {a}, {b}, {c}")
+
+    def codegen(context, builder, signature, args):
+        return _muladd_ir(builder, *args)
+
+    return types.float32(a, b, c), codegen
+
+
+def _muladd_interpreted(a, b, c):
+    # NUMBA_DISABLE_JIT: a rounded product and sum (the no-FMA bits; for debugging only)
+    return np.float32(np.float32(a) * np.float32(b)) + np.float32(c)
+
+
 def _make_gather_axpy(n_vec, sgd_step=False):
     width = n_vec * LANES
 
@@ -93,8 +136,6 @@ def _make_gather_axpy(n_vec, sgd_step=False):
                                          for i in (0, 2, 3, 6))
             i64 = ir.IntType(64)
             vec = ir.VectorType(ir.FloatType(), LANES)
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                                                 "llvm.fma.v16f32")
 
             def as_i64(i):
                 return context.cast(builder, args[i], signature.args[i], types.int64)
@@ -129,7 +170,7 @@ def _make_gather_axpy(n_vec, sgd_step=False):
             new = []
             for q in range(n_vec):
                 w = builder.load(vec_ptr(m_a, builder.add(base, ir.Constant(i64, q * LANES))), align=4)
-                new.append(builder.call(fma, [v_all, w, acc[q]]))
+                new.append(_muladd_ir(builder, v_all, w, acc[q]))
             for q in range(n_vec):
                 acc[q].add_incoming(new[q], body)
             k.add_incoming(builder.add(k, ir.Constant(i64, 1)), body)
@@ -158,8 +199,10 @@ def _make_gather_axpy(n_vec, sgd_step=False):
     return intrinsic(impl)
 
 
-#: columns per call of gather_axpy128 / 64 / 16
-BLOCK128, BLOCK64, BLOCK16 = 8 * LANES, 4 * LANES, LANES
+#: vector registers summed per call of gather_axpy_wide / _half / _one
+WIDE, HALF, ONE = 8, 4, 1
+#: columns per call of gather_axpy_wide / _half / _one
+BLOCK_WIDE, BLOCK_HALF, BLOCK_ONE = WIDE * LANES, HALF * LANES, ONE * LANES
 
 
 def _make_interpreted(width, sgd_step=False):
@@ -214,9 +257,9 @@ def _list_nonzero(typingctx, a, src, ci, cv, pos):
     def codegen(context, builder, signature, args):
         rows_a, ci_a, cv_a = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3))
         i64, i32, i16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
-        index_t, value_t = ir.VectorType(i32, LANES), ir.VectorType(ir.FloatType(), LANES)
-        chunk_t = value_t if floats else ir.VectorType(ir.IntType(8), LANES)
-        mask_t = ir.VectorType(ir.IntType(1), LANES)
+        index_t, value_t = ir.VectorType(i32, LIST_CHUNK), ir.VectorType(ir.FloatType(), LIST_CHUNK)
+        chunk_t = value_t if floats else ir.VectorType(ir.IntType(8), LIST_CHUNK)
+        mask_t = ir.VectorType(ir.IntType(1), LIST_CHUNK)
 
         def function(name, result, *arguments):
             return cgutils.get_or_insert_function(builder.module, ir.FunctionType(result, arguments), name)
@@ -228,14 +271,14 @@ def _list_nonzero(typingctx, a, src, ci, cv, pos):
         pos_ = context.cast(builder, args[4], signature.args[4], types.int64)
         row_length = cgutils.unpack_tuple(builder, rows_a.shape)[1]
         row = builder.gep(rows_a.data, [builder.mul(src_, row_length)])
-        lane = ir.Constant(index_t, list(range(LANES)))
-        scale = ir.Constant(value_t, [255.0] * LANES)
+        lane = ir.Constant(index_t, list(range(LIST_CHUNK)))
+        scale = ir.Constant(value_t, [255.0] * LIST_CHUNK)
         zeros = ir.Constant(chunk_t, None)
         entry, head, body, done = _loop_blocks(builder, "list_nonzero")
         t, p = builder.phi(i64), builder.phi(i64)
         t.add_incoming(ir.Constant(i64, 0), entry)
         p.add_incoming(pos_, entry)
-        last = builder.sub(row_length, ir.Constant(i64, LANES))  # whole chunks only: never past the row
+        last = builder.sub(row_length, ir.Constant(i64, LIST_CHUNK))  # whole chunks only: never past the row
         builder.cbranch(builder.icmp_signed("<=", t, last), body, done)
 
         builder.position_at_end(body)
@@ -244,7 +287,7 @@ def _list_nonzero(typingctx, a, src, ci, cv, pos):
         nonzero = builder.fcmp_unordered("!=", chunk, zeros) if floats else builder.icmp_unsigned("!=", chunk, zeros)
         first = builder.insert_element(ir.Constant(index_t, ir.Undefined), builder.trunc(t, i32), ir.Constant(i32, 0))
         features = builder.add(builder.shuffle_vector(first, ir.Constant(index_t, ir.Undefined),
-                                                      ir.Constant(index_t, [0] * LANES)), lane)
+                                                      ir.Constant(index_t, [0] * LIST_CHUNK)), lane)
         # codes: k / 255, rounded once, is BYTE_VALUES[k]
         values = chunk if floats else builder.fdiv(builder.uitofp(chunk, value_t), scale)
         undefined = ir.Constant(index_t, ir.Undefined)
@@ -253,7 +296,7 @@ def _list_nonzero(typingctx, a, src, ci, cv, pos):
         builder.store(builder.call(compress_value, [values, nonzero, ir.Constant(value_t, ir.Undefined)]),
                       builder.bitcast(builder.gep(cv_a.data, [p]), value_t.as_pointer()), align=4)
         listed = builder.zext(builder.call(popcount, [builder.bitcast(nonzero, i16)]), i64)
-        t.add_incoming(builder.add(t, ir.Constant(i64, LANES)), body)
+        t.add_incoming(builder.add(t, ir.Constant(i64, LIST_CHUNK)), body)
         p.add_incoming(builder.add(p, listed), body)
         builder.branch(head)
 
@@ -264,7 +307,7 @@ def _list_nonzero(typingctx, a, src, ci, cv, pos):
 
 
 def _list_nonzero_interpreted(a, src, ci, cv, pos):
-    whole = a.shape[1] - a.shape[1] % LANES
+    whole = a.shape[1] - a.shape[1] % LIST_CHUNK
     t = np.flatnonzero(a[src, :whole])
     ci[pos:pos + len(t)] = t
     v = a[src, t]
@@ -278,9 +321,11 @@ if config.DISABLE_JIT:
 
         return numba.get_num_threads()
 
-    gather_axpy128, gather_axpy64, gather_axpy16 = (_make_interpreted(w) for w in (BLOCK128, BLOCK64, BLOCK16))
-    gather_axpy128_sgd, gather_axpy64_sgd, gather_axpy16_sgd = (_make_interpreted(w, True)
-                                                                for w in (BLOCK128, BLOCK64, BLOCK16))
+    muladd = _muladd_interpreted
+    gather_axpy_wide, gather_axpy_half, gather_axpy_one = (_make_interpreted(w)
+                                                          for w in (BLOCK_WIDE, BLOCK_HALF, BLOCK_ONE))
+    gather_axpy_wide_sgd, gather_axpy_half_sgd, gather_axpy_one_sgd = (_make_interpreted(w, True)
+                                                                      for w in (BLOCK_WIDE, BLOCK_HALF, BLOCK_ONE))
     prefetch_row = _prefetch_row_interpreted
     list_nonzero = _list_nonzero_interpreted
 else:
@@ -297,6 +342,7 @@ else:
         thread_count = _iget_num_threads
     prefetch_row = _prefetch_row
     list_nonzero = _list_nonzero
-    gather_axpy128, gather_axpy64, gather_axpy16 = (_make_gather_axpy(n) for n in (8, 4, 1))
-    gather_axpy128_sgd, gather_axpy64_sgd, gather_axpy16_sgd = (_make_gather_axpy(n, sgd_step=True)
-                                                                for n in (8, 4, 1))
+    muladd = _muladd
+    gather_axpy_wide, gather_axpy_half, gather_axpy_one = (_make_gather_axpy(n) for n in (WIDE, HALF, ONE))
+    gather_axpy_wide_sgd, gather_axpy_half_sgd, gather_axpy_one_sgd = (_make_gather_axpy(n, sgd_step=True)
+                                                                      for n in (WIDE, HALF, ONE))

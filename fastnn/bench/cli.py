@@ -25,7 +25,7 @@ from ..provenance import provenance
 from .checks import competing_process, fresh_checks, train_command
 from .common import BATCH_SIZES, CLOCKS, LR, RUNNERS, SEED
 from .kernels import format_kernel_table, run_kernel_suite
-from .machine import describe_blas, describe_machine, matmul_peak, set_threads, _threading_layer
+from .machine import describe_blas, describe_machine, describe_target, matmul_peak, set_threads, _threading_layer
 from .report import format_checks, format_table, format_train_row, plot_chart
 from .training import compile_times, default_configs, run_training_suite
 
@@ -60,6 +60,10 @@ def parse_args(argv=None):
                    help="skip timing each NumPy baseline again alone in a fresh process (--quick skips it too)")
     p.add_argument("--no-train-row", action="store_true",
                    help="skip the end-to-end fastnn-train row (--quick skips it too)")
+    p.add_argument("--target", nargs="+", metavar="CPU",
+                   help="run the benchmark once per Numba target CPU, each in a fresh process: 'host', or an LLVM "
+                        "CPU name compiled with its own features (haswell, sandybridge, generic, ...), and tabulate "
+                        "numba/numpy per target (targets.json); see fastnn/bench/targets.py")
     p.add_argument("--out", default="bench_results", metavar="DIR",
                    help="folder for bench.json and bench.png, or kernels.json (default: ./bench_results)")
     args = p.parse_args(argv)
@@ -80,6 +84,10 @@ def main(argv=None):
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.target:
+        from .targets import run_targets
+
+        return run_targets(args.target, sys.argv[1:] if argv is None else list(argv), out)
     if args.quick:
         # quick means quick: the cold-compile probe alone takes about a minute
         args.repeats, args.max_seconds, args.no_compile = 1, min(args.max_seconds, 0.5), True
@@ -93,7 +101,8 @@ def main(argv=None):
         configs = default_configs(args.quick)
     machine = describe_machine()
     print(f"machine: {machine['cpu']}, {machine['logical_cpus']} CPUs (SIMD {machine.get('simd')}), {machine['blas']}, "
-          f"numpy {machine['numpy']}, numba {machine['numba']}, torch {machine['torch']}")
+          f"numpy {machine['numpy']}, numba {machine['numba']}, torch {machine['torch']}; "
+          f"numba target {describe_target(machine['numba_target'])}")
     for line in describe_blas(machine["blas_libraries"]):  # every copy: NumPy's, SciPy's (Numba's np.dot) ...
         print(f"BLAS: {line}")
     load = machine["loadavg"]

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from ..backends import blas, threads
-from ..provenance import cpu_model
+from ..provenance import cpu_model, numba_target
 from .common import SEED
 
 
@@ -34,6 +34,14 @@ def describe_blas(libraries):
     """One line per BLAS copy, e.g. ``openblas 0.3.30 (Haswell kernels, pthreads, 2 threads) .../libscipy_openblas.so``."""
     return [f"{lib['internal_api']} {lib['version']} ({lib['architecture']} kernels, {lib['threading_layer']}, "
             f"{lib['num_threads']} threads) {lib['filepath']}" for lib in libraries]
+
+
+def describe_target(target):
+    """The Numba target of ``describe_machine``, e.g. ``haswell (8 float32 lanes, FMA; first layer:
+    zero-skipping lists)``; BLAS where the list kernels would lose to it (see backends/target.py)."""
+    path = "zero-skipping lists" if target["first_layer"] == "lists" else "BLAS"
+    return (f"{target['cpu']} ({target['lanes']} float32 lanes, {'FMA' if target['fma'] else 'no FMA'}; "
+            f"first layer: {path})")
 
 
 def set_threads(n):
@@ -76,6 +84,7 @@ def describe_machine():
         info["simd"] = np.show_config(mode="dicts").get("SIMD Extensions", {}).get("found")
     except Exception:  # older NumPy: no dict mode
         info["simd"] = None
+    info["numba_target"] = numba_target()
     info["blas_libraries"] = blas_libraries()
     info["blas"] = "; ".join(f"{lib['internal_api']} {lib['version']}" for lib in info["blas_libraries"]) or "none found"
     return info

@@ -1,0 +1,136 @@
+"""The CPU that Numba compiles for, and what the kernels make of it: decided once, at import.
+
+Numba compiles for ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` when they are set (the name
+alone keeps the host's features; with ``NUMBA_CPU_FEATURES=`` empty the named CPU's own),
+else for the host. ``TARGET`` asks LLVM, with exactly that CPU name and feature string,
+how it compiles two probe functions, rather than parsing feature names:
+
+``lanes``   float32 lanes of the widest vector register the target uses for a
+            ``<16 x float>`` sum: 16 (zmm: AVX-512), 8 (ymm: AVX, AVX2), else 4 (SSE, NEON).
+            The zero-skipping kernels keep their sums in vectors of this width.
+``fma``     whether ``llvm.fma`` is one instruction (FMA3, FMA4, NEON ``fmla``) rather
+            than a call to libm's ``fmaf``. Decides the arithmetic of every term of a
+            first-layer sum (``simd.muladd``): fused where it is an instruction, else a
+            separately rounded multiply and add (a software ``fmaf`` per term would make
+            the kernels 30-80x slower than NumPy).
+``first_layer``  ``"lists"`` (the zero-skipping kernels over non-zero lists) or ``"blas"``
+            (dense BLAS products, as the NumPy backend): the lists where they beat BLAS,
+            that is with vectors of 8 or more lanes; see ``_first_layer``.
+
+Numba keys its cache index by the same CPU name and features (``magic_tuple``), so each
+target compiles and caches its own kernels. Must not import any kernel module.
+"""
+
+import os
+import re
+from dataclasses import asdict, dataclass
+
+import llvmlite.binding as ll
+from numba.core import config
+
+# Measured on a 2-vCPU AVX-512 VM (benchmarks/README.md, "Other CPUs"): with 4-lane
+# vectors the list kernels lost to BLAS; with 8 lanes, fused or not, they won.
+LIST_MIN_LANES = 8
+
+_PROBE_IR = r"""
+declare <4 x float> @llvm.fma.v4f32(<4 x float>, <4 x float>, <4 x float>)
+
+define <4 x float> @probe_fma(<4 x float> %a, <4 x float> %b, <4 x float> %c) {
+  %r = call <4 x float> @llvm.fma.v4f32(<4 x float> %a, <4 x float> %b, <4 x float> %c)
+  ret <4 x float> %r
+}
+
+define void @probe_width(<16 x float>* %a, <16 x float>* %b) {
+  %x = load <16 x float>, <16 x float>* %a, align 4
+  %y = load <16 x float>, <16 x float>* %b, align 4
+  %s = fadd <16 x float> %x, %y
+  store <16 x float> %s, <16 x float>* %a, align 4
+  ret void
+}
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the kernels compile for. ``cpu``: LLVM's CPU name; ``features``: the feature
+    string Numba passes ('' = the CPU's own); ``arch``: the triple's architecture."""
+
+    cpu: str
+    features: str
+    arch: str
+    lanes: int
+    fma: bool
+    first_layer: str
+
+    def describe(self):
+        """One line for reports, e.g. 'skylake-avx512: 16 lanes, FMA, first layer: lists'."""
+        return (f"{self.cpu}: {self.lanes} lanes, {'FMA' if self.fma else 'no FMA'}, "
+                f"first layer: {self.first_layer}")
+
+    def as_dict(self):
+        d = asdict(self)
+        d["features"] = _feature_summary(self.features)
+        return d
+
+
+def numba_cpu():
+    """(cpu name, feature string) exactly as Numba's JIT codegen chooses them."""
+    name = config.CPU_NAME or ll.get_host_cpu_name()
+    if config.CPU_FEATURES is not None:
+        return name, config.CPU_FEATURES
+    try:  # Numba's own reading (it honours NUMBA_ENABLE_AVX)
+        from numba.core.codegen import get_host_cpu_features
+        return name, get_host_cpu_features()
+    except ImportError:
+        return name, ll.get_host_cpu_features().flatten()
+
+
+def _assembly(cpu, features):
+    ll.initialize_native_target()
+    ll.initialize_native_asmprinter()
+    triple = ll.get_process_triple()
+    machine = ll.Target.from_triple(triple).create_target_machine(cpu=cpu, features=features, opt=2)
+    module = ll.parse_assembly(_PROBE_IR)
+    module.triple = triple
+    module.verify()
+    return triple, machine.emit_assembly(module)
+
+
+def _function(asm, name):
+    # the text of one function of the probe (from its label to the next function's)
+    start = asm.index(f"{name}:")
+    end = asm.find(".Lfunc_end", start)
+    return asm[start:end if end > 0 else None]
+
+
+def _first_layer(lanes, fma):
+    # fma does not enter: unfused multiply-adds cost the same as fused ones per term
+    # (one more instruction, the same vector width); it is the width that pays.
+    return "lists" if lanes >= LIST_MIN_LANES else "blas"
+
+
+def probe(cpu, features):
+    """The ``Target`` LLVM makes of a CPU name and a feature string."""
+    triple, asm = _assembly(cpu, features)
+    width = _function(asm, "probe_width")
+    lanes = 16 if "zmm" in width else 8 if "ymm" in width else 4
+    fused = _function(asm, "probe_fma")
+    fma = "fmaf" not in fused and re.search(r"\bv?fn?madd|\bfmla\b", fused) is not None
+    forced = os.environ.get("FASTNN_FIRST_LAYER", "")
+    if forced not in ("", "lists", "blas"):
+        raise ValueError(f"FASTNN_FIRST_LAYER must be 'lists' or 'blas' (or unset: chosen for the CPU); "
+                         f"got {forced!r}. Unset it to let fastnn choose.")
+    return Target(cpu=cpu, features=features, arch=triple.split("-")[0], lanes=lanes, fma=fma,
+                  first_layer=forced or _first_layer(lanes, fma))
+
+
+def _feature_summary(features):
+    # the vector features worth a report, from a '+a,-b' string ('' = the CPU's own)
+    if not features:
+        return "(the CPU's own)"
+    on = [f[1:] for f in features.split(",") if f.startswith("+")]
+    keep = [f for f in on if re.fullmatch(r"avx512f|avx2|avx|fma4?|sse4\.2|neon|sve2?", f)]
+    return ",".join(keep) or "(none of avx/fma/neon)"
+
+
+TARGET = probe(*numba_cpu())
