@@ -290,20 +290,65 @@ def _list_nonzero(typingctx, a, src, ci, cv, pos):
                                                       ir.Constant(index_t, [0] * LIST_CHUNK)), lane)
         # codes: k / 255, rounded once, is BYTE_VALUES[k]
         values = chunk if floats else builder.fdiv(builder.uitofp(chunk, value_t), scale)
-        undefined = ir.Constant(index_t, ir.Undefined)
-        builder.store(builder.call(compress_index, [features, nonzero, undefined]),
-                      builder.bitcast(builder.gep(ci_a.data, [p]), index_t.as_pointer()), align=4)
-        builder.store(builder.call(compress_value, [values, nonzero, ir.Constant(value_t, ir.Undefined)]),
-                      builder.bitcast(builder.gep(cv_a.data, [p]), value_t.as_pointer()), align=4)
-        listed = builder.zext(builder.call(popcount, [builder.bitcast(nonzero, i16)]), i64)
+        if TARGET.lanes < 16 and TARGET.avx2:
+            after = _left_pack_halves(builder, features, values, nonzero, ci_a.data, cv_a.data, p)
+        else:
+            undefined = ir.Constant(index_t, ir.Undefined)
+            builder.store(builder.call(compress_index, [features, nonzero, undefined]),
+                          builder.bitcast(builder.gep(ci_a.data, [p]), index_t.as_pointer()), align=4)
+            builder.store(builder.call(compress_value, [values, nonzero, ir.Constant(value_t, ir.Undefined)]),
+                          builder.bitcast(builder.gep(cv_a.data, [p]), value_t.as_pointer()), align=4)
+            after = builder.add(p, builder.zext(builder.call(popcount, [builder.bitcast(nonzero, i16)]), i64))
         t.add_incoming(builder.add(t, ir.Constant(i64, LIST_CHUNK)), body)
-        p.add_incoming(builder.add(p, listed), body)
+        p.add_incoming(after, body)
         builder.branch(head)
 
         builder.position_at_end(done)
         return p
 
     return sig, codegen
+
+
+# For each 8-bit mask, the lanes it keeps in increasing order, packed 4 bits per index (lane
+# i in bits 4i..4i+3; the lanes past the count are 0): AVX2's left-pack permutation.
+_LEFT_PACK = [sum(lane << (4 * i) for i, lane in enumerate(b for b in range(8) if mask >> b & 1))
+              for mask in range(256)]
+
+
+def _left_pack_halves(builder, features, values, nonzero, ci, cv, p):
+    """AVX2's replacement for the 16-lane compress of ``list_nonzero``: each half of 8 lanes is
+    packed with one permutation looked up by its mask (``vpermd`` / ``vpermps``), stored whole
+    at ci/cv[p], and p advanced by its popcount. Returns the new p. The same entries, in the
+    same order, as the compress; the 8 stores past the count stay within the 16 spare ones."""
+    i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+    int8_t, float8_t = ir.VectorType(i32, 8), ir.VectorType(ir.FloatType(), 8)
+    module = builder.module
+    table = module.globals.get("fastnn_left_pack") or cgutils.global_constant(
+        module, "fastnn_left_pack", ir.Constant(ir.ArrayType(i32, 256), _LEFT_PACK))
+
+    def function(name, result, *arguments):
+        return cgutils.get_or_insert_function(module, ir.FunctionType(result, arguments), name)
+
+    permd = function("llvm.x86.avx2.permd", int8_t, int8_t, int8_t)
+    permps = function("llvm.x86.avx2.permps", float8_t, float8_t, int8_t)
+    popcount = function("llvm.ctpop.i8", i8, i8)
+    shifts = ir.Constant(int8_t, [4 * i for i in range(8)])
+    for half in range(2):
+        lanes = ir.Constant(ir.VectorType(i32, 8), [8 * half + i for i in range(8)])
+        mask = builder.bitcast(builder.shuffle_vector(nonzero, ir.Constant(nonzero.type, ir.Undefined), lanes), i8)
+        packed = builder.load(builder.gep(table, [ir.Constant(i64, 0), builder.zext(mask, i64)]))
+        splat = builder.shuffle_vector(builder.insert_element(ir.Constant(int8_t, ir.Undefined), packed,
+                                                              ir.Constant(i32, 0)),
+                                       ir.Constant(int8_t, ir.Undefined), ir.Constant(int8_t, [0] * 8))
+        order = builder.and_(builder.lshr(splat, shifts), ir.Constant(int8_t, [7] * 8))
+        part_f = builder.shuffle_vector(features, ir.Constant(features.type, ir.Undefined), lanes)
+        part_v = builder.shuffle_vector(values, ir.Constant(values.type, ir.Undefined), lanes)
+        builder.store(builder.call(permd, [part_f, order]),
+                      builder.bitcast(builder.gep(ci, [p]), int8_t.as_pointer()), align=4)
+        builder.store(builder.call(permps, [part_v, order]),
+                      builder.bitcast(builder.gep(cv, [p]), float8_t.as_pointer()), align=4)
+        p = builder.add(p, builder.zext(builder.call(popcount, [mask]), i64))
+    return p
 
 
 def _list_nonzero_interpreted(a, src, ci, cv, pos):

@@ -13,6 +13,10 @@ how it compiles two probe functions, rather than parsing feature names:
             first-layer sum (``simd.muladd``): fused where it is an instruction, else a
             separately rounded multiply and add (a software ``fmaf`` per term would make
             the kernels 30-80x slower than NumPy).
+``avx2``    whether 8-lane integer vectors and AVX2's lane permutes exist (x86 only):
+            ``simd.list_nonzero`` then packs each 8 pixels with one table look-up and
+            ``vpermd`` (without AVX-512's ``vpcompressd``, LLVM expands a vector compress
+            into one store per lane, which made listing 4x slower than on AVX-512).
 ``first_layer``  ``"lists"`` (the zero-skipping kernels over non-zero lists) or ``"blas"``
             (dense BLAS products, as the NumPy backend): the lists where they beat BLAS,
             that is with vectors of 8 or more lanes; see ``_first_layer``.
@@ -40,6 +44,14 @@ define <4 x float> @probe_fma(<4 x float> %a, <4 x float> %b, <4 x float> %c) {
   ret <4 x float> %r
 }
 
+define void @probe_int8(<8 x i32>* %a, <8 x i32>* %b) {
+  %x = load <8 x i32>, <8 x i32>* %a, align 4
+  %y = load <8 x i32>, <8 x i32>* %b, align 4
+  %s = add <8 x i32> %x, %y
+  store <8 x i32> %s, <8 x i32>* %a, align 4
+  ret void
+}
+
 define void @probe_width(<16 x float>* %a, <16 x float>* %b) {
   %x = load <16 x float>, <16 x float>* %a, align 4
   %y = load <16 x float>, <16 x float>* %b, align 4
@@ -60,6 +72,7 @@ class Target:
     arch: str
     lanes: int
     fma: bool
+    avx2: bool
     first_layer: str
 
     def describe(self):
@@ -116,11 +129,12 @@ def probe(cpu, features):
     lanes = 16 if "zmm" in width else 8 if "ymm" in width else 4
     fused = _function(asm, "probe_fma")
     fma = "fmaf" not in fused and re.search(r"\bv?fn?madd|\bfmla\b", fused) is not None
+    avx2 = triple.startswith(("x86_64", "i686", "i386")) and "ymm" in _function(asm, "probe_int8")
     forced = os.environ.get("FASTNN_FIRST_LAYER", "")
     if forced not in ("", "lists", "blas"):
         raise ValueError(f"FASTNN_FIRST_LAYER must be 'lists' or 'blas' (or unset: chosen for the CPU); "
                          f"got {forced!r}. Unset it to let fastnn choose.")
-    return Target(cpu=cpu, features=features, arch=triple.split("-")[0], lanes=lanes, fma=fma,
+    return Target(cpu=cpu, features=features, arch=triple.split("-")[0], lanes=lanes, fma=fma, avx2=avx2,
                   first_layer=forced or _first_layer(lanes, fma))
 
 
