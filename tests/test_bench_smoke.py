@@ -152,10 +152,17 @@ def test_target_option_runs_each_target_in_its_own_process(tmp_path, capsys, tin
     assert row["target"] == "host" and row["numba_target"]["cpu"] == TARGET.cpu
     assert [r["batch_size"] for r in row["ratios"]] == [8] and row["ratios"][0]["numba_over_numpy"] > 0
     assert (tmp_path / "host" / "bench.json").exists()
-    assert f"| host ({TARGET.cpu}) | {TARGET.lanes} |" in capsys.readouterr().out
+    assert f"| host ({TARGET.cpu}) | {TARGET.lanes} | {'yes' if TARGET.fma else 'no'} |" in capsys.readouterr().out
     assert targets.without_target(["--target", "a", "b", "--x", "1", "--target=c", "--y"]) == ["--x", "1", "--y"]
     env = targets.target_env("haswell", {"NUMBA_CPU_FEATURES": "+avx2"})
     assert env["NUMBA_CPU_NAME"] == "haswell" and env["NUMBA_CPU_FEATURES"] == ""
     assert "NUMBA_CPU_NAME" not in targets.target_env("host", {"NUMBA_CPU_NAME": "haswell"})
+    if TARGET.arch == "x86_64":  # NumPy and OpenBLAS held to the emulated CPU too
+        found = ["X86_V3", "X86_V4", "AVX512_ICL"]
+        assert targets.peer_env("haswell", found) == {"OPENBLAS_CORETYPE": "Haswell",
+                                                      "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL"}
+        assert targets.peer_env("sandybridge", found)["NPY_DISABLE_CPU_FEATURES"] == "X86_V3 X86_V4 AVX512_ICL"
+        assert targets.peer_env("nehalem", found)["OPENBLAS_CORETYPE"] == "Nehalem"
+        assert targets.peer_env("skylake-avx512", found) == {}
     crashed = targets.format_target_table([targets._row("icelake-server", -4, tmp_path / "none.json")])
     assert "| icelake-server | killed by SIGILL (the target's instructions do not exist on this CPU) |" in crashed

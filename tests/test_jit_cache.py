@@ -58,3 +58,4 @@ def test_the_backend_kernels_use_the_package_keyed_locators():
     locator = numba_jit.softmax_nll._cache._impl.locator
     assert isinstance(locator, (jit_cache.PackageUserProvidedLocator, jit_cache.PackageInTreeLocator))
     assert locator.get_source_stamp()[1] == jit_cache.sources_digest()
+    assert locator.get_source_stamp()[2] == jit_cache.TARGET.first_layer  # FASTNN_FIRST_LAYER changes the code

@@ -7,7 +7,7 @@ Holds no kernel of its own; import it before any module with ``prange`` code.
 from numba import njit
 from numba.np.ufunc import parallel as _numba_parallel
 
-from .numba_sparse import sparse_enough
+from .numba_sparse import SPARSE_MAX_DENSITY, sparse_enough
 
 # Start Numba's thread pool now: a cached kernel that calls a parallel one can be loaded
 # from disk before any parallel function is compiled, and then needs the pool's symbols
@@ -45,6 +45,8 @@ def density(a):
 
 @njit(cache=True, error_model="numpy")
 def _prefer_sparse(a):
+    if SPARSE_MAX_DENSITY < 0:  # this CPU's first layer is BLAS (target.py): nothing to count
+        return False
     return sparse_enough(_count_nonzero(a), a.shape[0], a.shape[1])
 
 

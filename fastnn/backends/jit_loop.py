@@ -128,7 +128,7 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
                 nnz = csr_build(a0, rows, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
                 sparse0 = True
         else:
-            if first_dense:
+            if first_dense and SPARSE_MAX_DENSITY >= 0:  # < 0: this CPU's first layer is BLAS (target.py)
                 if listing_ahead:
                     nnz = _take_lists(x, codes, d0, rows, n, s, lists, lists2, sync)
                 else:

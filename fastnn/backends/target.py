@@ -5,9 +5,10 @@ alone keeps the host's features; with ``NUMBA_CPU_FEATURES=`` empty the named CP
 else for the host. ``TARGET`` asks LLVM, with exactly that CPU name and feature string,
 how it compiles two probe functions, rather than parsing feature names:
 
-``lanes``   float32 lanes of the widest vector register the target uses for a
-            ``<16 x float>`` sum: 16 (zmm: AVX-512), 8 (ymm: AVX, AVX2), else 4 (SSE, NEON).
-            The zero-skipping kernels keep their sums in vectors of this width.
+``lanes``   float32 lanes of the vector registers the target uses for a ``<16 x float>``
+            sum (16 over the number of adds it takes): 16 (AVX-512), 8 (AVX, AVX2), 4 (SSE,
+            NEON), 1 (no vector unit). The zero-skipping kernels keep their sums in vectors
+            of this width.
 ``fma``     whether ``llvm.fma`` is one instruction (FMA3, FMA4, NEON ``fmla``) rather
             than a call to libm's ``fmaf``. Decides the arithmetic of every term of a
             first-layer sum (``simd.muladd``): fused where it is an instruction, else a
@@ -18,8 +19,9 @@ how it compiles two probe functions, rather than parsing feature names:
             ``vpermd`` (without AVX-512's ``vpcompressd``, LLVM expands a vector compress
             into one store per lane, which made listing 4x slower than on AVX-512).
 ``first_layer``  ``"lists"`` (the zero-skipping kernels over non-zero lists) or ``"blas"``
-            (dense BLAS products, as the NumPy backend): the lists where they beat BLAS,
-            that is with vectors of 8 or more lanes; see ``_first_layer``.
+            (dense BLAS products, as the NumPy backend): the lists where they were measured
+            to beat BLAS, that is with vectors of 4 or more lanes; see ``_first_layer``.
+            ``FASTNN_FIRST_LAYER=lists|blas`` overrides the choice (for measuring it).
 
 Numba keys its cache index by the same CPU name and features (``magic_tuple``), so each
 target compiles and caches its own kernels. Must not import any kernel module.
@@ -32,9 +34,11 @@ from dataclasses import asdict, dataclass
 import llvmlite.binding as ll
 from numba.core import config
 
-# Measured on a 2-vCPU AVX-512 VM (benchmarks/README.md, "Other CPUs"): with 4-lane
-# vectors the list kernels lost to BLAS; with 8 lanes, fused or not, they won.
-LIST_MIN_LANES = 8
+# The list kernels beat BLAS on every CPU emulated (README, "Other CPUs"), down to 4-lane SSE
+# without FMA: nehalem, NumPy and OpenBLAS held to SSE4.2, MNIST 784-128-64-10, 1 thread,
+# batch 8 / 128: 150k / 180k samples/s on the lists against 50k / 67k with a BLAS first
+# layer (NumPy 36k / 62k). Without vectors (never measured) BLAS is the safe side.
+LIST_MIN_LANES = 4
 
 _PROBE_IR = r"""
 declare <4 x float> @llvm.fma.v4f32(<4 x float>, <4 x float>, <4 x float>)
@@ -117,16 +121,17 @@ def _function(asm, name):
 
 
 def _first_layer(lanes, fma):
-    # fma does not enter: unfused multiply-adds cost the same as fused ones per term
-    # (one more instruction, the same vector width); it is the width that pays.
+    # fma does not enter: an unfused multiply-add costs one more instruction per vector
+    # (sandybridge still ran 3.5x NumPy at batch 8); only a libm fmaf call would lose, and
+    # muladd never makes one.
     return "lists" if lanes >= LIST_MIN_LANES else "blas"
 
 
 def probe(cpu, features):
     """The ``Target`` LLVM makes of a CPU name and a feature string."""
     triple, asm = _assembly(cpu, features)
-    width = _function(asm, "probe_width")
-    lanes = 16 if "zmm" in width else 8 if "ymm" in width else 4
+    adds = len(re.findall(r"^\s*\S*add\S*\s", _function(asm, "probe_width"), re.MULTILINE))
+    lanes = {1: 16, 2: 8, 4: 4, 16: 1}.get(adds, 4)
     fused = _function(asm, "probe_fma")
     fma = "fmaf" not in fused and re.search(r"\bv?fn?madd|\bfmla\b", fused) is not None
     avx2 = triple.startswith(("x86_64", "i686", "i386")) and "ymm" in _function(asm, "probe_int8")

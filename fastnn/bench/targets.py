@@ -8,6 +8,13 @@ AVX2 + FMA; ``sandybridge``: AVX without FMA; ``generic``: x86-64's SSE2; ``skyl
 ``znver3``, ...) compiled with that CPU's own features (``NUMBA_CPU_FEATURES`` empty; the name
 alone would keep the host's). An emulated CPU runs on this one, so its instructions must
 exist here: a newer CPU than the host dies of an illegal instruction (reported, not raised).
+
+NumPy and OpenBLAS choose their kernels from the host's features at run time, so an older
+x86 CPU is emulated for them too (``peer_env``): ``NPY_DISABLE_CPU_FEATURES`` turns off what
+NumPy found beyond that CPU, and ``OPENBLAS_CORETYPE`` picks OpenBLAS's kernels for it
+(Haswell for AVX2 + FMA, Sandybridge for AVX, Nehalem for SSE4.2). Otherwise the NumPy
+baseline would run AVX-512 code against Numba's code for a CPU without it. NumPy 2.4 needs
+x86-64-v2 (SSE4.2), so ``generic`` (SSE2) gets NumPy's x86-64-v2 code: no real CPU.
 """
 
 import json
@@ -21,13 +28,38 @@ from ..atomic import write_text
 
 
 def target_env(name, base=None):
-    """The environment that makes Numba compile for ``name`` ('host': as the machine is)."""
+    """The environment that makes Numba compile for ``name`` ('host': as the machine is), with
+    NumPy and OpenBLAS held to that CPU too (``peer_env``)."""
     env = dict(os.environ if base is None else base)
     if name == "host":
         env.pop("NUMBA_CPU_NAME", None)
         env.pop("NUMBA_CPU_FEATURES", None)
     else:
         env["NUMBA_CPU_NAME"], env["NUMBA_CPU_FEATURES"] = name, ""
+        env.update(peer_env(name))
+    return env
+
+
+def peer_env(name, found=None):
+    """NPY_DISABLE_CPU_FEATURES / OPENBLAS_CORETYPE for an x86 CPU ``name`` compiled with its own
+    features ({} for AVX-512 CPUs and other architectures: nothing to hold back or not known).
+    ``found``: the SIMD features NumPy found here (default: asked)."""
+    from ..backends.target import probe
+
+    target = probe(name, "")
+    if target.lanes == 16 or not target.arch.startswith(("x86", "i686", "i386")):
+        return {}
+    if found is None:
+        import numpy as np
+
+        found = np.show_config(mode="dicts").get("SIMD Extensions", {}).get("found") or []
+    too_new = {"X86_V4"} | ({"X86_V3", "AVX2", "FMA3"} if not (target.avx2 and target.fma) else set()) | (
+        {"AVX", "F16C"} if target.lanes < 8 else set())
+    disable = [f for f in found if f in too_new or "AVX512" in f]
+    env = {"OPENBLAS_CORETYPE": "Haswell" if target.avx2 and target.fma else
+           "Sandybridge" if target.lanes == 8 else "Nehalem"}
+    if disable:
+        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(disable)
     return env
 
 
@@ -82,6 +114,8 @@ def _row(name, returncode, path):
         result = json.loads(path.read_text())
         row["numba_target"] = result["machine"]["numba_target"]
         row["loadavg"] = result["machine"]["loadavg"]
+        row["numpy_simd"] = result["machine"].get("simd")
+        row["blas_kernels"] = sorted({lib.get("architecture") or "?" for lib in result["machine"]["blas_libraries"]})
         row["clock"] = result["settings"]["clock"]
         row["ratios"] = [{"dataset": r["dataset"], "layers": r["layers"], "threads": r["threads"]["numba"],
                           "batch_size": r["batch_size"],
@@ -99,7 +133,7 @@ def format_target_table(rows):
             key = (r["dataset"], tuple(r["layers"]), r["threads"], r["batch_size"])
             if key not in keys:
                 keys.append(key)
-    head = ["target", "lanes", "FMA", "first layer"] + [
+    head = ["target", "lanes", "FMA", "first layer", "NumPy SIMD", "OpenBLAS"] + [
         f"{d} {'-'.join(map(str, l))} {t} thr, batch {b}" for d, l, t, b in keys] + ["load"]
     lines = ["numba/numpy, samples per second (one training epoch, or the timed part of it):", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -113,5 +147,6 @@ def format_target_table(rows):
         cells = [f"{found[k]:.2f}x" if k in found else "" for k in keys]
         load = f"{row['loadavg']:.1f}" if row["loadavg"] is not None else "?"
         lines.append("| " + " | ".join([f"{row['target']} ({t['cpu']})", str(t["lanes"]), "yes" if t["fma"] else "no",
-                                        t["first_layer"]] + cells + [load]) + " |")
+                                        t["first_layer"], " ".join(row["numpy_simd"] or ["baseline"]),
+                                        " ".join(row["blas_kernels"])] + cells + [load]) + " |")
     return "\n".join(lines)
