@@ -10,8 +10,8 @@ besides Numba's own stamp, so any edit here makes every entry of the package sta
 (recompiled on next use, then cached again). Elsewhere Numba's behaviour is unchanged.
 The CPU target needs no stamp of its own: Numba's index already keys every entry by
 the CPU name and features it compiled for (``codegen.magic_tuple``), so each target
-keeps its own entries. Only the first-layer choice (``target.TARGET.first_layer``, which
-``FASTNN_FIRST_LAYER`` can override for the same CPU) joins the stamp.
+keeps its own entries. Only a BLAS first layer (``target.TARGET.first_layer``, which
+``FASTNN_FIRST_LAYER`` can force on any CPU) marks the digest.
 Where entries go is Numba's usual choice: ``NUMBA_CACHE_DIR`` if set, else ``__pycache__``.
 
 Saving an entry is made safe for several processes at once (``fastnn.compile_ahead`` compiles
@@ -67,7 +67,9 @@ class _PackageStamp:
         return super().from_function(py_func, py_file)
 
     def get_source_stamp(self):
-        return super().get_source_stamp(), _digest(self.package_dir), TARGET.first_layer
+        # a BLAS first layer (FASTNN_FIRST_LAYER=blas, or a CPU without vectors) compiles other code
+        blas = "+blas-first-layer" if TARGET.first_layer == "blas" else ""
+        return super().get_source_stamp(), _digest(self.package_dir) + blas
 
 
 class PackageUserProvidedLocator(_PackageStamp, caching.UserProvidedCacheLocator):
