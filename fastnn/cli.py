@@ -259,7 +259,7 @@ def warm_up(model, x, y, batch_size, log=None):
     Returns the seconds it took (mostly compilation on a cold cache).
     """
     from . import compile_ahead
-    from .backends import jit_progress
+    from .backends import get_backend, jit_progress
 
     t0 = time.perf_counter()
     write = log or (lambda *a: None)
@@ -268,11 +268,11 @@ def warm_up(model, x, y, batch_size, log=None):
     twin.build(model.n_features_, model.n_classes_)
     n = min(len(x), 2 * batch_size)
     xs, ys = x[:n], np.minimum(y[:n], model.n_classes_ - 1)
-    from .backends import get_backend
-
-    backend = get_backend("numba")
-    inputs = backend.prepare_inputs(xs)
-    beside = twin._aug()[0] == 0 and backend.loop_on_one_thread(twin.net, batch_size, 2, twin._aug(), inputs)
+    backend, aug = get_backend("numba"), twin._aug()
+    inputs = backend.prepare_inputs(xs) if aug[0] == 0 else None  # as fit passes them
+    steps = math.ceil(n / batch_size)
+    ahead = backend.lists_ahead(twin.net, batch_size, steps, aug, inputs)
+    beside = backend.loop_on_one_thread(twin.net, batch_size, steps, aug, inputs)
     with jit_progress.reporting(write):
         with (compile_ahead.training_loop_beside(twin, xs, ys, batch_size) if beside
               else contextlib.nullcontext()) as helper:
@@ -281,7 +281,8 @@ def warm_up(model, x, y, batch_size, log=None):
             if helper is not None and not here.functions:  # a warm cache: the loop is in it too
                 compile_ahead.stop(helper)
             elif helper is not None:
-                backend.compile_list_ahead(xs, inputs)
+                if ahead:  # the listing-ahead thread's unit, which the helper (one thread) never compiles
+                    backend.compile_list_ahead(xs, inputs)
                 with jit_progress.waiting_for(write, "_train_loop"):
                     helper.wait()
         with warnings.catch_warnings():  # the real run reports a diverging learning rate

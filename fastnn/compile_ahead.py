@@ -18,7 +18,6 @@ is killed when the block is left by an exception (Ctrl-C included).
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,23 +29,14 @@ from .backends import jit_cache
 _CHILD = """
 import json, sys
 import numpy as np
-from fastnn.compile_ahead import _die_with_parent, _train_copy
-_die_with_parent()
+from fastnn.compile_ahead import _train_copy
+from fastnn.sweep_worker import die_with_parent
+die_with_parent(int(sys.argv[3]))
 with open(sys.argv[1]) as f:
     job = json.load(f)
 data = np.load(sys.argv[2])
 _train_copy(job["class"], job["config"], data["x"], data["y"], job["batch_size"])
 """
-
-
-def _die_with_parent():
-    """Linux: this process gets SIGKILL when its parent ends (no orphan compiling on)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
 
 
 def _train_copy(class_name, config, x, y, batch_size):
@@ -80,8 +70,8 @@ def training_loop_beside(model, x, y, batch_size):
         # one Numba thread: no listing ahead, so the loop and its callees are the listing-ahead
         # run's, and the process's own helper thread (listing) is not compiled there
         env = dict(os.environ, NUMBA_NUM_THREADS="1")
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, job, arrays], env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, job, arrays, str(os.getpid())], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             yield proc
             proc.wait()

@@ -277,7 +277,7 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
                          f"pass inputs=prepare_inputs(x)")
     d0 = int(net.spec[0, N_IN])
     lists = _lists(batch_size, d0)
-    ahead = _lists_ahead(net, batch_size, n_steps, aug, inputs)
+    ahead = lists_ahead(net, batch_size, n_steps, aug, inputs)
     lists2, sync = (_lists(batch_size, d0, 1), np.zeros(SYNC_SIZE, np.int64)) if ahead else (lists, _NO_SYNC)
     with contextlib.ExitStack() as stack:
         stack.enter_context(serial_blas())  # the same bits on any thread count (jit_gemm)
@@ -290,14 +290,15 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
                            *switches(net.spec), split_switch(ahead))
 
 
-def _lists_ahead(net, batch_size, n_steps, aug, inputs):
+def lists_ahead(net, batch_size, n_steps, aug, inputs):
+    """Whether ``train_steps`` with these arguments lists ahead on a second thread (``jit_listing``)."""
     return _should_list_ahead(net, batch_size, n_steps, inputs, _small_products(net, batch_size, aug, inputs))
 
 
 def loop_on_one_thread(net, batch_size, n_steps, aug, inputs):
     """Whether ``train_steps`` with these arguments runs its compiled loop on one Numba thread
     (``split_switch`` None: listing ahead, or one thread set), as any one-thread run does."""
-    return split_switch(_lists_ahead(net, batch_size, n_steps, aug, inputs)) is None
+    return split_switch(lists_ahead(net, batch_size, n_steps, aug, inputs)) is None
 
 
 def _buffers(ws):

@@ -52,8 +52,8 @@ from .jit_dropout import dropout_backward, dropout_forward, rng_key, rng_uniform
 from .jit_gemm import SPLIT_MIN_MACS, gemm_nn, gemm_nt, gemm_tn, serial_blas
 from .jit_listing import (LIST_AHEAD_MAX_TERMS, SYNC_SIZE, _should_list_ahead, compile_list_ahead, matmul_lists,
                           matmul_xt_lists)
-from .jit_loop import (BLAS_SERIAL_MAX_MACS, ByteInputs, _small_products, forward, loop_on_one_thread,
-                       prepare_inputs, train_steps)
+from .jit_loop import (BLAS_SERIAL_MAX_MACS, ByteInputs, _small_products, forward, lists_ahead,
+                       loop_on_one_thread, prepare_inputs, train_steps)
 from .jit_loss import log_softmax, softmax_nll, softmax_nll_weighted
 from .jit_matmul import matmul, matmul_blas, matmul_blocked, matmul_sparse_rows, matmul_xt_sparse
 from .jit_optimizers import adam_update, rmsprop_update, sgd_update
@@ -72,7 +72,7 @@ __all__ = ["NAME", "activation_backward", "activation_forward", "adam_update", "
            "softmax_nll_weighted", "train_steps", "train_steps_stepwise", "warmup", "BLAS_SERIAL_MAX_MACS",
            "ByteInputs", "LIST_AHEAD_MAX_TERMS", "PARALLEL_MIN_ELEMENTS", "PARALLEL_MIN_WORK", "SPLIT_MIN_MACS",
            "SYNC_SIZE", "_small_products", "_should_list_ahead", "compile_list_ahead",
-           "loop_on_one_thread"]
+           "lists_ahead", "loop_on_one_thread"]
 
 make_workspace = stepwise.make_workspace
 
