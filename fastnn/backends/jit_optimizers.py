@@ -55,8 +55,8 @@ def _sgd_par(params, grads, velocity, lr, momentum, nesterov, weight_decay, chun
 
 
 @njit(cache=True, error_model="numpy")
-def _elem_chunks(p, split):
-    if split is None or p < PARALLEL_MIN_ELEMENTS:
+def _elem_chunks(p):
+    if p < PARALLEL_MIN_ELEMENTS:
         return 1
     return MAX_CHUNKS
 
@@ -71,7 +71,7 @@ def sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay):
 def _sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay, split):
     # split None: never split across threads (the parallel code is then not compiled)
     lr32, mom, wd = np.float32(lr), np.float32(momentum), np.float32(weight_decay)
-    chunks = _elem_chunks(params.shape[0], split)
+    chunks = _elem_chunks(params.shape[0])
     if split is None or chunks == 1:
         _sgd_range(params, grads, velocity, lr32, mom, nesterov, wd, np.int64(0), params.shape[0])
     else:
@@ -118,7 +118,7 @@ def _rmsprop_update(params, grads, square_avg, momentum_buf, lr, alpha, eps, wei
     # split None: never split across threads (the parallel code is then not compiled)
     a = (np.float32(lr), np.float32(alpha), np.float32(1.0 - alpha), np.float32(eps), np.float32(weight_decay),
          np.float32(momentum))
-    chunks = _elem_chunks(params.shape[0], split)
+    chunks = _elem_chunks(params.shape[0])
     if split is None or chunks == 1:
         _rmsprop_range(params, grads, square_avg, momentum_buf, a[0], a[1], a[2], a[3], a[4], a[5], np.int64(0),
                        params.shape[0])
@@ -160,7 +160,7 @@ def _adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, step,
     b1, omb1 = np.float32(beta1), np.float32(1.0 - beta1)
     b2, omb2 = np.float32(beta2), np.float32(1.0 - beta2)
     eps32, wd = np.float32(eps), np.float32(weight_decay)
-    chunks = _elem_chunks(params.shape[0], split)
+    chunks = _elem_chunks(params.shape[0])
     if split is None or chunks == 1:
         _adam_range(params, grads, m, v, step_size, b1, omb1, b2, omb2, bc2_sqrt, eps32, wd, np.int64(0),
                     params.shape[0])

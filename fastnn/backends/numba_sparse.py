@@ -306,7 +306,7 @@ def csr_forward(rp, ci, cv, W, out, n, split=True):
     """out[:n] = x @ W from the row lists of x (n rows). W (d, m), out (>= n, m) float32.
     ``split``: None never splits across threads (the parallel code is then not compiled)."""
     m = W.shape[1]
-    chunks = 1 if split is None else parallel_chunks(n, (rp[n] - rp[0]) * m, PARALLEL_MIN_TERMS)
+    chunks = parallel_chunks(n, (rp[n] - rp[0]) * m, PARALLEL_MIN_TERMS)
     if split is None or chunks == 1:
         _forward_range(rp, ci, cv, W, out, np.int64(0), n, np.int64(0), m)
     elif m >= 2 * BLOCK_WIDE:  # wide layers: split W's columns (its blocks stay in one core's L2)
@@ -434,7 +434,7 @@ def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz, rp, ci, cv, split=Tru
             _dw_listed(rp, ci, n, brow, bval, blen, dz, dW)
         _sgd_listed(rp, ci, cv, n, brow, blen, dz, dW, W, lr)
         return
-    chunks = 1 if split is None else parallel_chunks(d, nnz * dz.shape[1], PARALLEL_MIN_TERMS)
+    chunks = parallel_chunks(d, nnz * dz.shape[1], PARALLEL_MIN_TERMS)
     if split is None or chunks == 1:
         _dw_range(blen, brow, bval, dz, dW, W, lr, fused, np.int64(0), d)
     else:
