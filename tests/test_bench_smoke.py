@@ -4,7 +4,9 @@ writes JSON and a PNG, and its NumPy baseline and independent reference do the s
 Speed is never asserted here; benchmarks/ holds the measurements.
 """
 
+import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -166,3 +168,42 @@ def test_target_option_runs_each_target_in_its_own_process(tmp_path, capsys, tin
         assert targets.peer_env("skylake-avx512", found) == {}
     crashed = targets.format_target_table([targets._row("icelake-server", -4, tmp_path / "none.json")])
     assert "| icelake-server | killed by SIGILL (the target's instructions do not exist on this CPU) |" in crashed
+
+
+def test_torch_is_skipped_with_a_note_when_it_cannot_be_imported(tmp_path, capsys, monkeypatch, tiny_mnist):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError, as when absent
+    ok, skipped = bench.available_runners(["fit", "torch"])
+    assert ok == ["fit"] and "torch" in skipped["torch"]
+    assert bench.main(["--dataset", "mnist", "--layers", "32", "--batch-sizes", "64", "--limit", "512", "--runners",
+                       "fit", "torch", "--repeats", "1", "--max-seconds", "0.05", "--no-compile", "--peak-size", "0",
+                       "--no-fresh-check", "--no-train-row", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "[skip] torch:" in printed and "fit/torch" not in printed
+    (rec,) = json.loads((tmp_path / "bench.json").read_text())["records"]
+    assert set(rec["results"]) == {"fit"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed (an optional peer)")
+def test_torch_column_trains_as_the_reference_and_gets_its_ratios(tmp_path, capsys, tiny_mnist):
+    """The PyTorch runner does the same SGD as the independent NumPy loop (a fair peer), and the
+    MLP.fit table shows its samples/s, fit/torch, and the goals against it."""
+    x, y = tiny_mnist
+    weights = bench.he_weights([784, 32, 16, 10], seed=3)
+    order = bench.epoch_order(len(x), seed=1)
+    run = bench.make_runner("torch", x, y, weights, lr=0.05)
+    ref = bench.load_reference().ReferenceMLP(weights, lr=0.05)
+    assert run(order, 0, 6, 50) == ref.train_steps(x, y, order, 0, 6, 50) == 6
+    linears = [m for m in run.model if hasattr(m, "weight")]
+    for i, lin in enumerate(linears):
+        np.testing.assert_allclose(lin.weight.detach().numpy().T, ref.W[i], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(lin.bias.detach().numpy(), ref.b[i], rtol=1e-4, atol=1e-5)
+        assert not np.allclose(ref.W[i], weights[i][0])  # both trained
+    assert bench.main(["--dataset", "mnist", "--layers", "128", "64", "--batch-sizes", "8", "--limit", "512",
+                       "--runners", "fit", "torch", "--threads", "1", "--repeats", "1", "--max-seconds", "0.05",
+                       "--no-compile", "--peak-size", "0", "--no-fresh-check", "--no-train-row",
+                       "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| batch | fit samples/s | torch samples/s | fit/torch |" in printed
+    assert "| MNIST 128-64, batch 8, fit/torch | 15x |" in printed
+    (rec,) = json.loads((tmp_path / "bench.json").read_text())["records"]
+    assert rec["results"]["torch"]["samples_per_s"] > 0 and rec["threads"]["torch"] == 1

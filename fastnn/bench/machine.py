@@ -47,7 +47,7 @@ def describe_target(target):
 def set_threads(n):
     """Use ``n`` threads in Numba, every BLAS copy (``backends.threads``) and PyTorch (if imported); returns them."""
     threads.set_threads(n)  # Numba and every BLAS copy, checked against Numba's pool
-    if "torch" in sys.modules:
+    if sys.modules.get("torch") is not None:  # imported (None: an import that failed or was blocked)
         sys.modules["torch"].set_num_threads(n)
     return thread_info()
 
@@ -56,7 +56,7 @@ def thread_info():
     import numba
 
     info = {"numba": numba.get_num_threads(), "numba_pool": numba.config.NUMBA_NUM_THREADS, "blas": blas_threads()}
-    if "torch" in sys.modules:
+    if sys.modules.get("torch") is not None:
         info["torch"] = sys.modules["torch"].get_num_threads()
     return info
 
