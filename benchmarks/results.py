@@ -17,8 +17,9 @@ differs from what the records give (a number typed by hand, or a stale one).
 
 Tables: ``defaults`` (``fastnn-train --layers 128 64`` per data set), ``seeds`` (the seed
 projects' configurations, ``benchmarks/sweeps/seeds.toml``), ``best`` (the accuracy push,
-``benchmarks/sweeps/best.toml``) and ``speed`` (``fastnn-bench`` runs: record its ``--out``
-folder, ``python benchmarks/results.py record speed bench_results --name idle``).
+``benchmarks/sweeps/best.toml``), ``tta`` (time to accuracy: ``benchmarks/time_to_accuracy.py``
+runs, recorded by its ``--record`` or from its ``--out`` file) and ``speed`` (``fastnn-bench`` runs:
+record its ``--out`` folder, ``python benchmarks/results.py record speed bench_results --name idle``).
 """
 
 import argparse
@@ -37,7 +38,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
-TABLES = ("defaults", "seeds", "best", "speed")
+TABLES = ("defaults", "seeds", "best", "tta", "speed")
 DATA_NAMES = {"mnist": "MNIST", "kmnist": "KMNIST"}
 # fastnn-train options a record keeps (the settings a table may quote)
 SETTINGS = ("dataset", "layers", "architecture", "activation", "optimizer", "lr", "momentum", "nesterov",
@@ -115,11 +116,22 @@ def record_from_bench(bench, name):
             "seconds": bench.get("seconds")}
 
 
+def record_tta(rec, records=RECORDS):
+    """Keep one ``benchmarks/time_to_accuracy.py`` record (a dict, already reduced) as
+    ``tta/<its name>.json``; returns the file written."""
+    out = Path(records) / "tta" / f"{rec['name']}.json"
+    _write(out, rec)
+    return out
+
+
 def record(table, path, name=None, config=None, records=RECORDS):
     """Record the run folder ``path`` (it has a summary.json) or every finished run of the sweep
     folder ``path`` (``config``: its TOML, for the runs' meta); for ``speed``, a fastnn-bench
     ``--out`` folder (its bench.json). Returns the files written."""
     path = Path(path)
+    if table == "tta":
+        rec = _read(path)
+        return [record_tta({**rec, "name": name or rec["name"]}, records)]
     if table == "speed":
         bench = path / "bench.json" if path.is_dir() else path
         out = records / table / f"{name or 'bench'}.json"
@@ -293,6 +305,76 @@ def best_table(recs):
     return _md(head, rows, "lrrrrrl") + "\n\n" + _footer(order)
 
 
+def _tta_cell(rec, threshold, base=None):
+    """'12.3 s (epoch 4)', on one thread with its CPU time, or why there is no time. ``base``: the
+    fastnn run on the same threads, for PyTorch's cells: fastnn's speed-up, by CPU time on one
+    thread (steadier on a shared machine), by wall time on more."""
+    if rec is None:
+        return "not run"
+    hit = rec["reached"][f"{threshold:g}"]
+    if hit is None:
+        return f"not reached in {len(rec['epochs'])} epochs, best {pct(rec['best_accuracy'])}%"
+    one = rec["threads"] == 1
+    cell = f"{hit['train_seconds']:.1f} s (epoch {hit['epoch']}" + (f", CPU {hit['cpu_seconds']:.1f} s)" if one else ")")
+    ours = base and base["reached"][f"{threshold:g}"]
+    if ours:
+        key = "cpu_seconds" if one else "train_seconds"
+        cell += f", fastnn {hit[key] / ours[key]:.1f}x faster" + (" (CPU)" if one else "")
+    return cell
+
+
+def _seconds(rec, threshold):
+    """Seconds to ``threshold`` (CPU time on one thread, else wall), or None."""
+    hit = rec["reached"][f"{threshold:g}"]
+    return hit and hit["cpu_seconds" if rec["threads"] == 1 else "train_seconds"]
+
+
+def _fastnn(runs, recipe):
+    """The recipe's fastnn run on 1 thread, else on 2 (they reach each accuracy at the same epoch)."""
+    return runs.get((recipe, "fastnn", 1)) or runs.get((recipe, "fastnn", 2))
+
+
+def tta_table(recs):
+    """Seconds of training to each threshold, per recipe (fastnn's soonest first), on 1 and 2
+    threads, fastnn beside PyTorch; then every run with its load, commit and machine."""
+    thresholds_of = {r["dataset"]: tuple(r["thresholds"]) for r in recs.values()}
+    runs = {(r["recipe"], r["engine"], r["threads"]): r for r in recs.values()}
+    recipes = sorted({r["recipe"] for r in recs.values()})
+    rows = []
+    for dataset in sorted(thresholds_of, key=lambda d: list(DATA_NAMES).index(d) if d in DATA_NAMES else 99):
+        thresholds = thresholds_of[dataset]
+        recipes_here = [rc for rc in recipes if _fastnn(runs, rc) and _fastnn(runs, rc)["dataset"] == dataset]
+        for t in thresholds:
+            def soon(recipe):  # reached first, by fastnn's seconds; then by best accuracy
+                r = _fastnn(runs, recipe)
+                sec = _seconds(r, t)
+                return (0, sec) if sec is not None else (1, -r["best_accuracy"])
+            for i, rc in enumerate(sorted(recipes_here, key=soon)):
+                f1, f2 = runs.get((rc, "fastnn", 1)), runs.get((rc, "fastnn", 2))
+                name = f"**`{rc}`**" if i == 0 and soon(rc)[0] == 0 else f"`{rc}`"
+                rows.append([f"{DATA_NAMES[dataset]} {100 * t:g}%", name, _tta_cell(f1, t), _tta_cell(f2, t),
+                             _tta_cell(runs.get((rc, "torch", 1)), t, f1), _tta_cell(runs.get((rc, "torch", 2)), t, f2)])
+    head = ["test accuracy", "recipe", "fastnn, 1 thread", "fastnn, 2 threads", "PyTorch, 1 thread",
+            "PyTorch, 2 threads"]
+    out = _md(head, rows, "llllll")
+    about = [f"`{rc}`: {next(r['about'] for r in recs.values() if r['recipe'] == rc)}" for rc in recipes]
+    out += ("\n\nThe soonest recipe to each accuracy is in bold (by CPU time on one thread). Recipes: "
+            + "; ".join(about) + ".")
+    run_rows = []
+    for r in sorted(recs.values(), key=lambda r: (r["recipe"], r["engine"], r["threads"])):
+        o = r["provenance"]
+        stop = f", stopped at {100 * max(r['thresholds']):g}%" if r["stopped_early"] else ""
+        run_rows.append([r["recipe"], "PyTorch " + r["versions"]["torch"] if r["engine"] == "torch" else "fastnn",
+                         r["threads"], f"{len(r['epochs'])} of {r['epochs_planned']}{stop}",
+                         f"{pct(r['best_accuracy'])}%", f"{r['train_seconds']:.1f} s / {r['cpu_seconds']:.1f} s",
+                         _load({"provenance": o}), _commits([r])])
+    out += "\n\n" + _md(["recipe", "engine", "threads", "epochs run", "best test accuracy",
+                          "training wall / CPU", "load average", "commit"], run_rows, "llrlrrll")
+    # PyTorch's version is in the engine column: one footer line of versions for every run
+    plain = [{**r, "versions": {k: v for k, v in r["versions"].items() if k != "torch"}} for r in recs.values()]
+    return out + "\n\n" + _footer(sorted(plain, key=lambda r: r["name"]))
+
+
 def speed_table(recs):
     """Every recorded fastnn-bench run (by name): its tables, checks and the machine it ran on."""
     from fastnn.bench.report import format_checks, format_table
@@ -316,7 +398,8 @@ def speed_table(recs):
     return "\n\n".join(out) + f"\n\n*Recorded runs: `benchmarks/results/speed/`.*"
 
 
-RENDER = {"defaults": defaults_table, "seeds": seeds_table, "best": best_table, "speed": speed_table}
+RENDER = {"defaults": defaults_table, "seeds": seeds_table, "best": best_table, "tta": tta_table,
+          "speed": speed_table}
 
 
 # ------------------------------------------------------------------------------ README
@@ -353,7 +436,7 @@ def unbacked_accuracies(text, records):
         prose = _block(table).sub("", prose)
     prose = re.sub(r"<!-- unrecorded[^>]*-->.*?<!-- /unrecorded -->", "", prose, flags=re.S)
     known = {pct(r[k]) for recs in records.values() for r in recs.values()
-             for k in ("test_accuracy", "test_no_tta", "val_accuracy") if r.get(k) is not None}
+             for k in ("test_accuracy", "test_no_tta", "val_accuracy", "best_accuracy") if r.get(k) is not None}
     return [m.group(0) for m in re.finditer(r"(?<![\d.])\d+\.\d\d%", prose) if m.group(0)[:-1] not in known]
 
 

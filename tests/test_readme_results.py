@@ -45,6 +45,9 @@ def test_records_are_traceable(records):
             if table == "speed":
                 _check_speed_record(name, rec)
                 continue
+            if table == "tta":
+                _check_tta_record(name, rec)
+                continue
             origin = rec["provenance"]
             assert len(origin["commit"].split("+")[0]) == 40, name
             assert origin["cpu"] and origin["logical_cpus"] >= 1 and len(origin["load_average"]) == 3, name
@@ -61,6 +64,32 @@ def _check_speed_record(name, rec):
     for cell in rec["records"]:
         assert cell["loadavg"] is not None and cell["threads"]["numba"] in rec["settings"]["threads"], name
         assert all(r["samples_per_s"] > 0 for r in cell["results"].values()), name
+
+
+def _check_tta_record(name, rec):
+    origin = rec["provenance"]
+    assert len(origin["commit"].split("+")[0]) == 40 and origin["cpu"] and origin["logical_cpus"] >= 1, name
+    assert len(origin["load_average"]) == len(origin["load_average_end"]) == 3, name
+    assert rec["threads"] >= 1 and {"fastnn", "numpy", "numba", "python"} <= set(rec["versions"]), name
+    assert rec["engine"] == "fastnn" or "torch" in rec["versions"], name
+    assert rec["n_train"] == 60000 and rec["n_test"] == 10000, name  # real runs, not smoke tests
+    epochs = rec["epochs"]
+    assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1)) and len(epochs) <= rec["epochs_planned"]
+    seconds = [e["train_seconds"] for e in epochs]
+    assert seconds == sorted(seconds) and seconds[-1] == rec["train_seconds"] > 0, name
+    for t in rec["thresholds"]:  # each threshold's epoch is the first at or above it
+        first = next((e for e in epochs if e["test_accuracy"] >= t), None)
+        assert rec["reached"][f"{t:g}"] == first, name
+    assert rec["best_accuracy"] == max(e["test_accuracy"] for e in epochs), name
+
+
+def test_a_changed_time_to_accuracy_is_caught(readme, records):
+    rec = next(r for r in records["tta"].values() if r["engine"] == "fastnn" and any(r["reached"].values()))
+    hit = next(h for h in rec["reached"].values() if h)
+    shown = f"{hit['train_seconds']:.1f} s (epoch {hit['epoch']}"
+    assert shown in readme
+    edited = readme.replace(shown, f"0.1 s (epoch {hit['epoch']}", 1)
+    assert edited != readme and results.render_readme(edited, records) != edited
 
 
 def test_a_changed_speed_number_is_caught(readme, records):
