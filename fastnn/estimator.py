@@ -3,13 +3,14 @@
 Needs scikit-learn (``pip install "fastnn[sklearn]"``): ``from fastnn import MLPClassifier``
 without it raises an ImportError that says so. The parameters, fitted attributes and
 methods are scikit-learn's, with their meanings (stochastic solvers only), plus fastnn's
-own ``backend``, ``dropout``, ``batch_norm``, ``augment`` and ``threads``. Training runs
+own ``backend``, ``dropout``, ``batch_norm``, ``augment``, ``threads`` and ``dtype``. Training runs
 ``fastnn.MLP.fit`` once per ``fit`` (one epoch per ``partial_fit``); a callback applies
 scikit-learn's convergence rule (``tol``, ``n_iter_no_change``) after every epoch.
 
 Where fastnn differs from scikit-learn's own estimator, by design:
 
-* arithmetic is float32 (``coefs_`` are float32), initialisation is fastnn's (He uniform
+* arithmetic is float32 by default (``coefs_`` are float32; ``dtype='float64'`` trains in
+  float64, as scikit-learn does on float64 input, on the NumPy backend), initialisation is fastnn's (He uniform
   before ReLU, Glorot otherwise; zero biases) and a binary problem has a 2-unit softmax
   output (``out_activation_ == "softmax"``, ``coefs_[-1]`` of shape (h, 2));
 * ``alpha`` is applied as weight decay ``alpha / batch_size`` on the gradient, as
@@ -41,8 +42,8 @@ from .backends.threads import limit_threads
 from .callbacks import Callback
 from .model import MLP, augment_vector
 from .optimizers import SGD, Adam
-from .validation import (BACKEND_NAMES, Boolean, Interval, NoneValue, Options, Sizes, UNIT_OPEN, check_params,
-                         check_sample_weight)
+from .validation import (BACKEND_NAMES, Boolean, FloatDType, Interval, NoneValue, Options, Sizes, UNIT_OPEN,
+                         check_backend_dtype, check_params, check_sample_weight, dtype_of)
 
 #: scikit-learn's activation names, and fastnn's own, to fastnn's
 ACTIVATIONS = {"identity": "linear", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
@@ -70,10 +71,11 @@ PARAMS = {
     "beta_2": Interval("real", 0, 1, closed="left"),
     "epsilon": Interval("real", 0, closed="neither"),
     "n_iter_no_change": Interval("int", 1),
-    "backend": Options(*BACKEND_NAMES),
+    "backend": Options("auto", *BACKEND_NAMES),
     "dropout": UNIT_OPEN,
     "batch_norm": Boolean(),
     "threads": [Interval("int", 1), NoneValue()],
+    "dtype": FloatDType(),
 }
 
 
@@ -118,8 +120,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     epsilon : float > 0, default=1e-8
         For ``solver='adam'``.
     n_iter_no_change : int >= 1, default=10
-    backend : {'numba', 'numpy'}, default='numba'
-        fastnn's compiled backend, or its NumPy reference.
+    backend : {'auto', 'numba', 'numpy'}, default='auto'
+        fastnn's compiled backend, or its NumPy reference; 'auto' is 'numba' for float32 and
+        'numpy' for float64 (the compiled kernels are float32 only: 'numba' with
+        ``dtype='float64'`` is an error at ``fit``).
     dropout : float in [0, 1), default=0.0
         Dropout rate after every hidden layer.
     batch_norm : bool, default=False
@@ -128,6 +132,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         On-the-fly augmentation of image rows (see :class:`fastnn.Sequential`).
     threads : int >= 1 or None, default=None
         Threads for Numba and BLAS during ``fit`` and prediction (None: leave them as set).
+    dtype : {'float32', 'float64'} (or np.float32, np.float64), default='float32'
+        What the network trains and predicts in. float64 gives scikit-learn's numerics:
+        weighted rows equal repeated rows to float64 rounding (scikit-learn's
+        ``check_sample_weight_equivalence_*`` pass), for exact comparisons and numerics
+        studies; it runs on the NumPy backend, about 3-7x the time of the float32 default
+        (see the README). ``coefs_``, ``intercepts_`` and ``predict_proba`` follow it.
 
     Attributes
     ----------
@@ -144,7 +154,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     best_loss_ : float or None (None with early stopping)
     validation_scores_ : list of float or None (accuracies; None without early stopping)
     best_validation_score_ : float or None
-    coefs_, intercepts_ : lists of float32 arrays (n_in, n_out) and (n_out,)
+    coefs_, intercepts_ : lists of arrays (n_in, n_out) and (n_out,), of ``dtype``
         Views into the trained network: writing into them changes it.
     n_layers_, n_outputs_, out_activation_ : int, int, 'softmax'
     model_ : fastnn.MLP
@@ -155,8 +165,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, backend="numba", dropout=0.0, batch_norm=False, augment=None,
-                 threads=None):
+                 epsilon=1e-8, n_iter_no_change=10, backend="auto", dropout=0.0, batch_norm=False, augment=None,
+                 threads=None, dtype="float32"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -184,6 +194,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.batch_norm = batch_norm
         self.augment = augment
         self.threads = threads
+        self.dtype = dtype
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -215,10 +226,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         self._check_params()
+        dtype = dtype_of(self.dtype).name
         first = not hasattr(self, "model_") or not (self.warm_start or incremental)
+        if not first and self.model_.dtype != dtype:
+            raise ValueError(f"dtype={dtype!r} differs from the {self.model_.dtype!r} the estimator was fitted in; "
+                             f"continuing (warm_start, partial_fit) keeps the dtype: fit again from scratch "
+                             f"(warm_start=False) to change it")
         y = _check_labels(y, "y")
         X, y = validate_data(self, X, y, reset=first, accept_sparse=True, dtype=(np.float32, np.float64))
-        X = _dense_float32(X)
+        X = _dense(X, dtype)
         check_classification_targets(y)
         if first:
             self.classes_ = classes if classes is not None else unique_labels(y)
@@ -231,13 +247,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         y_idx = _encode(y, self.classes_)
         if isinstance(sample_weight, numbers.Number):  # scikit-learn accepts one weight for all rows
             sample_weight = np.full(len(X), sample_weight)
-        sample_weight = check_sample_weight(sample_weight, "sample_weight", len(X))
+        sample_weight = check_sample_weight(sample_weight, "sample_weight", len(X), dtype)
         rs = check_random_state(self.random_state)
         if first:
             self._start(X.shape[1], seed=int(rs.randint(np.iinfo(np.int32).max)))
         if not incremental:  # scikit-learn starts a fresh optimizer, from the current parameters, on every fit
             self.model_.optimizer = self._optimizer()
-            self.model_.optimizer.build(self.model_.count_params())
+            self.model_.optimizer.build(self.model_.count_params(), dtype)
             self._lr = float(self.learning_rate_init)
 
         X_val = y_val = sw_val = None
@@ -276,6 +292,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self):
         check_params({name: getattr(self, name) for name in PARAMS}, PARAMS)
         augment_vector(self.augment)  # checks the dict's keys and values
+        self._backend()
 
     def _start(self, n_features, seed):
         """Build a fresh network and reset the training record."""
@@ -283,7 +300,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
         self.model_ = MLP(layers=sizes, activation=ACTIVATIONS[self.activation], optimizer=self._optimizer(),
                           dropout=self.dropout, batch_norm=self.batch_norm, augment=self.augment,
-                          backend=self.backend, seed=seed, n_classes=len(self.classes_))
+                          backend=self._backend(), seed=seed, n_classes=len(self.classes_), dtype=self.dtype)
         self.model_.build(n_features, len(self.classes_))
         self.n_layers_, self.n_outputs_, self.out_activation_ = len(sizes) + 2, len(self.classes_), "softmax"
         self.t_, self.loss_curve_, self._no_improvement_count = 0, [], 0
@@ -292,6 +309,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
         else:
             self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
+
+    def _backend(self):
+        """The backend to train on: ``backend``, with 'auto' resolved by ``dtype`` (checked)."""
+        if self.backend == "auto":
+            return "numba" if dtype_of(self.dtype).name == "float32" else "numpy"
+        check_backend_dtype(self.backend, self.dtype)
+        return self.backend
 
     def _optimizer(self):
         if self.solver == "sgd":
@@ -358,16 +382,17 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _input(self, X):
         check_is_fitted(self, "model_")
-        return _dense_float32(validate_data(self, X, reset=False, accept_sparse=True, dtype=(np.float32, np.float64)))
+        X = validate_data(self, X, reset=False, accept_sparse=True, dtype=(np.float32, np.float64))
+        return _dense(X, self.model_.dtype)
 
     def predict_log_proba(self, X):
-        """Log of the class probabilities, float32 (n_samples, n_classes), columns as ``classes_``."""
+        """Log of the class probabilities (n_samples, n_classes) in ``dtype``, columns as ``classes_``."""
         X = self._input(X)
         with self._thread_limit():
             return self.model_.predict_log_proba(X)
 
     def predict_proba(self, X):
-        """Class probabilities, float32 (n_samples, n_classes), columns in the order of ``classes_``."""
+        """Class probabilities (n_samples, n_classes) in ``dtype``, columns in the order of ``classes_``."""
         return np.exp(self.predict_log_proba(X))
 
     def predict(self, X):
@@ -380,12 +405,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     @property
     def coefs_(self):
-        """Weight matrices of the dense layers, float32 (n_in, n_out) views."""
+        """Weight matrices of the dense layers, (n_in, n_out) views in ``dtype``."""
         return self._dense_weights("W")
 
     @property
     def intercepts_(self):
-        """Bias vectors of the dense layers, float32 (n_out,) views."""
+        """Bias vectors of the dense layers, (n_out,) views in ``dtype``."""
         return self._dense_weights("b")
 
     def _dense_weights(self, kind):
@@ -434,9 +459,9 @@ def _encode(y, classes):
     return idx.astype(np.int64)
 
 
-def _dense_float32(X):
-    """X as a writable C-contiguous float32 array (sparse input densified, read-only input copied)."""
+def _dense(X, dtype):
+    """X as a writable C-contiguous array of ``dtype`` (sparse input densified, read-only input copied)."""
     if _sparse.issparse(X):
         X = X.toarray()
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    X = np.ascontiguousarray(X, dtype=dtype)
     return X if X.flags.writeable else X.copy()

@@ -15,7 +15,9 @@ BatchNorm          BatchNormalization (running stats) BatchNorm1d
 
 The ONNX graph takes ``input``, float32 (batch, n_features), the same features
 ``predict`` takes (e.g. pixels / 255), with a dynamic batch dimension, and gives
-``probabilities``, float32 (batch, n_classes). onnx is optional
+``probabilities``, float32 (batch, n_classes); a float64 model (``dtype='float64'``)
+is exported in float64 (ONNX ``double``: input, weights and output), so nothing is
+rounded on the way out. onnx is optional
 (``pip install "fastnn[onnx]"``); the torch state dict needs only NumPy.
 """
 
@@ -62,13 +64,15 @@ def onnx_model(model, opset=OPSET):
     if message:
         raise ImportError(message)
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     from . import __version__
 
     check_value("opset", opset, Interval("int", 13, onnx.defs.onnx_opset_version()))  # 13: Softmax per axis
     layers, weights = _layers_and_weights(model)
     nodes, inits, current = [], [], "input"
+    dtype = np.dtype(model.dtype)
+    elem_type = helper.np_dtype_to_tensor_dtype(dtype)  # FLOAT or DOUBLE
 
     def add(op, inputs, name, **attrs):
         nonlocal current
@@ -77,7 +81,7 @@ def onnx_model(model, opset=OPSET):
 
     for i, layer in enumerate(layers):
         names = [n for n in weights if n.startswith(f"layers.{i}.")]
-        inits += [numpy_helper.from_array(np.ascontiguousarray(weights[n], dtype=np.float32), n) for n in names]
+        inits += [numpy_helper.from_array(np.ascontiguousarray(weights[n], dtype=dtype), n) for n in names]
         if isinstance(layer, L.Dense):
             add("Gemm", names, f"layers.{i}.dense")
         elif isinstance(layer, L.BatchNorm):  # gamma, beta, running_mean, running_var: ONNX's order
@@ -87,12 +91,12 @@ def onnx_model(model, opset=OPSET):
             add(_ACT_OPS[act], [], f"layers.{i}.{act}")
     add("Softmax", [], "probabilities", axis=1)
     graph = helper.make_graph(
-        nodes, "fastnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", model.n_features_])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", model.n_classes_])], inits)
+        nodes, "fastnn", [helper.make_tensor_value_info("input", elem_type, ["batch", model.n_features_])],
+        [helper.make_tensor_value_info("probabilities", elem_type, ["batch", model.n_classes_])], inits)
     opsets = [helper.make_opsetid("", opset)]
     proto = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets),
                               producer_name="fastnn", producer_version=__version__,
-                              doc_string=f"{model!r}: float32 features -> class probabilities")
+                              doc_string=f"{model!r}: {dtype} features -> class probabilities")
     onnx.checker.check_model(proto)
     return proto
 
@@ -102,6 +106,7 @@ def to_onnx(model, path, opset=OPSET):
 
     Input ``input``: float32 (batch, n_features); output ``probabilities``: float32
     (batch, n_classes), the same numbers as ``model.predict_proba`` to float32 rounding.
+    Both are float64 (ONNX ``double``) for a float64 model.
     """
     return write_bytes(path, onnx_model(model, opset).SerializeToString())
 
@@ -133,7 +138,7 @@ def to_torch_state_dict(model):
     its own module; so ``Dense(128, "relu"), Dense(10)`` gives keys ``0.weight``,
     ``0.bias``, ``2.weight``, ``2.bias``. BatchNorm gives ``weight``, ``bias``,
     ``running_mean``, ``running_var`` and ``num_batches_tracked`` (the optimizer's
-    step count). Values are NumPy arrays (float32; int64 for the count): load with
+    step count). Values are NumPy arrays (the model's dtype; int64 for the count): load with
     ``seq.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``, or use
     :func:`to_torch`. The torch model gives logits; apply ``softmax(dim=1)`` for probabilities.
     """
@@ -154,9 +159,10 @@ def to_torch_state_dict(model):
 
 
 def to_torch(model):
-    """A ``torch.nn.Sequential`` (in eval mode) holding the model's weights; needs torch."""
+    """A ``torch.nn.Sequential`` (in eval mode, the model's dtype) holding its weights; needs torch."""
     import torch
 
     seq = torch.nn.Sequential(*(getattr(torch.nn, name)(*args) for name, args in torch_modules(model)))
+    seq = seq.to(getattr(torch, model.dtype))
     seq.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in to_torch_state_dict(model).items()})
     return seq.eval()

@@ -1,6 +1,6 @@
 """Saving and loading models: one zip file holding ``config.json`` + ``weights.npz``.
 
-The format (``FORMAT_VERSION`` 2), like Keras' ``.keras`` files, is a plain zip
+The format (``FORMAT_VERSION`` 3), like Keras' ``.keras`` files, is a plain zip
 archive that any zip tool can open:
 
 ``config.json``
@@ -14,6 +14,10 @@ archive that any zip tool can open:
     ``dataset`` is the data set the model was trained on, as ``model.dataset_``
     holds it (``fastnn-train`` sets it): ``path`` is the directory of a data set
     given by path, null for a named one. ``fastnn-evaluate`` uses it by default.
+``config["dtype"]``
+    ``"float64"`` for a float64 model (``dtype=``), whose arrays below are float64; a
+    float32 model's config has no ``dtype`` (its files are as before), and a file without
+    one loads as float32.
 ``weights.npz``
     Every weight under its dotted name (``layers.0.W`` of shape (n_in, n_out),
     ``layers.0.b``, batch-norm ``gamma``/``beta``/``running_mean``/``running_var``),
@@ -21,7 +25,10 @@ archive that any zip tool can open:
     so that training can resume.
 
 Version 2 added ``"training"`` (where the run stood, for ``fit(initial_epoch=)``)
-and ``"dataset"``; version 1 files still load, with neither record.
+and ``"dataset"``; version 1 files still load, with neither record. Version 3 added
+float64 models: only their files are written as version 3 (so a fastnn from before
+says to upgrade rather than failing on ``dtype``); float32 models are still written
+as version 2.
 
 Loading trusts nothing in the file: every decoder error is a ``ModelFormatError`` naming
 the file, the config is checked field by field, and every array's name, shape and dtype
@@ -45,9 +52,12 @@ import numpy as np
 
 from .atomic import atomic_write
 from .training_state import check_state
+from .validation import BACKEND_NAMES, Options, check_backend_dtype, check_value
 
 FORMAT = "fastnn-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: the version float32 models are written as (their files need nothing version 3 added)
+FLOAT32_FORMAT_VERSION = 2
 #: keys of the ``dataset`` record and their JSON types
 DATASET_KEYS = {"name": str, "path": (str, type(None)), "n_features": int, "n_classes": int, "image_shape": list}
 
@@ -80,7 +90,7 @@ def save_model(model, path):
     path = os.fspath(path)
     config = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FLOAT32_FORMAT_VERSION if model.dtype == "float32" else FORMAT_VERSION,
         "fastnn_version": __version__,
         "class": type(model).__name__,
         "config": model.get_config(),
@@ -164,24 +174,26 @@ def _expected_arrays(config, path, backend=None):
     if config["class"] not in classes:
         raise ModelFormatError(f"{path!r} holds an unknown model class {config['class']!r}; expected one of {sorted(classes)}")
     with _format_errors(path, "an invalid model config"):
-        model_config = dict(config["config"])
-        if backend is not None:
-            model_config["backend"] = backend
-        model = classes[config["class"]].from_config(model_config)
+        model = classes[config["class"]].from_config(dict(config["config"]))
         shapes = model.weight_shapes(config["n_features"], config["n_classes"])
+    if backend is not None:  # the caller's choice, checked as such (not as the file's fault)
+        check_value("backend", backend, Options(*BACKEND_NAMES))
+        check_backend_dtype(backend, model.dtype)
+        model.backend = backend
     names = [name for name, _ in shapes]
     if config["weights"] != names:
         raise ModelFormatError(f"{path!r} does not match its config: it lists weights {config['weights'][:8]}, "
                                f"the config's layers have {names[:8]}")
     n_params = sum(math.prod(shape) for name, shape in shapes if not name.endswith(("running_mean", "running_var")))
-    expected = {name: (shape, np.dtype(np.float32)) for name, shape in shapes}
-    expected.update({name: (shape(n_params), np.dtype(dtype)) for name, (shape, dtype) in OPTIONAL_ARRAYS.items()})
+    expected = {name: (shape, np.dtype(model.dtype)) for name, shape in shapes}
+    expected.update({name: (shape(n_params), np.dtype(model.dtype if dtype is None else dtype))
+                     for name, (shape, dtype) in OPTIONAL_ARRAYS.items()})
     return model, expected
 
 
-#: arrays a file may hold besides the weights: name -> (shape from the parameter count, dtype)
+#: arrays a file may hold besides the weights: name -> (shape from the parameter count, dtype; None: the model's)
 OPTIONAL_ARRAYS = {
-    "optimizer.slots": (lambda n_params: (2, n_params), np.float32),
+    "optimizer.slots": (lambda n_params: (2, n_params), None),
     "optimizer.step": (lambda n_params: (1,), np.int64),
 }
 

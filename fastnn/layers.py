@@ -261,5 +261,5 @@ def initialize(net, seed):
         else:
             limit = np.sqrt(6.0 / (n_in + n_out))
         W, b = S.dense_views(net, r)
-        W[...] = rng.uniform(-limit, limit, size=(n_in, n_out)).astype(np.float32)
+        W[...] = rng.uniform(-limit, limit, size=(n_in, n_out)).astype(W.dtype)  # float32 or float64 models
         b[...] = 0.0

@@ -43,9 +43,9 @@ from .io import model_class, save_model
 from .training_state import make_state, past_history, resume_mismatches, shuffle_stream
 from .optimizers import Optimizer, Schedule, get_optimizer, optimizer_from_config, optimizer_to_config
 from .validation import (
-    ACTIVATION_NAMES, BACKEND_NAMES, FIT_PARAMS, OPTIMIZER_NAMES, SCHEDULE_NAMES, Boolean, InstanceOf,
+    ACTIVATION_NAMES, BACKEND_NAMES, FIT_PARAMS, OPTIMIZER_NAMES, SCHEDULE_NAMES, Boolean, FloatDType, InstanceOf,
     Interval, NoneValue, Options, POSITIVE_INT, Sizes, UNIT_OPEN, check_params, check_sample_weight, check_value,
-    check_x, check_y, combine_weights,
+    check_backend_dtype, check_x, check_y, combine_weights, dtype_of,
 )
 
 #: samples per train_steps call: small enough for a live progress bar, large
@@ -92,23 +92,23 @@ def physical_memory():
         return None
 
 
-def network_bytes(plan):
-    """Bytes a built network of ``plan`` holds: float32 parameters, gradients and two
-    optimizer slots (4 x 4 bytes per parameter), plus batch-norm state."""
+def network_bytes(plan, itemsize=4):
+    """Bytes a built network of ``plan`` holds: parameters, gradients and two optimizer
+    slots (4 x ``itemsize`` bytes per parameter: 4 for float32), plus batch-norm state."""
     n_params = n_state = 0
     for row in plan.rows:  # Python ints: no overflow, however absurd the widths
         if row[0] == "dense":
             n_params += row[1] * row[2] + row[2]
         elif row[0] == "batchnorm":
             n_params, n_state = n_params + 2 * row[1], n_state + 2 * row[1]
-    return 16 * n_params + 4 * n_state
+    return itemsize * (4 * n_params + n_state)
 
 
-def workspace_bytes(plan, batch_size):
+def workspace_bytes(plan, batch_size, itemsize=4):
     """Approximate bytes of a training step's per-batch buffers: activations and their
     gradients for every layer boundary, and the first layer's non-zero lists."""
     n_in = plan.rows[0][1]
-    return 4 * batch_size * (2 * (n_in + sum(plan.widths)) + 2 * n_in)
+    return itemsize * batch_size * (2 * (n_in + sum(plan.widths)) + 2 * n_in)
 
 
 def _size(n_bytes):
@@ -182,6 +182,7 @@ COMMON_PARAMS = {
     "label_smoothing": UNIT_OPEN,
     "backend": Options(*BACKEND_NAMES),
     "seed": Interval("int", 0),
+    "dtype": FloatDType(),
 }
 
 
@@ -213,12 +214,18 @@ class Sequential:
         Threads for Numba and every BLAS copy during ``fit``, ``evaluate`` and ``predict*``
         (each count restored afterwards); None leaves them as they are. A setting of this
         machine, not of the model: not saved. The attribute may be changed at any time.
+    dtype : {'float32', 'float64'} (or np.float32, np.float64)
+        What the network computes and stores in: weights, gradients, optimizer state,
+        inputs (converted once) and the outputs of ``predict*``. float32 (the default) runs
+        on either backend; float64 only on ``backend='numpy'`` (the compiled kernels are
+        float32), several times slower, for numerics studies and exact comparisons with
+        float64 references. Saved with the model.
     """
 
     def __init__(self, layers=None, optimizer="adam", lr=None, weight_decay=0.0, momentum=0.0, schedule=None,
-                 label_smoothing=0.0, augment=None, backend=DEFAULT_BACKEND, seed=0, threads=None):
+                 label_smoothing=0.0, augment=None, backend=DEFAULT_BACKEND, seed=0, threads=None, dtype="float32"):
         self._set_common(optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed, augment,
-                         threads)
+                         threads, dtype)
         layers = list(layers or [])
         for i, layer in enumerate(layers):
             if not isinstance(layer, L.Layer):
@@ -226,9 +233,11 @@ class Sequential:
         self.layers = layers
 
     def _set_common(self, optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed,
-                    augment=None, threads=None):
+                    augment=None, threads=None, dtype="float32"):
         check_params(dict(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, schedule=schedule,
-                          label_smoothing=label_smoothing, backend=backend, seed=seed), COMMON_PARAMS)
+                          label_smoothing=label_smoothing, backend=backend, seed=seed, dtype=dtype), COMMON_PARAMS)
+        self.dtype = dtype_of(dtype).name
+        check_backend_dtype(backend, self.dtype)
         extra = {"momentum": momentum} if optimizer in ("sgd", "rmsprop") else {}
         self.optimizer = get_optimizer(optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule, **extra)
         self.label_smoothing, self.backend, self.seed = float(label_smoothing), backend, int(seed)
@@ -280,10 +289,10 @@ class Sequential:
         layers, plan = self._plan(n_features, n_classes)
         check_memory(network_bytes(plan), f"a network of layer widths {plan.widths} on {n_features} inputs",
                      "use narrower or fewer layers")
-        self.plan, self.net = plan, S.allocate(plan.rows)
+        self.plan, self.net = plan, S.allocate(plan.rows, self.dtype)
         self.training_state = None
         L.initialize(self.net, self.seed)
-        self.optimizer.build(len(self.net.params))
+        self.optimizer.build(len(self.net.params), self.dtype)
         self._entries = L.param_entries(layers, plan, self.net)
         self.n_features_, self.n_classes_ = int(n_features), int(plan.n_out)
         return self
@@ -333,7 +342,8 @@ class Sequential:
         """Unpickled buffers become fresh, aligned, writable copies: a copy made with
         ``joblib.load(mmap_mode="r")`` holds read-only memory maps, which compiled code
         must not be given."""
-        state.setdefault("threads", None)  # pickled before models had it
+        state.setdefault("threads", None)  # pickled before models had them
+        state.setdefault("dtype", "float32")
         self.__dict__.update(state)
         if self.net is not None:
             self.net = S.NetBuffers(*(_writable_copy(a) for a in self.net))
@@ -359,7 +369,7 @@ class Sequential:
 
         Parameters
         ----------
-        x : array of shape (n, d), real numeric (converted once to float32)
+        x : array of shape (n, d), real numeric (converted once to the model's dtype)
         y : array of shape (n,), integer class ids in [0, n_classes)
         epochs, batch_size : int >= 1
             ``epochs`` is the index of the last epoch (as in Keras), not a count from
@@ -398,6 +408,7 @@ class Sequential:
         """
         check_params(dict(epochs=epochs, batch_size=batch_size, validation_split=validation_split, shuffle=shuffle,
                           seed=seed, verbose=verbose, initial_epoch=initial_epoch), FIT_PARAMS)
+        check_backend_dtype(self.backend, self.dtype)  # the attribute may have been changed since
         if initial_epoch > epochs:
             raise ValueError(f"initial_epoch must be at most epochs ({epochs}), got {initial_epoch}; epochs is the "
                              f"index of the last epoch, so to train 2 more epochs after {initial_epoch} pass "
@@ -406,10 +417,10 @@ class Sequential:
         for i, cb in enumerate(callbacks):
             check_value(f"callbacks[{i}]", cb, InstanceOf(Callback, "fastnn.callbacks.Callback"))
         # checked once per data set, not once per call (fastnn.prepared: the rule for reuse)
-        data = prepared.prepare(x, "x", self.n_features_, check_x, _raw_pixel_peak)
+        data = prepared.prepare(x, "x", self.n_features_, check_x, _raw_pixel_peak, self.dtype)
         x = data.x
         y = check_y(y, "y", len(x), self.n_classes_)
-        sample_weight = check_sample_weight(sample_weight, "sample_weight", len(x))  # before any building
+        sample_weight = check_sample_weight(sample_weight, "sample_weight", len(x), self.dtype)  # before any building
         w_val = None
         _warn_raw_pixels(data.raw_pixels)
         if validation_data is not None:
@@ -418,10 +429,11 @@ class Sequential:
                 got += f" of length {len(validation_data)}" if isinstance(validation_data, (tuple, list)) else ""
                 raise ValueError(f"validation_data must be a tuple (x_val, y_val) or (x_val, y_val, "
                                  f"sample_weight_val), got {got}")
-            x_val = prepared.prepare(validation_data[0], "validation_data x", x.shape[1], check_x, lambda _: None).x
+            x_val = prepared.prepare(validation_data[0], "validation_data x", x.shape[1], check_x, lambda _: None,
+                                     self.dtype).x
             y_val = check_y(validation_data[1], "validation_data y", len(x_val), self.n_classes_)
             if len(validation_data) == 3:
-                w_val = check_sample_weight(validation_data[2], "validation_data sample_weight", len(x_val))
+                w_val = check_sample_weight(validation_data[2], "validation_data sample_weight", len(x_val), self.dtype)
             n_train = len(x)
         elif validation_split > 0:
             n_val = int(len(x) * validation_split)
@@ -440,10 +452,11 @@ class Sequential:
             if y_val is not None:
                 y_val = check_y(y_val, "validation y", len(y_val), self.n_classes_)
         # None without weights: train_steps then takes its unweighted (default) path
-        weights = combine_weights(sample_weight, class_weight, y, self.n_classes_)
+        weights = combine_weights(sample_weight, class_weight, y, self.n_classes_, self.dtype)
         weighted = {} if weights is None else {"sample_weight": weights}
 
-        check_memory(network_bytes(self.plan) + workspace_bytes(self.plan, batch_size),
+        itemsize = np.dtype(self.dtype).itemsize
+        check_memory(network_bytes(self.plan, itemsize) + workspace_bytes(self.plan, batch_size, itemsize),
                      f"training with batch_size={batch_size} (layer widths {self.plan.widths})",
                      "use a smaller batch_size or narrower layers")
         history = History()
@@ -600,14 +613,15 @@ class Sequential:
     # inference ---------------------------------------------------------------
 
     def _inference_input(self, x, batch_size):
-        """x checked and converted (float32, C order) for ``_forward``."""
+        """x checked and converted (the model's dtype, C order) for ``_forward``."""
         self._require_built()
         check_value("batch_size", batch_size, POSITIVE_INT)
-        return check_x(x, "x", self.n_features_)
+        check_backend_dtype(self.backend, self.dtype)
+        return check_x(x, "x", self.n_features_, self.dtype)
 
     def _forward(self, x, batch_size):
         batch_size = max(1, min(batch_size, len(x)))  # workspaces are sized by the batch: none for absent rows
-        out = np.empty((len(x), self.n_classes_), dtype=np.float32)
+        out = np.empty((len(x), self.n_classes_), dtype=self.dtype)
         get_backend(self.backend).forward(x, self.net, out, batch_size)
         return out
 
@@ -621,7 +635,7 @@ class Sequential:
 
     @_on_model_threads
     def predict_proba(self, x, batch_size=EVAL_BATCH, tta=0, tta_augment=None, seed=0):
-        """Class probabilities, float32 (n, n_classes) (inference mode: no dropout,
+        """Class probabilities (n, n_classes) in the model's dtype (inference mode: no dropout,
         batch norm with running statistics).
 
         ``tta`` (int >= 0): test-time augmentation. Also classify ``tta`` randomly augmented
@@ -645,11 +659,11 @@ class Sequential:
         for view in range(tta):  # views of checked rows are finite float32 already: no re-check
             get_backend(self.backend).augment_rows(x, rows, height, width, aug, seed, view, views)
             total += self._probabilities(self._forward(views, batch_size))
-        return (total / (tta + 1)).astype(np.float32)
+        return (total / (tta + 1)).astype(self.dtype)
 
     @_on_model_threads
     def predict_log_proba(self, x, batch_size=EVAL_BATCH):
-        """Log class probabilities, float32 (n, n_classes): the log-softmax of the logits,
+        """Log class probabilities (n, n_classes), the model's dtype: the log-softmax of the logits,
         accurate where ``log(predict_proba(x))`` would underflow to -inf."""
         logits = self._logits(x, batch_size)
         logp = np.empty_like(logits)
@@ -680,7 +694,7 @@ class Sequential:
         else:
             logits = self._logits(x, batch_size)
         y = check_y(y, "y", len(logits), self.n_classes_)
-        w = check_sample_weight(sample_weight, "sample_weight", len(y))
+        w = check_sample_weight(sample_weight, "sample_weight", len(y), self.dtype)
         dlogits = np.empty_like(logits)
         backend = get_backend(self.backend)
         if w is None:
@@ -693,9 +707,10 @@ class Sequential:
     # description -------------------------------------------------------------
 
     def _config_common(self):
+        # dtype only when float64: float32 configs (and files) stay as they were
         return {"optimizer": optimizer_to_config(self.optimizer), "label_smoothing": self.label_smoothing,
                 "augment": self.augment,
-                "backend": self.backend, "seed": self.seed}
+                "backend": self.backend, "seed": self.seed, **({} if self.dtype == "float32" else {"dtype": self.dtype})}
 
     def get_config(self):
         """JSON-serialisable constructor arguments (layers, optimizer ...)."""
@@ -716,7 +731,8 @@ class Sequential:
         """Print (and return) a table of layers, output widths and parameter counts."""
         self._require_built()
         layers = self._layers_for(self.n_classes_)
-        lines = [f"{type(self).__name__}: {self.n_features_} inputs -> {self.n_classes_} classes, backend={self.backend}",
+        lines = [f"{type(self).__name__}: {self.n_features_} inputs -> {self.n_classes_} classes, backend={self.backend}"
+                 + ("" if self.dtype == "float32" else f", dtype={self.dtype}"),
                  f"{'#':>3}  {'layer':<34} {'output':>8} {'params':>10}"]
         for i, layer in enumerate(layers):
             n = sum(v.size for name, v in self._entries if name.startswith(f"layers.{i}.") and not name.endswith(("running_mean", "running_var")))
@@ -774,7 +790,7 @@ class MLP(Sequential):
         Dropout rate after every hidden layer (0: none).
     batch_norm : bool
         Batch normalisation before each hidden activation.
-    optimizer, lr, weight_decay, momentum, schedule, label_smoothing, augment, backend, seed, threads
+    optimizer, lr, weight_decay, momentum, schedule, label_smoothing, augment, backend, seed, threads, dtype
         As for :class:`Sequential`.
     n_classes : int or None
         Output width; None infers it from the labels on the first ``fit``.
@@ -782,12 +798,12 @@ class MLP(Sequential):
 
     def __init__(self, layers=(128, 64), activation="relu", optimizer="adam", lr=None, weight_decay=0.0,
                  momentum=0.0, dropout=0.0, batch_norm=False, schedule=None, label_smoothing=0.0, augment=None,
-                 backend=DEFAULT_BACKEND, seed=0, n_classes=None, threads=None):
+                 backend=DEFAULT_BACKEND, seed=0, n_classes=None, threads=None, dtype="float32"):
         check_params(dict(layers=layers, activation=activation, dropout=dropout, batch_norm=batch_norm, n_classes=n_classes),
                      {"layers": Sizes(allow_empty=True), "activation": Options(*ACTIVATION_NAMES),
                       "dropout": UNIT_OPEN, "batch_norm": Boolean(), "n_classes": [Interval("int", 2), NoneValue()]})
         self._set_common(optimizer, lr, weight_decay, momentum, schedule, label_smoothing, backend, seed, augment,
-                         threads)
+                         threads, dtype)
         self.hidden_units = tuple(int(u) for u in layers)
         self.activation, self.dropout, self.batch_norm = activation, float(dropout), bool(batch_norm)
         self.n_classes = n_classes
@@ -836,4 +852,5 @@ class MLP(Sequential):
 
     def __repr__(self):
         return (f"MLP(layers={list(self.hidden_units)}, activation={self.activation!r}, dropout={self.dropout}, "
-                f"batch_norm={self.batch_norm}, optimizer={self.optimizer!r}, backend={self.backend!r})")
+                f"batch_norm={self.batch_norm}, optimizer={self.optimizer!r}, backend={self.backend!r}"
+                + ("" if self.dtype == "float32" else f", dtype={self.dtype!r}") + ")")

@@ -208,9 +208,9 @@ class Optimizer:
         """The (4,) float64 hyperparameter vector the backend expects for this optimizer."""
         raise NotImplementedError
 
-    def build(self, n_params):
-        """Allocate (or reset) the state buffers for ``n_params`` parameters."""
-        self.buffers = S.OptBuffers(self.code, self.hparams(), S.aligned_zeros((2, n_params), np.float32), np.zeros(1, np.int64))
+    def build(self, n_params, dtype=np.float32):
+        """Allocate (or reset) the state buffers for ``n_params`` parameters of ``dtype`` (the model's)."""
+        self.buffers = S.OptBuffers(self.code, self.hparams(), S.aligned_zeros((2, n_params), dtype), np.zeros(1, np.int64))
         return self.buffers
 
     def reset(self):

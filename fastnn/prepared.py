@@ -1,6 +1,6 @@
 """Per-data-set preparation, paid once per data set instead of once per ``fit`` call.
 
-Before training, ``fit`` checks ``x`` (converts it to C-contiguous float32 and scans it for
+Before training, ``fit`` checks ``x`` (converts it to C-contiguous float32, or the model's float64, and scans it for
 NaN/inf), looks whether it holds raw 0-255 pixels (for a warning), and lets the backend
 precompute what it trains faster from (``prepare_inputs``: the Numba backend's one-byte
 pixel codes). On MNIST's 60,000 x 784 that is about 130 ms, a quarter of a batch-128 epoch;
@@ -12,7 +12,8 @@ The rule (when a cached preparation is reused)
 A preparation is reused for ``x`` when all of these hold:
 
 * it is the same ``ndarray`` object (held by weak reference, so a new array that happens to
-  get a freed array's ``id`` never matches, and the entry goes when the array does);
+  get a freed array's ``id`` never matches, and the entry goes when the array does), prepared
+  for the same training dtype (a float32 and a float64 model each have their own entry);
 * with the same shape, dtype, strides and data address (a resize or a new buffer misses);
 * and the same fingerprint of its values: every byte of arrays up to ``FULL_HASH_BYTES``,
   else ``SAMPLE_ROWS`` whole rows spread evenly over the array plus ``SAMPLE_VALUES`` values
@@ -45,7 +46,7 @@ SAMPLE_VALUES = 4096
 #: needed converting) and the backends' prepared inputs (MNIST's byte codes: 47 MB)
 MAX_ENTRIES = 4
 
-_ENTRIES = OrderedDict()  # id(x) -> _Entry
+_ENTRIES = OrderedDict()  # (id(x), training dtype) -> _Entry
 #: calls that did the preparation (not a cache hit), for tests and ``fastnn-bench``
 counts = {"check": 0, "inputs": 0}
 
@@ -83,14 +84,14 @@ def _sample_positions(n, d):
     return np.unique(np.linspace(0, n - 1, SAMPLE_ROWS).astype(np.int64)), flat // d, flat % d
 
 
-def _lookup(x):
-    entry = _ENTRIES.get(id(x))
+def _lookup(x, key):
+    entry = _ENTRIES.get(key)
     if entry is None or entry.ref() is not x:
         return None
     if entry.signature != _signature(x) or entry.fingerprint != fingerprint(x):
         forget(x)  # changed in place: prepare again
         return None
-    _ENTRIES.move_to_end(id(x))
+    _ENTRIES.move_to_end(key)
     return entry
 
 
@@ -100,7 +101,7 @@ def _drop(key, entry):
 
 
 class Prepared:
-    """A checked data set: ``x`` (C-contiguous float32), ``raw_pixels`` (what the raw-pixel
+    """A checked data set: ``x`` (C-contiguous, the training dtype), ``raw_pixels`` (what the raw-pixel
     check said), and ``inputs(backend)``: ``backend.prepare_inputs(x)``, computed once."""
 
     def __init__(self, x, raw_pixels, entry=None):
@@ -114,20 +115,20 @@ class Prepared:
         return cache[backend.NAME]
 
 
-def prepare(x, name, n_features, check, raw_pixels):
-    """``Prepared`` data set ``x``: ``check(x, name, n_features)`` (``validation.check_x``, which
-    raises on bad input) and ``raw_pixels(checked x)``, from the cache when ``x`` was prepared
-    before and is unchanged (see the rule above)."""
+def prepare(x, name, n_features, check, raw_pixels, dtype=np.float32):
+    """``Prepared`` data set ``x``: ``check(x, name, n_features, dtype)`` (``validation.check_x``,
+    which raises on bad input) and ``raw_pixels(checked x)``, from the cache when ``x`` was
+    prepared for ``dtype`` before and is unchanged (see the rule above)."""
     if not isinstance(x, np.ndarray) or x.ndim != 2 or (n_features is not None and x.shape[1] != n_features):
-        checked = check(x, name, n_features)  # not cacheable (a list ...), or an error to raise
+        checked = check(x, name, n_features, dtype)  # not cacheable (a list ...), or an error to raise
         counts["check"] += 1
         return Prepared(checked, raw_pixels(checked))
-    entry = _lookup(x)
+    key = (id(x), np.dtype(dtype).str)
+    entry = _lookup(x, key)
     if entry is None:
-        checked = check(x, name, n_features)
+        checked = check(x, name, n_features, dtype)
         counts["check"] += 1
         entry = _Entry(None, _signature(x), fingerprint(x), None if checked is x else checked, raw_pixels(checked))
-        key = id(x)
         entry.ref = weakref.ref(x, lambda _, key=key, e=entry: _drop(key, e))
         _ENTRIES[key] = entry
         while len(_ENTRIES) > MAX_ENTRIES:
@@ -142,4 +143,5 @@ def forget(x=None):
     if x is None:
         _ENTRIES.clear()
     else:
-        _ENTRIES.pop(id(x), None)
+        for key in [key for key in _ENTRIES if key[0] == id(x)]:
+            del _ENTRIES[key]

@@ -135,6 +135,39 @@ class Sizes(Constraint):
         return "a list of integers >= 1" + ("" if self.allow_empty else " (at least one)")
 
 
+class FloatDType(Constraint):
+    """A training dtype: 'float32' or 'float64', as a name, a NumPy type (``np.float64``) or a dtype."""
+
+    def is_satisfied_by(self, value):
+        return dtype_of(value) is not None
+
+    def describe(self):
+        return "'float32' or 'float64' (or np.float32, np.float64)"
+
+
+#: the dtypes a network can train in
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def dtype_of(value):
+    """np.dtype('float32' or 'float64') for a name, NumPy type or dtype of one of them, else None."""
+    if not isinstance(value, (str, type, np.dtype)):
+        return None  # np.dtype(None) would be float64
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        return None
+    return dtype if dtype.name in FLOAT_DTYPES and dtype.isnative else None
+
+
+def check_backend_dtype(backend, dtype):
+    """ValueError unless ``backend`` trains in ``dtype``: the Numba kernels are float32 only."""
+    if backend == "numba" and dtype_of(dtype).name != "float32":
+        raise ValueError(f"dtype={dtype_of(dtype).name!r} needs backend='numpy': the Numba backend's compiled "
+                         f"kernels compute in float32 only, got backend='numba'; pass backend='numpy' (several "
+                         f"times slower) or keep dtype='float32'")
+
+
 def check_value(name, value, constraints):
     """Raise ValueError unless ``value`` satisfies at least one of ``constraints``."""
     if not isinstance(constraints, (list, tuple)):
@@ -185,8 +218,8 @@ FIT_PARAMS = {
 
 # Arrays --------------------------------------------------------------------
 
-def check_x(x, name="x", n_features=None):
-    """Return ``x`` as a C-contiguous float32 array of shape (n, d).
+def check_x(x, name="x", n_features=None, dtype=np.float32):
+    """Return ``x`` as a C-contiguous array of shape (n, d) and ``dtype`` (the model's: float32 or float64).
 
     Accepts any real numeric dtype (uint8 images, float64 ...), converting once.
     Read-only input (a memory map opened with mode "r") is copied, since compiled
@@ -210,7 +243,7 @@ def check_x(x, name="x", n_features=None):
         raise ValueError(f"{name} must have at least one sample and one feature, got shape {x.shape}")
     if n_features is not None and x.shape[1] != n_features:
         raise ValueError(f"{name} must have {n_features} features (the model was built for {n_features}), got {x.shape[1]}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=dtype)
     if not x.flags.writeable:  # e.g. joblib.load(mmap_mode="r"): compiled kernels take writable arrays only
         x = x.copy()
     if not np.isfinite(x).all():
@@ -273,8 +306,8 @@ class Configurable:
     __hash__ = object.__hash__
 
 
-def check_sample_weight(sample_weight, name, n_samples):
-    """Return per-sample weights as a contiguous float32 array of shape (n_samples,), or None.
+def check_sample_weight(sample_weight, name, n_samples, dtype=np.float32):
+    """Return per-sample weights as a contiguous array of shape (n_samples,) and ``dtype``, or None.
 
     Weights must be finite and >= 0 (a weight scales its sample's loss; 0 leaves it out).
     """
@@ -291,7 +324,7 @@ def check_sample_weight(sample_weight, name, n_samples):
         raise ValueError(f"{name} must hold real numbers, got dtype {w.dtype}")
     if w.shape != (n_samples,):
         raise ValueError(f"{name} must have shape ({n_samples},), one weight per sample, got shape {w.shape}")
-    w = np.ascontiguousarray(w, dtype=np.float32)
+    w = np.ascontiguousarray(w, dtype=dtype)
     bad = ~np.isfinite(w) | (w < 0)
     if bad.any():
         raise ValueError(f"{name} must be finite and >= 0, got {int(bad.sum())} other values such as "
@@ -299,18 +332,18 @@ def check_sample_weight(sample_weight, name, n_samples):
     return w
 
 
-def combine_weights(sample_weight, class_weight, y, n_classes):
-    """Training weights: ``sample_weight`` times ``class_weight[y]`` (float32 (n,)), or None when both are None.
+def combine_weights(sample_weight, class_weight, y, n_classes, dtype=np.float32):
+    """Training weights: ``sample_weight`` times ``class_weight[y]`` ((n,) of ``dtype``), or None when both are None.
 
     ``class_weight`` maps class ids in [0, n_classes) to weights >= 0; classes it leaves
     out weigh 1 (as in Keras, whose tf.keras 2 versions multiply the two as here).
     """
-    w = check_sample_weight(sample_weight, "sample_weight", len(y))
+    w = check_sample_weight(sample_weight, "sample_weight", len(y), dtype)
     if class_weight is None:
         return w
     if not isinstance(class_weight, dict):
         raise ValueError(f"class_weight must be a dict {{class id: weight}} or None, got {type(class_weight).__name__}")
-    table = np.ones(n_classes, dtype=np.float32)
+    table = np.ones(n_classes, dtype=dtype)
     for key, value in class_weight.items():
         if isinstance(key, (bool, np.bool_)) or not isinstance(key, numbers.Integral) or not 0 <= key < n_classes:
             raise ValueError(f"class_weight keys must be class ids in [0, {n_classes - 1}], got {key!r}")

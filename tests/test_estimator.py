@@ -41,7 +41,7 @@ def quiet(est, *args, **kwargs):
 def test_parameters_are_scikit_learns_plus_fastnns():
     ours, theirs = MLPClassifier().get_params(), SkMLPClassifier().get_params()
     assert set(theirs) - set(ours) == {"max_fun"}  # L-BFGS only
-    assert set(ours) - set(theirs) == {"backend", "dropout", "batch_norm", "augment", "threads"}
+    assert set(ours) - set(theirs) == {"backend", "dropout", "batch_norm", "augment", "threads", "dtype"}
     for name in set(ours) & set(theirs):
         assert ours[name] == theirs[name], name  # same defaults
     assert repr(MLPClassifier(max_iter=3)) == "MLPClassifier(max_iter=3)"

@@ -10,7 +10,7 @@ import pytest
 
 import fastnn
 from fastnn import MLP, Sequential, layers as L, optimizers as O
-from fastnn.io import FORMAT_VERSION, ModelFormatError, read_model_file
+from fastnn.io import FLOAT32_FORMAT_VERSION, FORMAT_VERSION, ModelFormatError, read_model_file
 
 
 def blobs(n=200, d=8, k=3, seed=0):
@@ -71,7 +71,7 @@ def test_file_layout_is_plain_json_and_npz(tmp_path, trained_models):
         config = json.loads(zf.read("config.json"))
         with np.load(io.BytesIO(zf.read("weights.npz")), allow_pickle=False) as npz:
             names = set(npz.files)
-    assert config["format"] == "fastnn-model" and config["format_version"] == FORMAT_VERSION
+    assert config["format"] == "fastnn-model" and config["format_version"] == FLOAT32_FORMAT_VERSION == 2
     assert config["fastnn_version"] == fastnn.__version__ and config["class"] == "MLP"
     assert config["n_features"] == 8 and config["n_classes"] == 3
     assert set(config["weights"]) | {"optimizer.slots", "optimizer.step"} == names
@@ -189,7 +189,7 @@ def test_dataset_record_round_trip_and_format_1_files(tmp_path, tiny_idx_dir, re
                               "n_classes": 4, "image_shape": [5, 4]}
     path = model.save(tmp_path / "m.fastnn")
     config, _ = read_model_file(path)
-    assert config["format_version"] == FORMAT_VERSION == 2 and config["dataset"] == model.dataset_
+    assert config["format_version"] == FLOAT32_FORMAT_VERSION == 2 and config["dataset"] == model.dataset_
     assert fastnn.load(path).dataset_ == model.dataset_
     # a model file from before the record (format 1) loads, its data set unknown
     rewrite_model_config(path, lambda c: (c.pop("dataset"), c.update(format_version=1)))

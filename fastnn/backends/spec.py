@@ -48,10 +48,11 @@ OPT_SGD, OPT_RMSPROP, OPT_ADAM = 0, 1, 2
 
 NetBuffers = namedtuple("NetBuffers", "spec fconf params grads state")
 """Everything that describes one network: spec (L, 8) int64, fconf (L, 2) float64,
-params (P,) float32, grads (P,) float32, state (S,) float32."""
+params (P,) float32, grads (P,) float32, state (S,) float32 (all three float64 in a
+float64 model, which only the NumPy backend trains)."""
 
 OptBuffers = namedtuple("OptBuffers", "code hparams slots step")
-"""One optimizer: code (int), hparams (4,) float64, slots (2, P) float32
+"""One optimizer: code (int), hparams (4,) float64, slots (2, P) float32 (float64 in a float64 model)
 (SGD: velocity, -; RMSprop: square average, momentum buffer; Adam: m, v),
 step (1,) int64 = number of updates applied so far (Adam's bias correction)."""
 
@@ -122,19 +123,20 @@ def aligned_zeros(shape, dtype):
     return raw[start:start + n * dtype.itemsize].view(dtype).reshape(shape)
 
 
-def allocate(layers):
+def allocate(layers, dtype=np.float32):
     """Build the spec and zeroed buffers for ``layers``; returns a NetBuffers.
 
-    Batch-norm gammas and running variances start at one, everything else at zero
+    ``dtype`` (float32, or float64 for the NumPy backend) is that of params, grads and
+    state. Batch-norm gammas and running variances start at one, everything else at zero
     (the model initialises dense weights itself).
     """
     spec, fconf, n_params, n_state = build_spec(layers)
-    params = aligned_zeros(n_params, np.float32)
-    state = np.zeros(n_state, dtype=np.float32)
+    params = aligned_zeros(n_params, dtype)
+    state = np.zeros(n_state, dtype=dtype)
     for row in spec[spec[:, KIND] == BATCHNORM]:
         params[row[P_OFF] : row[P_OFF] + row[N_IN]] = 1.0
         state[row[S_OFF2] : row[S_OFF2] + row[N_IN]] = 1.0
-    return NetBuffers(spec, fconf, params, aligned_zeros(n_params, np.float32), state)
+    return NetBuffers(spec, fconf, params, aligned_zeros(n_params, dtype), state)
 
 
 def dense_views(net, i):
