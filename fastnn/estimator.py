@@ -136,8 +136,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         What the network trains and predicts in. float64 gives scikit-learn's numerics:
         weighted rows equal repeated rows to float64 rounding (scikit-learn's
         ``check_sample_weight_equivalence_*`` pass), for exact comparisons and numerics
-        studies; it runs on the NumPy backend, about 3-7x the time of the float32 default
-        (see the README). ``coefs_``, ``intercepts_`` and ``predict_proba`` follow it.
+        studies. It runs on the NumPy backend, at about 5x the CPU time of the float32
+        default (MNIST, batch 200; see the README). ``coefs_``, ``intercepts_`` and
+        ``predict_proba`` follow it.
 
     Attributes
     ----------

@@ -12,7 +12,8 @@ model call ``get_backend(name).<kernel>``.
 The kernel contract
 -------------------
 All float arrays are C-contiguous float32, labels int64; scalars are Python
-floats/ints. Every kernel writes into caller-allocated outputs (named ``out``,
+floats/ints. (``numpy`` also runs every kernel in float64, given float64 arrays
+throughout: the float64 models of ``dtype='float64'``.) Every kernel writes into caller-allocated outputs (named ``out``,
 ``d*``) and allocates nothing per batch. Shapes: x (n, d_in), W (d_in, d_out),
 b (d_out,), logits (n, k), y (n,). ``act`` is an activation code from ``spec``.
 

@@ -2,7 +2,7 @@
 
 Every kernel follows the contract in ``fastnn.backends`` (shapes, dtypes, outputs
 written in place). The kernels are dtype-generic: given float64 arrays they compute
-in float64, which the finite-difference tests use. Work arrays of the batch's full
+in float64, which float64 models (``dtype='float64'``) and the finite-difference tests use. Work arrays of the batch's full
 size are never allocated here: each kernel writes its big results through ``out=``
 into the caller's buffers; only per-row or per-column vectors (length n or d) are
 temporaries, as any competent NumPy code has them.

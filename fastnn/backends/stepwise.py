@@ -46,7 +46,7 @@ def widths(spec):
 def make_workspace(net, batch_size):
     """Allocate the per-batch buffers of ``net`` (a NetBuffers) for batches of up to ``batch_size`` rows.
 
-    The dtype follows ``net.params`` (float32 in training; float64 for gradient checks).
+    The dtype follows ``net.params`` (float32, or float64 in float64 models and gradient checks).
     """
     spec = net.spec
     dtype = net.params.dtype
@@ -256,7 +256,7 @@ def train_steps(kernels, x, y, order, start, n_steps, batch_size, net, opt, lr_s
     n = len(order)) with learning rate lr_steps[s]. Stops early when the rows run out.
     When a step's loss is not finite, its loss is still written to step_loss[s] but no
     update is applied (batch-norm running statistics are restored) and s is returned.
-    ``sample_weight`` (float32 (len(x),) or None) weights each row's loss
+    ``sample_weight`` ((len(x),) in the dtype of ``net.params``, or None) weights each row's loss
     (``softmax_nll_weighted``). Returns the number of steps applied.
     """
     ws = workspace if workspace is not None else get_workspace(net, batch_size)
