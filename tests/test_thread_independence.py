@@ -94,9 +94,12 @@ def test_gemm_block_counts_depend_on_the_shape_alone():
     assert gemm_blocks(FOUR_BLOCKS_MACS, 31) == 1
 
 
-def test_one_block_products_are_np_dot_bit_for_bit():
-    # below SPLIT_MIN_MACS nothing changed: MNIST/KMNIST runs keep their bits
-    x, W, dz = _operands(128, 128, 64)
+@pytest.mark.parametrize("shape", [(128, 128, 64), (1, 784, 128), (128, 784, 1), (1, 64, 1), (3, 5, 7), (0, 8, 4),
+                                   (4, 0, 3)])
+def test_one_block_products_are_np_dot_bit_for_bit(shape):
+    # below SPLIT_MIN_MACS a product is the one BLAS call Numba's np.dot makes (gemv for a row or a
+    # column, a dot product for one element, zeros when a side is empty): the same bits
+    x, W, dz = _operands(*shape)
     with nb.serial_blas():
         out, dW, dx = _products(x, W, dz)
         np.testing.assert_array_equal(out, _np_dot_in_numba(x, W))

@@ -18,7 +18,9 @@ throughout: the float64 models of ``dtype='float64'``.) Every kernel writes into
 b (d_out,), logits (n, k), y (n,). ``act`` is an activation code from ``spec``.
 
 matmul(a, b, out)                         out = a @ b
-dense_forward(x, W, b, act, out)          out = act(x @ W + b)
+dense_forward(x, W, b, act, out, lists=True)
+                                          out = act(x @ W + b) (lists False: no zero-skipping
+                                          for sparse x, as in inference)
 dense_backward(x, W, dz, dx, dW, db)      dW = x.T @ dz, db = dz.sum(0), dx = dz @ W.T
                                           (dx may be an empty (0, 0) array: skipped)
 activation_forward(act, x, out)           out = act(x)

@@ -28,29 +28,34 @@ def _bias_act_rows(out, b, act):
 
 
 @njit(cache=True, error_model="numpy")
-def dense_forward(x, W, b, act, out):
-    """out = act(x @ W + b). x (n, d_in), W (d_in, d_out), b (d_out,), out (n, d_out)."""
-    _dense_forward(x, W, b, act, out, np.bool_(True))
+def dense_forward(x, W, b, act, out, lists=True):
+    """out = act(x @ W + b). x (n, d_in), W (d_in, d_out), b (d_out,), out (n, d_out).
+    ``lists`` False: BLAS whatever x's density, as the inference loop computes it."""
+    _dense_forward(x, W, b, act, out, lists, np.bool_(True))
 
 
-@njit(cache=True, error_model="numpy")
-def _dense_forward(x, W, b, act, out, split):
+@njit(cache=True, error_model="numpy", inline="always")
+def _dense_forward(x, W, b, act, out, lists, split):
     """``dense_forward``, with ``split`` None when the caller runs on one thread.
 
     Sparse x (density <= SPARSE_MAX_DENSITY) lists its non-zeros row by row
     (``numba_sparse.csr_rows``, scratch sized to them; the compiled loop reuses a
     workspace instead) and adds one row of W per non-zero; dense x takes BLAS.
+    ``lists`` None (inference: no listing code is then compiled) or False: BLAS whatever the density.
     ``split`` None: never split across threads (the parallel code is then not compiled).
     """
     n, d = x.shape
-    nnz = _count_nonzero(x)
-    if sparse_enough(nnz, n, d):  # _prefer_sparse, keeping the count for the list sizes
-        # the forward needs only the row lists, sized to the non-zeros
-        rp, ci, cv = np.empty(n + 1, np.int64), np.empty(nnz + LIST_CHUNK, np.int32), np.empty(nnz + LIST_CHUNK, np.float32)
-        csr_rows(x, n, rp, ci, cv)
-        csr_forward(rp, ci, cv, W, out, n, split)
-    else:
-        gemm_nn(x, W, out, split)
+    if lists is not None:
+        nnz = _count_nonzero(x) if lists else 0
+        if lists and sparse_enough(nnz, n, d):  # _prefer_sparse, keeping the count for the list sizes
+            # the forward needs only the row lists, sized to the non-zeros
+            rp = np.empty(n + 1, np.int64)
+            ci, cv = np.empty(nnz + LIST_CHUNK, np.int32), np.empty(nnz + LIST_CHUNK, np.float32)
+            csr_rows(x, n, rp, ci, cv)
+            csr_forward(rp, ci, cv, W, out, n, split)
+            _bias_act_rows(out, b, act)
+            return
+    gemm_nn(x, W, out, split)
     _bias_act_rows(out, b, act)
 
 
@@ -70,7 +75,7 @@ def dense_backward(x, W, dz, dx, dW, db):
     _dense_backward(x, W, dz, dx, dW, db, np.bool_(True))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _dense_backward(x, W, dz, dx, dW, db, split):
     """``dense_backward``; ``split`` as in ``_dense_forward``.
 

@@ -80,48 +80,109 @@ def _sgemm_interpreted(ta, tb, m, n, k, a, ia, lda, b, ib, ldb, c, ic, ldc):
     view(c, ic, _N, m, n, ldc)[...] = view(a, ia, ta, m, k, lda) @ view(b, ib, tb, k, n, ldb)
 
 
-@intrinsic
-def _sgemm_compiled(typingctx, ta, tb, m, n, k, a, ia, lda, b, ib, ldb, c, ic, ldc):
-    # Column-major C[ic:] (m x n, ldc) = op(A[ia:]) (m x k) @ op(B[ib:]) (k x n), through
-    # numba_xxgemm as Numba's np.dot calls it; offsets count float32 elements.
-    for arr in (a, b, c):
-        if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.layout == "C"):
-            raise TypingError(f"_sgemm takes C-contiguous float32 arrays, got {arr}")
-    sig = types.void(ta, tb, m, n, k, a, ia, lda, b, ib, ldb, c, ic, ldc)
+def _blas_intrinsic(symbol, roles):
+    """An intrinsic calling Numba's BLAS helper ``symbol`` (SciPy's ``cython_blas`` behind it) for
+    float32, the way Numba's own ``np.dot`` calls it. ``roles`` spells the helper's arguments after
+    its leading kind 's': ``c`` an integer passed as one byte (a transpose code), ``i`` an integer,
+    ``a`` a C-contiguous float32 array and an element offset (two arguments: one pointer),
+    ``1`` / ``0`` the constants alpha / beta (no argument)."""
 
-    def codegen(context, builder, signature, args):
-        ensure_blas()
-        intp = context.get_value_type(types.intp)
-        char = ir.IntType(8)
-        void_p = ir.IntType(8).as_pointer()
-        fnty = ir.FunctionType(ir.IntType(32), [char, char, char, intp, intp, intp, void_p, void_p, intp, void_p,
-                                                intp, void_p, void_p, intp])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
-        vals = dict(zip(("ta", "tb", "m", "n", "k", "a", "ia", "lda", "b", "ib", "ldb", "c", "ic", "ldc"), args))
-        tys = dict(zip(("ta", "tb", "m", "n", "k", "a", "ia", "lda", "b", "ib", "ldb", "c", "ic", "ldc"),
-                       signature.args))
+    @intrinsic
+    def call(typingctx, *args):
+        arrays = [args[j] for j in _array_positions(roles)]
+        for arr in arrays:
+            if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.layout == "C"):
+                raise TypingError(f"{symbol} takes C-contiguous float32 arrays, got {arr}")
 
-        def scalar(name, to):
-            return context.cast(builder, vals[name], tys[name], to)
+        def codegen(context, builder, signature, llargs):
+            ensure_blas()
+            char, void_p = ir.IntType(8), ir.IntType(8).as_pointer()
+            values = [ir.Constant(char, ord("s"))]
+            pairs = iter(zip(args, cgutils.unpack_tuple(builder, llargs[0], len(args))))
+            for role in roles:
+                if role in "01":
+                    slot = cgutils.alloca_once_value(builder, context.get_constant(types.float32, float(role)))
+                    values.append(builder.bitcast(slot, void_p))
+                    continue
+                ty, val = next(pairs)
+                if role == "a":
+                    off_ty, off = next(pairs)
+                    data = context.make_array(ty)(context, builder, val).data
+                    values.append(builder.bitcast(builder.gep(data, [context.cast(builder, off, off_ty, types.intp)]),
+                                                  void_p))
+                else:
+                    wide = context.cast(builder, val, ty, types.intp)
+                    values.append(builder.trunc(wide, char) if role == "c" else wide)
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), [v.type for v in values]),
+                                                symbol)
+            builder.call(fn, values)
+            return context.get_dummy_value()
 
-        def pointer(arr, off):
-            data = context.make_array(tys[arr])(context, builder, vals[arr]).data
-            return builder.bitcast(builder.gep(data, [scalar(off, types.intp)]), void_p)
+        return types.void(types.StarArgTuple.from_types(args)), codegen
 
-        alpha = cgutils.alloca_once_value(builder, context.get_constant(types.float32, 1.0))
-        beta = cgutils.alloca_once_value(builder, context.get_constant(types.float32, 0.0))
-        builder.call(fn, [ir.Constant(char, ord("s")), builder.trunc(scalar("ta", types.intp), char),
-                          builder.trunc(scalar("tb", types.intp), char), scalar("m", types.intp),
-                          scalar("n", types.intp), scalar("k", types.intp), builder.bitcast(alpha, void_p),
-                          pointer("a", "ia"), scalar("lda", types.intp), pointer("b", "ib"),
-                          scalar("ldb", types.intp), builder.bitcast(beta, void_p), pointer("c", "ic"),
-                          scalar("ldc", types.intp)])
-        return context.get_dummy_value()
+    return call
 
-    return sig, codegen
 
+def _array_positions(roles):
+    # indices of the array arguments among an intrinsic's Python arguments
+    positions, j = [], 0
+    for role in roles:
+        if role == "a":
+            positions.append(j)
+            j += 2
+        elif role not in "01":
+            j += 1
+    return positions
+
+
+# column-major C[ic:] (m x n, ldc) = op(A[ia:]) (m x k) @ op(B[ib:]) (k x n); offsets in float32 elements
+_sgemm_compiled = _blas_intrinsic("numba_xxgemm", "cciii1aiai0ai")
+# y[iy:] (m') = op(A[ia:]) @ x[ix:], A column-major (m x n, lda); m' = m ("n") or n ("t")
+_sgemv = _blas_intrinsic("numba_xxgemv", "cii1aia0a")
+# r[ir] = x[ix:ix + n] . y[iy:iy + n] (first byte: 0, no conjugate)
+_sdot = _blas_intrinsic("numba_xxdot", "ciaaa")
 
 _sgemm = _sgemm_interpreted if config.DISABLE_JIT else _sgemm_compiled
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _one_call_compiled(form, a, b, out):
+    """The product of ``form`` (0: a @ b, 1: a.T @ b, 2: a @ b.T) as one BLAS call, the call Numba's
+    ``np.dot(x, y, out)`` makes for those operands (same bits): zeros when a side is empty, a dot
+    product for one element, gemv for one row or one column, else gemm. All C-contiguous."""
+    if form == 1:
+        k, m = a.shape
+    else:
+        m, k = a.shape
+    n = out.shape[1]
+    if m == 0 or n == 0 or k == 0:
+        for r in range(out.shape[0]):
+            for j in range(n):
+                out[r, j] = 0
+        return
+    zero = np.int64(0)
+    if m == 1 and n == 1:
+        _sdot(zero, k, a, zero, b, zero, out, zero)
+    elif n == 1:  # a matrix times a vector
+        if form == 1:
+            _sgemv(_N, m, k, a, zero, m, b, zero, out, zero)
+        else:
+            _sgemv(_T, k, m, a, zero, k, b, zero, out, zero)
+    elif m == 1:  # a vector times a matrix
+        if form == 2:
+            _sgemv(_T, k, n, b, zero, k, a, zero, out, zero)
+        else:
+            _sgemv(_N, n, k, b, zero, n, a, zero, out, zero)
+    else:
+        _block(form, a, b, out, zero, m if form == 1 else n)
+
+
+def _one_call_interpreted(form, a, b, out):
+    # NUMBA_DISABLE_JIT: np.dot itself (for debugging only)
+    np.dot(a.T if form == 1 else a, b.T if form == 2 else b, out)
+
+
+_one_call = _one_call_interpreted if config.DISABLE_JIT else _one_call_compiled
 
 
 @njit(cache=True, error_model="numpy")
@@ -149,17 +210,12 @@ def _blocks_par(form, a, b, out, nb, size):
 
 @njit(cache=True, error_model="numpy")
 def _gemm(form, a, b, out, macs, size, split):
-    nb = gemm_blocks(macs, size)
-    if nb == 1:  # np.dot itself: its bits (it takes gemv for one-row products) and its empty cases
-        if form == 0:
-            np.dot(a, b, out)
-        elif form == 1:
-            np.dot(a.T, b, out)
-        else:
-            np.dot(a, b.T, out)
-        return
     # BLAS is given pointers and leading dimensions: C order (a copy only for strided inputs)
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    nb = gemm_blocks(macs, size)
+    if nb == 1:  # np.dot's own call: its bits (gemv for one-row products) and its empty cases
+        _one_call(form, a, b, out)
+        return
     if split is None or thread_count() == 1:
         for c in range(nb):
             _block(form, a, b, out, _edge(c, nb, size), _edge(c + 1, nb, size))
@@ -167,19 +223,19 @@ def _gemm(form, a, b, out, macs, size, split):
         _blocks_par(form, a, b, out, nb, size)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def gemm_nn(a, b, out, split=True):
     """out = a @ b; a (n, k), b (k, m), out (n, m) float32, C-contiguous. Blocks: b's columns."""
     _gemm(np.int64(0), a, b, out, a.shape[0] * a.shape[1] * b.shape[1], b.shape[1], split)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def gemm_tn(a, b, out, split=True):
     """out = a.T @ b; a (n, k), b (n, m), out (k, m) float32, C-contiguous. Blocks: a's columns."""
     _gemm(np.int64(1), a, b, out, a.shape[0] * a.shape[1] * b.shape[1], a.shape[1], split)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def gemm_nt(a, b, out, split=True):
     """out = a @ b.T; a (n, m), b (k, m), out (n, k) float32, C-contiguous. Blocks: b's rows."""
     _gemm(np.int64(2), a, b, out, a.shape[0] * a.shape[1] * b.shape[0], b.shape[0], split)

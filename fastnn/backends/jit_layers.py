@@ -6,7 +6,15 @@ of that kind, and then those branches are pruned before typing (Numba prunes ``i
 on an argument's type), so a dense network never compiles their kernels. Any other value
 (True) keeps them. Each combination is its own specialisation in the cache. ``split`` is the
 same kind of switch for the kernels' parallel (``prange``) code: None when the caller runs on
-one thread (``jit_loop.split_switch``).
+one thread (``jit_loop.split_switch``). ``training`` too: None in the inference loop (dropout
+off, batch norm's running statistics, and dense layers on BLAS alone, so inference compiles no
+listing code), True in the training loop.
+
+Both functions, like the dense kernels and ``jit_gemm``'s wrappers under them, are inlined
+(``inline="always"``) into their one or two callers. Numba compiles every other called function
+into a library of its own, and each caller optimises and emits machine code again for all it
+links in, so each level of calls costs the whole tree below it once more: inlining these levels
+cut a cold predict's compile by about a third and the training loop's by about a tenth.
 
 To add a layer kind: a kind code and its columns in ``spec.py``, a branch in both functions
 here (behind a switch like ``dropout`` if the default network should not compile it; pass it
@@ -22,7 +30,7 @@ from .jit_dense import _dense_backward, _dense_forward
 from .jit_dropout import dropout_backward, dropout_forward
 from .spec import ACT, ACT_NONE, ACTIVATION, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, P_OFF, P_OFF2, S_OFF, S_OFF2
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _layer_forward(net, i, x, out, aux, vec, training, seed, step, dropout, batchnorm, split):
     # Compiled twin of stepwise.layer_forward. net: spec.NetBuffers.
     spec, params = net.spec, net.params
@@ -30,20 +38,20 @@ def _layer_forward(net, i, x, out, aux, vec, training, seed, step, dropout, batc
     n_in, n_out, p, p2 = spec[i, N_IN], spec[i, N_OUT], spec[i, P_OFF], spec[i, P_OFF2]
     if kind == DENSE:
         _dense_forward(x, params[p:p + n_in * n_out].reshape((n_in, n_out)), params[p2:p2 + n_out], spec[i, ACT],
-                      out, split)
+                       out, training, split)
     elif kind == ACTIVATION:
         activation_forward(spec[i, ACT], x, out)
     if dropout is not None:
         if kind == DROPOUT:
             rate = net.fconf[i, 0]
-            if training and rate > 0:
+            if training is not None and rate > 0:
                 dropout_forward(x, rate, seed, step * 64 + i, out, aux)
             else:
                 copy_2d(x, out)
     if batchnorm is not None:
         if kind == BATCHNORM:
             fconf, state, s, s2 = net.fconf, net.state, spec[i, S_OFF], spec[i, S_OFF2]
-            if training:
+            if training is not None:
                 batchnorm_forward_train(x, params[p:p + n_in], params[p2:p2 + n_in], state[s:s + n_in],
                                         state[s2:s2 + n_in], fconf[i, 0], fconf[i, 1], out, aux, vec)
             else:
@@ -51,7 +59,7 @@ def _layer_forward(net, i, x, out, aux, vec, training, seed, step, dropout, batc
                                        state[s2:s2 + n_in], fconf[i, 1], out)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _layer_backward(net, i, x, y, dy, dx, aux, vec, dropout, batchnorm, split):
     # Compiled twin of stepwise.layer_backward. net: spec.NetBuffers.
     spec, params, grads = net.spec, net.params, net.grads

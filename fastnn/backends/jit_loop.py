@@ -205,7 +205,7 @@ def _forward_loop(x, net, out, batch_size, ws, dropout, batchnorm, split):
         copy_2d(x[pos:pos + n], a0)
         for i in range(n_layers):
             _layer_forward(net, i, _view(act, offs[i, 0], n, spec[i, N_IN]),
-                           _view(act, offs[i + 1, 0], n, spec[i, N_OUT]), empty, vec0, np.bool_(False),
+                           _view(act, offs[i + 1, 0], n, spec[i, N_OUT]), empty, vec0, None,
                            np.int64(0), np.int64(0), dropout, batchnorm, split)
         copy_2d(_view(act, offs[n_layers, 0], n, k), out[pos:pos + n])
 

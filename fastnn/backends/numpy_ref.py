@@ -77,8 +77,9 @@ def activation_backward(act, y, dy, dx):
 # ------------------------------------------------------------------------------ dense
 
 
-def dense_forward(x, W, b, act, out):
-    """out = act(x @ W + b). x (n, d_in), W (d_in, d_out), b (d_out,), out (n, d_out)."""
+def dense_forward(x, W, b, act, out, lists=True):
+    """out = act(x @ W + b). x (n, d_in), W (d_in, d_out), b (d_out,), out (n, d_out).
+    ``lists``: the compiled backend's choice of non-zero lists for sparse x (here always BLAS)."""
     np.matmul(x, W, out=out)
     out += b
     if act != ACT_NONE:

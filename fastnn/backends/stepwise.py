@@ -164,7 +164,7 @@ def bound_forward(kernels, L, x, out, cache, training, seed=0, step=0):
     """``layer_forward`` of a pre-resolved layer ``L`` (from ``bind``)."""
     kind = L.kind
     if kind == DENSE:
-        kernels.dense_forward(x, L.p1, L.p2, L.act, out)
+        kernels.dense_forward(x, L.p1, L.p2, L.act, out, training)  # inference: BLAS, as jit_layers
     elif kind == ACTIVATION:
         kernels.activation_forward(L.act, x, out)
     elif kind == DROPOUT:
