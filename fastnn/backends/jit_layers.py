@@ -24,7 +24,7 @@ from ``jit_loop.switches``), and the same in ``stepwise``. Must not hold kernels
 from numba import njit
 
 from .jit_activations import activation_backward, activation_forward
-from .jit_base import copy_2d
+from .jit_base import _view, copy_2d
 from .jit_batchnorm import batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train
 from .jit_dense import _dense_backward, _dense_forward
 from .jit_dropout import dropout_backward, dropout_forward
@@ -37,7 +37,7 @@ def _layer_forward(net, i, x, out, aux, vec, training, seed, step, dropout, batc
     kind = spec[i, KIND]
     n_in, n_out, p, p2 = spec[i, N_IN], spec[i, N_OUT], spec[i, P_OFF], spec[i, P_OFF2]
     if kind == DENSE:
-        _dense_forward(x, params[p:p + n_in * n_out].reshape((n_in, n_out)), params[p2:p2 + n_out], spec[i, ACT],
+        _dense_forward(x, _view(params, p, n_in, n_out), params[p2:p2 + n_out], spec[i, ACT],
                        out, training, split)
     elif kind == ACTIVATION:
         activation_forward(spec[i, ACT], x, out)
@@ -68,8 +68,8 @@ def _layer_backward(net, i, x, y, dy, dx, aux, vec, dropout, batchnorm, split):
     if kind == DENSE:
         if spec[i, ACT] != ACT_NONE:
             activation_backward(spec[i, ACT], y, dy, dy)
-        _dense_backward(x, params[p:p + n_in * n_out].reshape((n_in, n_out)), dy, dx,
-                       grads[p:p + n_in * n_out].reshape((n_in, n_out)), grads[p2:p2 + n_out], split)
+        _dense_backward(x, _view(params, p, n_in, n_out), dy, dx, _view(grads, p, n_in, n_out), grads[p2:p2 + n_out],
+                        split)
         return
     if batchnorm is not None:
         if kind == BATCHNORM:  # its parameter gradients are needed even without dx

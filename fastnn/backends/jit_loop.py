@@ -100,8 +100,8 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
         fused = True
     n0 = spec[0, N_OUT] if first_dense else 0
     w0_end = d0 * n0
-    W0 = params[:w0_end].reshape((d0, n0))
-    dW0 = grads[:w0_end].reshape((d0, n0))
+    W0 = _view(params, np.int64(0), d0, n0)
+    dW0 = _view(grads, np.int64(0), d0, n0)
     b0 = params[w0_end:w0_end + n0]
     db0 = grads[w0_end:w0_end + n0]
     for s in range(n_steps):
