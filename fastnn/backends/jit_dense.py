@@ -87,7 +87,7 @@ def _dense_backward(x, W, dz, dx, dW, db, split):
         n, d = x.shape
         rp, ci, cv, blen, brow, bval = csr_alloc(n, d)
         nnz = csr_build(x, rp, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
-        bucket_dw(blen, brow, bval, dz, dW, dW, np.float32(0), False, nnz, rp, ci, cv, split)
+        bucket_dw(blen, brow, bval, dz, dW, dW, np.float32(0), None, nnz, rp, ci, cv, split)
     elif x.shape[0] == 1:
         _outer(x, dz, dW)
     else:

@@ -24,7 +24,7 @@ def _lists_products(a, b, out, xt, lists):
     n = a.shape[0]
     nnz = csr_build(a, rp, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
     if xt:
-        bucket_dw(blen, brow, bval, b, out, out, np.float32(0), False, nnz, rp, ci, cv)
+        bucket_dw(blen, brow, bval, b, out, out, np.float32(0), None, nnz, rp, ci, cv)
     else:
         csr_forward(rp, ci, cv, b, out, n)
 

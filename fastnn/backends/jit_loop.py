@@ -95,9 +95,6 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
     n_total = order.shape[0]
     d0 = spec[0, N_IN]
     first_dense = spec[0, KIND] == DENSE
-    fused = False
-    if fuse is not None:
-        fused = True
     n0 = spec[0, N_OUT] if first_dense else 0
     w0_end = d0 * n0
     W0 = _view(params, np.int64(0), d0, n0)
@@ -169,7 +166,7 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
                 if spec[0, ACT] != ACT_NONE:
                     activation_backward(spec[0, ACT], yi, dy, dy)
                 _colsum(dy, db0)
-                bucket_dw(blen, brow, bval, dy, dW0, W0, np.float32(lr), fused, nnz, rp, ci, cv, split)
+                bucket_dw(blen, brow, bval, dy, dW0, W0, np.float32(lr), fuse, nnz, rp, ci, cv, split)
                 continue
             if fuse is not None:
                 if i == 0:

@@ -425,17 +425,21 @@ def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz, rp, ci, cv, split=Tru
     same batch (``csr_build``). Fused: rows of dW and W of features absent from the
     batch are left untouched (dW is scratch), and a batch with few non-zeros (fewer
     than a quarter of the features) visits its features through the row lists.
+    ``fused`` None is False known at compile time (the training loop's switch: then the
+    fused-only code is not compiled).
     ``split``: None never splits across threads (the parallel code is then not compiled).
     """
     d = blen.shape[0]
     n = dz.shape[0]
-    if fused and 4 * nnz < d:
-        if n > 1:  # one row: every feature has one term, done by _sgd_listed alone
-            _dw_listed(rp, ci, n, brow, bval, blen, dz, dW)
-        _sgd_listed(rp, ci, cv, n, brow, blen, dz, dW, W, lr)
-        return
+    if fused is not None:
+        if fused and 4 * nnz < d:
+            if n > 1:  # one row: every feature has one term, done by _sgd_listed alone
+                _dw_listed(rp, ci, n, brow, bval, blen, dz, dW)
+            _sgd_listed(rp, ci, cv, n, brow, blen, dz, dW, W, lr)
+            return
+    update = np.bool_(False) if fused is None else np.bool_(fused)
     chunks = parallel_chunks(d, nnz * dz.shape[1], PARALLEL_MIN_TERMS)
     if split is None or chunks == 1:
-        _dw_range(blen, brow, bval, dz, dW, W, lr, fused, np.int64(0), d)
+        _dw_range(blen, brow, bval, dz, dW, W, lr, update, np.int64(0), d)
     else:
-        _dw_par(blen, brow, bval, dz, dW, W, lr, fused, chunks)
+        _dw_par(blen, brow, bval, dz, dW, W, lr, update, chunks)
