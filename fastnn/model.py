@@ -287,7 +287,8 @@ class Sequential:
         A network too large for this machine's memory is refused before allocating.
         """
         layers, plan = self._plan(n_features, n_classes)
-        check_memory(network_bytes(plan), f"a network of layer widths {plan.widths} on {n_features} inputs",
+        check_memory(network_bytes(plan, np.dtype(self.dtype).itemsize),
+                     f"a network of layer widths {plan.widths} on {n_features} inputs",
                      "use narrower or fewer layers")
         self.plan, self.net = plan, S.allocate(plan.rows, self.dtype)
         self.training_state = None

@@ -295,3 +295,12 @@ class TestEstimator:
         repeated = self._fit(MLPClassifier(**kw), x.repeat(w, axis=0), y.repeat(w))
         assert list(weighted.classes_) == list(repeated.classes_) == [0, 1, 2, 3]
         np.testing.assert_allclose(weighted.predict_proba(x), repeated.predict_proba(x), rtol=1e-10, atol=1e-12)
+
+
+def test_the_memory_check_counts_eight_bytes_a_number(monkeypatch):
+    monkeypatch.setattr(fastnn.model, "physical_memory", lambda: 2**30)  # the same on any machine
+    # 39.75 M parameters, 4 numbers each (weights, gradients, two optimizer slots): 0.59 GiB in float32
+    model = MLP([50000], backend="numpy", dtype="float64")
+    with pytest.raises(ValueError, match=r"needs about 1.18 GiB of memory, more than this machine's 1 GiB"):
+        model.build(784, 10)
+    assert not model.built

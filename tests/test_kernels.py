@@ -628,14 +628,9 @@ FD_LAYERS = [
 ]
 
 
-def as_float64(net):
-    return S.NetBuffers(net.spec, net.fconf, net.params.astype(np.float64), net.grads.astype(np.float64),
-                        net.state.astype(np.float64))
-
-
 @pytest.mark.parametrize("layers", FD_LAYERS, ids=lambda l: f"{l[0][0]}-{l[0][-1]}")
 def test_layer_backward_finite_differences(layers):
-    net = as_float64(S.allocate(layers))
+    net = S.allocate(layers, np.float64)
     r = np.random.default_rng(4)
     net.params[:] = r.standard_normal(len(net.params))
     n, d_in, d_out = 5, net.spec[0, S.N_IN], net.spec[0, S.N_OUT]

@@ -19,12 +19,12 @@ N, D_IN, D_OUT = 5, 4, 3
 
 def net64(row, seed=0):
     """A one-layer NetBuffers in float64 with random parameters."""
-    net = S.allocate([row])
+    net = S.allocate([row], np.float64)
     rng = np.random.default_rng(seed)
-    params = rng.normal(size=len(net.params))
+    net.params[:] = rng.normal(size=len(net.params))
     if row[0] == "batchnorm":
-        params[: row[1]] = 1.0 + 0.3 * rng.normal(size=row[1])  # gamma around one
-    return S.NetBuffers(net.spec, net.fconf, params, np.zeros_like(params), net.state.astype(np.float64))
+        net.params[: row[1]] = 1.0 + 0.3 * rng.normal(size=row[1])  # gamma around one
+    return net
 
 
 def forward(net, x, seed=7, step=3):
