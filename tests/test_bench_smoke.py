@@ -141,7 +141,8 @@ def test_busy_starts_and_stops_one_competing_process():
 
 def test_target_option_runs_each_target_in_its_own_process(tmp_path, capsys, tiny_mnist):
     """--target: one child process per CPU (here the host only: another CPU would compile cold),
-    its numba/numpy ratios gathered into targets.json; the host's target is in the machine line."""
+    its numba/numpy ratios gathered into targets.json with what makes them traceable (commit,
+    load, the medians behind each ratio); the host's target is in the machine line."""
     from fastnn.backends.target import TARGET
     from fastnn.bench import targets
 
@@ -153,6 +154,10 @@ def test_target_option_runs_each_target_in_its_own_process(tmp_path, capsys, tin
     (row,) = result["targets"]
     assert row["target"] == "host" and row["numba_target"]["cpu"] == TARGET.cpu
     assert [r["batch_size"] for r in row["ratios"]] == [8] and row["ratios"][0]["numba_over_numpy"] > 0
+    cell = row["ratios"][0]
+    assert cell["numba_over_numpy"] == cell["numba"] / cell["numpy"] and cell["threads"] >= 1
+    assert result["provenance"]["commit"] == row["provenance"]["commit"] and "--target" in result["argv"]
+    assert len(result["load_average_end"]) == 3 and row["repeats"] == 1 and row["clock"] == "wall"
     assert (tmp_path / "host" / "bench.json").exists()
     assert f"| host ({TARGET.cpu}) | {TARGET.lanes} | {'yes' if TARGET.fma else 'no'} |" in capsys.readouterr().out
     assert targets.without_target(["--target", "a", "b", "--x", "1", "--target=c", "--y"]) == ["--x", "1", "--y"]

@@ -115,12 +115,13 @@ def test_sparse_kernels_are_exact_sequential_sums():
     np.testing.assert_array_equal(dW, ref)
 
 
-@pytest.mark.parametrize("block", ["wide", "half", "one"])
-@pytest.mark.parametrize("sgd", [False, True], ids=["sum", "sgd"])
+@pytest.mark.parametrize("block,sgd", [("long", False)] + [(b, s) for s in (False, True) for b in ("wide", "half", "one")],
+                         ids=lambda v: {False: "sum", True: "sgd"}.get(v, v) if isinstance(v, bool) else v)
 def test_gather_axpy_is_the_muladd_chain(block, sgd):
     """The vector intrinsics equal the scalar k-ordered muladd chain bit for bit (and the float64
     sum to rounding); the SGD variants apply w - lr * sum with that rounding. The first-layer
-    kernels' exactness rests on this, on every target (fused on FMA CPUs, else not)."""
+    kernels' exactness rests on this, on every target (fused on FMA CPUs, else not); ``long``
+    (the forward's block) keeps some of its sums in stack slots on AVX2, with the same bits."""
     from fastnn.backends import numba_sparse as sp, simd
 
     width = getattr(simd, f"BLOCK_{block.upper()}")

@@ -8,8 +8,10 @@ Vector width and arithmetic follow the CPU Numba compiles for (``target.TARGET``
 with the sums kept in eight vector registers of ``LANES`` float32 lanes (16 with AVX-512,
 8 with AVX/AVX2, 4 with SSE/NEON: BLOCK_WIDE = 128, 64 or 32 columns) for the whole list
 and stored once at the end (``gather_axpy_half`` and ``gather_axpy_one``: four and one
-register). The ``_sgd`` variants take a float32 ninth argument ``lr`` and apply
-``out[r, j:] -= lr * sum`` instead (the rounding of ``w - lr * g`` with g the stored sum: a
+register). ``gather_axpy_long``, the forward's, sums ``LONG`` registers: 16 with AVX2 + FMA
+and NEON (BLOCK_LONG = 128 or 64 columns; on x86 two of them in stack slots, as 16 registers
+cannot hold 16 sums, the broadcast value and a loaded row), else it is ``gather_axpy_wide``.
+The ``_sgd`` variants take a float32 ninth argument ``lr`` and apply ``out[r, j:] -= lr * sum`` instead (the rounding of ``w - lr * g`` with g the stored sum: a
 plain SGD step whose gradient is never stored).
 
 The bit-identity contract: each term is one ``muladd`` per lane, in increasing k, starting
@@ -121,8 +123,9 @@ def _muladd_interpreted(a, b, c):
     return np.float32(np.float32(a) * np.float32(b)) + np.float32(c)
 
 
-def _make_gather_axpy(n_vec, sgd_step=False):
+def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0):
     width = n_vec * LANES
+    n_reg = n_vec - in_memory  # accumulators held in registers; the last in_memory on the stack
 
     def typing(out, r, idx, vals, k0, k1, M, j, *lr):
         _check_types(out, idx, vals, M)
@@ -153,25 +156,38 @@ def _make_gather_axpy(n_vec, sgd_step=False):
 
             r_, k0_, k1_, j_ = as_i64(1), as_i64(4), as_i64(5), as_i64(7)
             m_stride, out_stride = row_stride(m_a), row_stride(out_a)
+            # the accumulators past n_reg: a stack slot each, loaded and stored per term (an FMA
+            # with a memory operand); LLVM left to itself spills them far worse (a 54-instruction loop)
+            stack = cgutils.alloca_once(builder, ir.ArrayType(vec, in_memory)) if in_memory else None
+            slots = [builder.gep(stack, [ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), q)])
+                     for q in range(in_memory)]
+            for slot in slots:
+                builder.store(ir.Constant(vec, None), slot)
             entry, head, body, done = _loop_blocks(builder, "gather_axpy")
             k = builder.phi(i64)
             k.add_incoming(k0_, entry)
             acc = []
-            for _ in range(n_vec):
+            for _ in range(n_reg):
                 a = builder.phi(vec)
                 a.add_incoming(ir.Constant(vec, None), entry)  # +0.0 in every lane
                 acc.append(a)
             builder.cbranch(builder.icmp_signed("<", k, k1_), body, done)
 
             builder.position_at_end(body)
+            if in_memory:  # an empty asm that may read and write the slots, so they are not promoted to registers
+                builder.asm(ir.FunctionType(ir.VoidType(), [stack.type]), "", "r,~{memory}", [stack], True)
             t = builder.sext(builder.load(builder.gep(idx_a.data, [k])), i64)
             v_all = splat(builder.load(builder.gep(vals_a.data, [k])))
             base = builder.add(builder.mul(t, m_stride), j_)
             new = []
             for q in range(n_vec):
                 w = builder.load(vec_ptr(m_a, builder.add(base, ir.Constant(i64, q * LANES))), align=4)
-                new.append(_muladd_ir(builder, v_all, w, acc[q]))
-            for q in range(n_vec):
+                if q < n_reg:
+                    new.append(_muladd_ir(builder, v_all, w, acc[q]))
+                else:
+                    slot = slots[q - n_reg]
+                    builder.store(_muladd_ir(builder, v_all, w, builder.load(slot)), slot)
+            for q in range(n_reg):
                 acc[q].add_incoming(new[q], body)
             k.add_incoming(builder.add(k, ir.Constant(i64, 1)), body)
             builder.branch(head)
@@ -180,9 +196,9 @@ def _make_gather_axpy(n_vec, sgd_step=False):
             out_base = builder.add(builder.mul(r_, out_stride), j_)
             for q in range(n_vec):
                 ptr = vec_ptr(out_a, builder.add(out_base, ir.Constant(i64, q * LANES)))
-                result = acc[q]
+                result = acc[q] if q < n_reg else builder.load(slots[q - n_reg])
                 if sgd_step:  # out - lr * sum: a product and a difference, each rounded (no fma)
-                    result = builder.fsub(builder.load(ptr, align=4), builder.fmul(splat(args[8]), acc[q]))
+                    result = builder.fsub(builder.load(ptr, align=4), builder.fmul(splat(args[8]), result))
                 builder.store(result, ptr, align=4)
             return context.get_dummy_value()
 
@@ -203,6 +219,17 @@ def _make_gather_axpy(n_vec, sgd_step=False):
 WIDE, HALF, ONE = 8, 4, 1
 #: columns per call of gather_axpy_wide / _half / _one
 BLOCK_WIDE, BLOCK_HALF, BLOCK_ONE = WIDE * LANES, HALF * LANES, ONE * LANES
+#: vectors summed per call of gather_axpy_long, the forward's widest block: 16 where vectors are
+#: narrower than AVX-512's and FMA takes its row from memory (128 columns on AVX2, 64 on NEON),
+#: so that a row's list is read once per 128 columns, not twice; those of its accumulators that
+#: the registers cannot hold besides the broadcast value and a loaded row (2 of 16 on x86
+#: without AVX-512) live in stack slots (``_make_gather_axpy``). Without FMA a product needs a
+#: register of its own, and 16 accumulators spilled 3-5 more (sandybridge, nehalem): WIDE there.
+#: The weight gradient keeps WIDE everywhere: its 64-column blocks of dz stay in L1 on AVX2
+#: (12% faster than 128 at batch 8, 11% at 128; see numba_sparse._dw_range).
+LONG = 2 * WIDE if LANES < 16 and FMA else WIDE
+LONG_IN_MEMORY = max(0, LONG + 2 - TARGET.registers) if LONG > WIDE else 0
+BLOCK_LONG = LONG * LANES
 
 
 def _make_interpreted(width, sgd_step=False):
@@ -371,6 +398,7 @@ if config.DISABLE_JIT:
                                                           for w in (BLOCK_WIDE, BLOCK_HALF, BLOCK_ONE))
     gather_axpy_wide_sgd, gather_axpy_half_sgd, gather_axpy_one_sgd = (_make_interpreted(w, True)
                                                                       for w in (BLOCK_WIDE, BLOCK_HALF, BLOCK_ONE))
+    gather_axpy_long = _make_interpreted(BLOCK_LONG)
     prefetch_row = _prefetch_row_interpreted
     list_nonzero = _list_nonzero_interpreted
 else:
@@ -391,3 +419,4 @@ else:
     gather_axpy_wide, gather_axpy_half, gather_axpy_one = (_make_gather_axpy(n) for n in (WIDE, HALF, ONE))
     gather_axpy_wide_sgd, gather_axpy_half_sgd, gather_axpy_one_sgd = (_make_gather_axpy(n, sgd_step=True)
                                                                       for n in (WIDE, HALF, ONE))
+    gather_axpy_long = gather_axpy_wide if LONG == WIDE else _make_gather_axpy(LONG, in_memory=LONG_IN_MEMORY)

@@ -18,6 +18,8 @@ how it compiles two probe functions, rather than parsing feature names:
             ``simd.list_nonzero`` then packs each 8 pixels with one table look-up and
             ``vpermd`` (without AVX-512's ``vpcompressd``, LLVM expands a vector compress
             into one store per lane, which made listing 4x slower than on AVX-512).
+``registers``  vector registers of that width: 32 (AVX-512, NEON), else 16 (x86's
+            xmm/ymm); how many accumulators a gather loop can keep in them.
 ``first_layer``  ``"lists"`` (the zero-skipping kernels over non-zero lists) or ``"blas"``
             (dense BLAS products, as the NumPy backend): the lists where they were measured
             to beat BLAS, that is with vectors of 4 or more lanes; see ``_first_layer``.
@@ -78,6 +80,7 @@ class Target:
     fma: bool
     avx2: bool
     first_layer: str
+    registers: int
 
     def describe(self):
         """One line for reports, e.g. 'skylake-avx512: 16 lanes, FMA, first layer: lists'."""
@@ -139,8 +142,10 @@ def probe(cpu, features):
     if forced not in ("", "lists", "blas"):
         raise ValueError(f"FASTNN_FIRST_LAYER must be 'lists' or 'blas' (or unset: chosen for the CPU); "
                          f"got {forced!r}. Unset it to let fastnn choose.")
-    return Target(cpu=cpu, features=features, arch=triple.split("-")[0], lanes=lanes, fma=fma, avx2=avx2,
-                  first_layer=forced or _first_layer(lanes, fma))
+    arch = triple.split("-")[0]
+    return Target(cpu=cpu, features=features, arch=arch, lanes=lanes, fma=fma, avx2=avx2,
+                  first_layer=forced or _first_layer(lanes, fma),
+                  registers=32 if lanes == 16 or arch in ("aarch64", "arm64") else 16)
 
 
 def _feature_summary(features):

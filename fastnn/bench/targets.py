@@ -78,7 +78,14 @@ def without_target(argv):
 
 
 def run_targets(names, argv, out):
-    """Runs ``fastnn-bench argv`` once per target (into out/NAME), prints and writes the table."""
+    """Runs ``fastnn-bench argv`` once per target (into out/NAME), prints and writes the table.
+
+    ``targets.json``: {"argv", "provenance" (commit, machine, load as the run started),
+    "load_average_end", "targets": one row per target (``_row``), "table"}; record it with
+    ``python benchmarks/results.py record targets OUT`` (the README's per-CPU table)."""
+    from ..provenance import load_average, provenance
+
+    origin = provenance()
     rows = []
     for name in names:
         folder = Path(out) / name
@@ -88,7 +95,9 @@ def run_targets(names, argv, out):
         rows.append(_row(name, proc.returncode, folder / "bench.json"))
     table = format_target_table(rows)
     print("\n" + table)
-    write_text(Path(out) / "targets.json", json.dumps({"targets": rows, "table": table}, indent=1))
+    write_text(Path(out) / "targets.json", json.dumps({"argv": list(argv), "provenance": origin,
+                                                       "load_average_end": load_average(), "targets": rows,
+                                                       "table": table}, indent=1))
     print(f"\nwrote {Path(out) / 'targets.json'}")
     return 0 if all(r["returncode"] == 0 for r in rows) else 1
 
@@ -112,13 +121,20 @@ def _row(name, returncode, path):
         row["error"] = f"exit status {returncode}"
     else:
         result = json.loads(path.read_text())
-        row["numba_target"] = result["machine"]["numba_target"]
-        row["loadavg"] = result["machine"]["loadavg"]
-        row["numpy_simd"] = result["machine"].get("simd")
-        row["blas_kernels"] = sorted({lib.get("architecture") or "?" for lib in result["machine"]["blas_libraries"]})
+        machine = result["machine"]
+        row["numba_target"] = machine["numba_target"]
+        row["loadavg"] = machine["loadavg"]
+        row["numpy_simd"] = machine.get("simd")
+        row["blas_kernels"] = sorted({lib.get("architecture") or "?" for lib in machine["blas_libraries"]})
         row["clock"] = result["settings"]["clock"]
+        row["repeats"] = result["settings"]["repeats"]
+        row["provenance"] = result.get("provenance")  # the child's: commit, load as it started
+        row["versions"] = {k: machine.get(k) for k in ("python", "fastnn", "numpy", "numba", "blas")}
         row["ratios"] = [{"dataset": r["dataset"], "layers": r["layers"], "threads": r["threads"]["numba"],
-                          "batch_size": r["batch_size"],
+                          "batch_size": r["batch_size"], "loadavg": r.get("loadavg"),
+                          # medians over the repeats, samples per second
+                          "numba": r["results"]["numba"]["samples_per_s"],
+                          "numpy": r["results"]["numpy"]["samples_per_s"],
                           "numba_over_numpy": r["results"]["numba"]["samples_per_s"]
                           / r["results"]["numpy"]["samples_per_s"]}
                          for r in result["records"] if {"numba", "numpy"} <= set(r["results"])]
