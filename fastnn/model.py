@@ -710,8 +710,8 @@ class Sequential:
     def _config_common(self):
         # dtype only when float64: float32 configs (and files) stay as they were
         return {"optimizer": optimizer_to_config(self.optimizer), "label_smoothing": self.label_smoothing,
-                "augment": self.augment,
-                "backend": self.backend, "seed": self.seed, **({} if self.dtype == "float32" else {"dtype": self.dtype})}
+                "augment": self.augment, "backend": self.backend, "seed": self.seed,
+                **({} if self.dtype == "float32" else {"dtype": self.dtype})}
 
     def get_config(self):
         """JSON-serialisable constructor arguments (layers, optimizer ...)."""
@@ -732,8 +732,8 @@ class Sequential:
         """Print (and return) a table of layers, output widths and parameter counts."""
         self._require_built()
         layers = self._layers_for(self.n_classes_)
-        lines = [f"{type(self).__name__}: {self.n_features_} inputs -> {self.n_classes_} classes, backend={self.backend}"
-                 + ("" if self.dtype == "float32" else f", dtype={self.dtype}"),
+        lines = [f"{type(self).__name__}: {self.n_features_} inputs -> {self.n_classes_} classes, "
+                 f"backend={self.backend}" + ("" if self.dtype == "float32" else f", dtype={self.dtype}"),
                  f"{'#':>3}  {'layer':<34} {'output':>8} {'params':>10}"]
         for i, layer in enumerate(layers):
             n = sum(v.size for name, v in self._entries if name.startswith(f"layers.{i}.") and not name.endswith(("running_mean", "running_var")))

@@ -76,8 +76,8 @@ def test_array_api_check_with_scipy_array_api_set(dtype):
     code = ("import warnings; warnings.simplefilter('ignore')\n"
             "from sklearn.utils.estimator_checks import check_array_api_input\n"
             "from fastnn import MLPClassifier\n"
-            f"check_array_api_input('MLPClassifier', MLPClassifier(max_iter=100, dtype={dtype!r}), array_namespace='numpy',\n"
-            "                      expect_only_array_outputs=False)\n"
+            f"check_array_api_input('MLPClassifier', MLPClassifier(max_iter=100, dtype={dtype!r}),\n"
+            "                      array_namespace='numpy', expect_only_array_outputs=False)\n"
             "print('passed')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "SCIPY_ARRAY_API": "1"})
