@@ -18,8 +18,10 @@ differs from what the records give (a number typed by hand, or a stale one).
 Tables: ``defaults`` (``fastnn-train --layers 128 64`` per data set), ``seeds`` (the seed
 projects' configurations, ``benchmarks/sweeps/seeds.toml``), ``best`` (the accuracy push,
 ``benchmarks/sweeps/best.toml``), ``tta`` (time to accuracy: ``benchmarks/time_to_accuracy.py``
-runs, recorded by its ``--record`` or from its ``--out`` file) and ``speed`` (``fastnn-bench`` runs:
-record its ``--out`` folder, ``python benchmarks/results.py record speed bench_results --name idle``).
+runs, recorded by its ``--record`` or from its ``--out`` file), ``speed`` (``fastnn-bench`` runs:
+record its ``--out`` folder, ``python benchmarks/results.py record speed bench_results --name idle``)
+and ``targets`` (the per-CPU table, "Other CPUs": a ``fastnn-bench --target host haswell ...`` run,
+recorded from its ``--out`` folder's ``targets.json``: ``python benchmarks/results.py record targets OUT --name cpus``).
 """
 
 import argparse
@@ -38,7 +40,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
-TABLES = ("defaults", "seeds", "best", "tta", "speed")
+TABLES = ("defaults", "seeds", "best", "tta", "speed", "targets")
 DATA_NAMES = {"mnist": "MNIST", "kmnist": "KMNIST"}
 # fastnn-train options a record keeps (the settings a table may quote)
 SETTINGS = ("dataset", "layers", "architecture", "activation", "optimizer", "lr", "momentum", "nesterov",
@@ -124,18 +126,29 @@ def record_tta(rec, records=RECORDS):
     return out
 
 
+def record_from_targets(targets, name):
+    """The record of one ``fastnn-bench --target`` run: its ``targets.json`` (dict) less the
+    printed table. Refuses a run without provenance (written before targets.json had it)."""
+    if not targets.get("provenance"):
+        raise SystemExit("this targets.json has no provenance (commit, machine, load): rerun fastnn-bench --target")
+    return {"table": "targets", "name": name, "argv": targets.get("argv"), "provenance": targets["provenance"],
+            "load_average_end": targets.get("load_average_end"), "targets": targets["targets"]}
+
+
 def record(table, path, name=None, config=None, records=RECORDS):
     """Record the run folder ``path`` (it has a summary.json) or every finished run of the sweep
     folder ``path`` (``config``: its TOML, for the runs' meta); for ``speed``, a fastnn-bench
-    ``--out`` folder (its bench.json). Returns the files written."""
+    ``--out`` folder (its bench.json); for ``targets``, a ``fastnn-bench --target`` ``--out``
+    folder (its targets.json). Returns the files written."""
     path = Path(path)
     if table == "tta":
         rec = _read(path)
         return [record_tta({**rec, "name": name or rec["name"]}, records)]
-    if table == "speed":
-        bench = path / "bench.json" if path.is_dir() else path
-        out = records / table / f"{name or 'bench'}.json"
-        _write(out, record_from_bench(_read(bench), name or "bench"))
+    if table in ("speed", "targets"):
+        found = path / ("bench.json" if table == "speed" else "targets.json") if path.is_dir() else path
+        make = record_from_bench if table == "speed" else record_from_targets
+        out = records / table / f"{name or ('bench' if table == 'speed' else table)}.json"
+        _write(out, make(_read(found), name or ("bench" if table == "speed" else table)))
         return [out]
     if (path / "summary.json").exists():
         runs = {name or path.name: path}
@@ -398,8 +411,62 @@ def speed_table(recs):
     return "\n\n".join(out) + f"\n\n*Recorded runs: `benchmarks/results/speed/`.*"
 
 
+# What each emulated CPU stands for (LLVM CPU names; ``host`` is the machine itself)
+CPU_NOTES = {"haswell": "AVX2 + FMA: Intel 2013 on, AMD Zen 1-3", "skylake": "AVX2 + FMA",
+             "sandybridge": "AVX, no FMA", "ivybridge": "AVX, no FMA", "nehalem": "SSE4.2, no FMA",
+             "generic": "x86-64's baseline: SSE2, no FMA"}
+
+
+def _cell_key(ratio):
+    return ratio["dataset"], tuple(ratio["layers"]), ratio["threads"], ratio["batch_size"]
+
+
+def _rate(samples_per_s):
+    return f"{samples_per_s / 1e3:.1f}k" if samples_per_s < 1e5 else f"{samples_per_s / 1e3:.0f}k"
+
+
+def targets_table(recs):
+    """Each recorded ``fastnn-bench --target`` run: numba/numpy per emulated CPU and cell, with the
+    medians behind each ratio, the run's commit, machine and load."""
+    out = []
+    for name in sorted(recs):
+        r = recs[name]
+        origin, rows = r["provenance"], r["targets"]
+        done = [row for row in rows if "error" not in row]
+        keys = list(dict.fromkeys(_cell_key(q) for row in done for q in row["ratios"]))
+        common = {k[:3] for k in keys}
+        label = (lambda k: f"batch {k[3]}") if len(common) == 1 else (
+            lambda k: f"{DATA_NAMES.get(k[0], k[0])} {'-'.join(map(str, k[1]))}, {k[2]} thr, batch {k[3]}")
+        loads = [q["loadavg"] for row in done for q in row["ratios"] if q.get("loadavg") is not None]
+        loads += [v[0] for v in (origin.get("load_average"), r.get("load_average_end")) if v]
+        commits = {(row.get("provenance") or {}).get("commit") or "unknown" for row in done} | {origin["commit"]}
+        first = done[0] if done else {}
+        head = [f"CPU (emulated on {origin['cpu']})", "lanes", "FMA", "first layer", "NumPy SIMD, OpenBLAS kernels",
+                *(f"{label(k)}: numba/numpy (samples/s)" for k in keys), "load"]
+        lines = []
+        for row in rows:
+            if "error" in row:
+                lines.append([row["target"], row["error"]] + [""] * (len(head) - 2))
+                continue
+            t, cells = row["numba_target"], {_cell_key(q): q for q in row["ratios"]}
+            note = "this machine" if row["target"] == "host" else CPU_NOTES.get(row["target"], row["target"])
+            lines.append([f"{row['target']} ({note}; LLVM `{t['cpu']}`)", t["lanes"], "yes" if t["fma"] else "no",
+                          t["first_layer"], f"{' '.join(row['numpy_simd'] or ['baseline'])}; {' '.join(row['blas_kernels'])}",
+                          *(f"{cells[k]['numba_over_numpy']:.2f}x ({_rate(cells[k]['numba'])} / "
+                            f"{_rate(cells[k]['numpy'])})" if k in cells else "" for k in keys),
+                          f"{row['loadavg']:.1f}" if row.get("loadavg") is not None else "?"])
+        (d, layers, threads), = common if len(common) == 1 else [(None, None, None)]
+        what = (f"{DATA_NAMES.get(d, d)} {'-'.join(map(str, layers))}, {threads} thread{'s' if threads != 1 else ''}, "
+                if d else "")
+        out.append(f"Run `{name}`: `fastnn-bench {' '.join(r.get('argv') or [])}`; {what}{first.get('clock', '?')} "
+                   f"clock, median of {first.get('repeats', '?')}; load average {min(loads):.1f}-{max(loads):.1f}; "
+                   f"{origin['cpu']} ({origin['logical_cpus']} logical CPUs); commit {_commits([{'provenance': {'commit': c}} for c in commits])}.\n\n"
+                   + _md(head, lines, "lrlll" + "r" * len(keys) + "r"))
+    return "\n\n".join(out) + "\n\n*Recorded runs: `benchmarks/results/targets/`.*"
+
+
 RENDER = {"defaults": defaults_table, "seeds": seeds_table, "best": best_table, "tta": tta_table,
-          "speed": speed_table}
+          "speed": speed_table, "targets": targets_table}
 
 
 # ------------------------------------------------------------------------------ README
@@ -445,8 +512,8 @@ def main(argv=None):
     sub = p.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="record a fastnn-train run folder or a fastnn-sweep output folder")
     rec.add_argument("table", choices=TABLES)
-    rec.add_argument("path", help="a run folder (with summary.json), a sweep output folder, or (speed) a "
-                                  "fastnn-bench --out folder")
+    rec.add_argument("path", help="a run folder (with summary.json), a sweep output folder, or (speed, targets) "
+                                  "a fastnn-bench --out folder")
     rec.add_argument("--name", help="the record's name for a single run folder (default: the folder's name)")
     rec.add_argument("--config", help="the sweep's TOML file (its runs' meta: reported, source, target)")
     sub.add_parser("write", help="rewrite the README's results blocks from the records")

@@ -7,6 +7,7 @@ Speed is never asserted here; benchmarks/ holds the measurements.
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from fastnn import bench
 from fastnn.backends import get_backend
 from fastnn.backends.spec import dense_views
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +145,8 @@ def test_busy_starts_and_stops_one_competing_process():
 def test_target_option_runs_each_target_in_its_own_process(tmp_path, capsys, tiny_mnist):
     """--target: one child process per CPU (here the host only: another CPU would compile cold),
     its numba/numpy ratios gathered into targets.json with what makes them traceable (commit,
-    load, the medians behind each ratio); the host's target is in the machine line."""
+    load, the medians behind each ratio) and recordable by benchmarks/results.py; the host's
+    target is in the machine line."""
     from fastnn.backends.target import TARGET
     from fastnn.bench import targets
 
@@ -158,6 +162,12 @@ def test_target_option_runs_each_target_in_its_own_process(tmp_path, capsys, tin
     assert cell["numba_over_numpy"] == cell["numba"] / cell["numpy"] and cell["threads"] >= 1
     assert result["provenance"]["commit"] == row["provenance"]["commit"] and "--target" in result["argv"]
     assert len(result["load_average_end"]) == 3 and row["repeats"] == 1 and row["clock"] == "wall"
+    spec = importlib.util.spec_from_file_location("results", ROOT / "benchmarks" / "results.py")
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    (written,) = results.record("targets", tmp_path, name="smoke", records=tmp_path / "records")
+    table = results.targets_table({"smoke": json.loads(written.read_text())})
+    assert f"| {cell['numba_over_numpy']:.2f}x (" in table and f"LLVM `{TARGET.cpu}`" in table
     assert (tmp_path / "host" / "bench.json").exists()
     assert f"| host ({TARGET.cpu}) | {TARGET.lanes} | {'yes' if TARGET.fma else 'no'} |" in capsys.readouterr().out
     assert targets.without_target(["--target", "a", "b", "--x", "1", "--target=c", "--y"]) == ["--x", "1", "--y"]

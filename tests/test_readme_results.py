@@ -42,8 +42,8 @@ def test_records_are_traceable(records):
     for table in results.TABLES:
         assert records[table], f"no recorded runs for {table}"
         for name, rec in records[table].items():
-            if table == "speed":
-                _check_speed_record(name, rec)
+            if table in ("speed", "targets"):
+                (_check_speed_record if table == "speed" else _check_targets_record)(name, rec)
                 continue
             if table == "tta":
                 _check_tta_record(name, rec)
@@ -89,6 +89,30 @@ def test_a_changed_time_to_accuracy_is_caught(readme, records):
     shown = f"{hit['train_seconds']:.1f} s (epoch {hit['epoch']}"
     assert shown in readme
     edited = readme.replace(shown, f"0.1 s (epoch {hit['epoch']}", 1)
+    assert edited != readme and results.render_readme(edited, records) != edited
+
+
+def _check_targets_record(name, rec):
+    # one fastnn-bench --target run: its commit, machine and load, and per CPU the child's own
+    # provenance (the same commit), its clock and repeats, and the medians behind each ratio
+    origin = rec["provenance"]
+    assert len(origin["commit"].split("+")[0]) == 40 and not origin["commit"].endswith("+dirty"), name
+    assert origin["cpu"] and origin["logical_cpus"] >= 1 and len(origin["load_average"]) == 3, name
+    assert len(rec["load_average_end"]) == 3 and "--target" in rec["argv"], name
+    for row in rec["targets"]:
+        assert row["returncode"] == 0 and row["provenance"]["commit"] == origin["commit"], (name, row["target"])
+        assert row["numba_target"]["cpu"] and row["clock"] and row["repeats"] >= 5 and row["loadavg"] is not None
+        for cell in row["ratios"]:
+            assert cell["threads"] >= 1 and cell["loadavg"] is not None and cell["numba"] > 0 and cell["numpy"] > 0
+            assert cell["numba_over_numpy"] == cell["numba"] / cell["numpy"], (name, row["target"])
+
+
+def test_a_changed_target_ratio_is_caught(readme, records):
+    # a numba/numpy ratio of the generated per-CPU block ("Other CPUs"), edited by hand, makes the README stale
+    cell = records["targets"][sorted(records["targets"])[0]]["targets"][-1]["ratios"][0]
+    shown = f"| {cell['numba_over_numpy']:.2f}x ("
+    assert shown in readme
+    edited = readme.replace(shown, "| 4.50x (", 1)
     assert edited != readme and results.render_readme(edited, records) != edited
 
 
