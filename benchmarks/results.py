@@ -106,7 +106,7 @@ def _sweep_meta(config):
 
 def record_from_bench(bench, name):
     """The record of one ``fastnn-bench`` run: its ``bench.json`` (dict) less the raw repeat times."""
-    keep = ("samples_per_s", "epoch_s", "extrapolated", "prepare_s")
+    keep = ("samples_per_s", "epoch_s", "extrapolated", "prepare_s", "cpu_per_wall", "busiest_thread_share", "cpus")
     cells = [{**{k: v for k, v in rec.items() if k != "results"},
               "results": {kind: {k: r[k] for k in keep if k in r} for kind, r in rec["results"].items()}}
              for rec in bench["records"]]

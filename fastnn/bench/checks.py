@@ -85,10 +85,11 @@ def format_check(c):
 
 
 def train_command(threads, dataset="mnist", epochs=3, batch_size=128, limit=None):
-    """Run ``fastnn-train`` (SGD lr 0.01, 128-64, ``epochs`` epochs) in a fresh process; returns the
+    """Run ``fastnn-train`` (plain SGD lr 0.01 as the bench's MLP.fit: momentum 0, where the command's
+    ``--optimizer sgd`` defaults to 0.9; 128-64, ``epochs`` epochs) in a fresh process; returns the
     wall seconds of the whole command, its training seconds, median epoch samples/s and test accuracy."""
     with tempfile.TemporaryDirectory(prefix="fastnn-bench-train-") as out:
-        argv = ["--dataset", dataset, "--layers", "128", "64", "--optimizer", "sgd", "--lr", "0.01",
+        argv = ["--dataset", dataset, "--layers", "128", "64", "--optimizer", "sgd", "--lr", "0.01", "--momentum", "0",
                 "--schedule", "none", "--epochs", str(epochs), "--batch-size", str(batch_size),
                 "--threads", str(threads), "--out", out, "--no-plots", "--verbose", "0", "--overwrite"]
         argv += ["--train-limit", str(limit)] if limit else []

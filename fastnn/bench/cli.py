@@ -138,8 +138,6 @@ def main(argv=None):
     if args.clock == "cpu" and threads != [1]:
         threads = [1]
         print("--clock cpu: timing with 1 thread (CPU time would add up every thread's time)")
-    if "jax" in args.runners:
-        _jax_threads(threads[0])
     checks, train_rows = [], []
     with competing_process(args.busy):
         records = run_training_suite(configs, args.runners, threads, args.max_seconds, args.repeats,
@@ -187,11 +185,3 @@ def _reexec(argv):
     env[_REEXEC_FLAG] = "1"
     code = "import numpy, sys; from fastnn.bench.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *argv], env=env).returncode
-
-
-def _jax_threads(n):
-    """Hold XLA's CPU backend to one thread when ``n`` is 1 (set before jax is imported;
-    XLA otherwise uses every core). The JAX column runs at this one count only."""
-    if n == 1 and "jax" not in sys.modules:
-        flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()

@@ -47,7 +47,7 @@ def format_table(records):
                      "`MLP.fit` pays it on its first call on a data set only (`fastnn.prepared`): "
                      + ", ".join(f"{d.upper()} {1e3 * p:.0f} ms ({100 * p / e:.0f}% of a batch-128 epoch)"
                                  for d, (p, e) in prepared.items()) + ".")
-    for extra in (format_thread_ratios(records), format_targets(records)):
+    for extra in (format_jax_cores(records), format_thread_ratios(records), format_targets(records)):
         if extra:
             lines.append(extra)
     lines.append("\n`*` step-limited: a fixed number of steps of the epoch was timed and samples/s extrapolated.")
@@ -105,6 +105,23 @@ def format_targets(records):
         return ""
     head = "| goal (MLP.fit against) | target | " + " | ".join(f"{t} thread(s)" for t in threads) + " | |"
     return "\n".join(["\n### Goals (issue 14) in this run\n", head, "|---|---:|" + "---:|" * len(threads) + "---|", *rows])
+
+
+def format_jax_cores(records):
+    """How many cores the JAX worker kept busy, per thread count (see ``jax_peer``)."""
+    per = {}
+    for r in records:
+        jax = r["results"].get("jax", {})
+        if jax.get("cpu_per_wall") is not None:
+            per.setdefault(r["threads"]["numba"], []).append(jax)
+    if not per:
+        return ""
+    parts = [f"{t} thread(s): {min(j['cpus'] for j in js)} CPU(s) allowed, CPU time / wall time "
+             f"{min(j['cpu_per_wall'] for j in js):.2f}-{max(j['cpu_per_wall'] for j in js):.2f}, busiest thread "
+             f"{100 * min(j['busiest_thread_share'] for j in js):.0f}-{100 * max(j['busiest_thread_share'] for j in js):.0f}% "
+             f"of the CPU time" for t, js in sorted(per.items())]
+    return ("\nJAX runs in a process of its own per thread count (XLA fixes its threads as it loads; one thread: "
+            "`--xla_cpu_multi_thread_eigen=false` and bound to one CPU), over its timed calls: " + "; ".join(parts) + ".")
 
 
 def format_thread_ratios(records):

@@ -65,8 +65,9 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
     """
     order = epoch_order(n_samples, seed)
     total = -(-n_samples // batch_size)
-    clock = CLOCKS[clock]
-    plan = {name: plan_steps(run, order, batch_size, max_seconds, clock) for name, run in runners.items()}
+    # a runner that times itself in its own process (the JAX worker) brings its clocks
+    clocks = {name: getattr(run, "clocks", CLOCKS)[clock] for name, run in runners.items()}
+    plan = {name: plan_steps(run, order, batch_size, max_seconds, clocks[name]) for name, run in runners.items()}
     for name, run in runners.items():
         if hasattr(run, "prepare"):  # e.g. JAX: compile the timed call's shapes untimed
             run.prepare(order, plan[name], batch_size)
@@ -76,7 +77,7 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
         for name, run in runners.items():
             if name not in NUMPY_RUNNERS and set(runners) & set(NUMPY_RUNNERS):
                 time.sleep(BLAS_SETTLE_S)  # let the NumPy baselines' BLAS workers stop spinning
-            done, sec = _timed_steps(run, order, batch_size, plan[name], 3 * max_seconds, clock,
+            done, sec = _timed_steps(run, order, batch_size, plan[name], 3 * max_seconds, clocks[name],
                                      getattr(run, "calls", 8))
             times[name].append(sec)
             steps[name].append(done)
@@ -179,6 +180,16 @@ def run_training_suite(configs, runners=RUNNERS, threads=(None,), max_seconds=2.
     kinds, skipped = available_runners(runners)
     for kind, why in skipped.items():
         log(f"[skip] {kind}: {why}")
+    try:
+        return _suite(configs, kinds, threads, max_seconds, repeats, limit, peak_size, clock, log)
+    finally:
+        if "jax" in kinds:
+            from .jax_peer import stop_workers
+
+            stop_workers()
+
+
+def _suite(configs, kinds, threads, max_seconds, repeats, limit, peak_size, clock, log):
     data, records = {}, []
     for t in threads:
         tinfo = set_threads(t) if t else thread_info()
@@ -192,13 +203,14 @@ def run_training_suite(configs, runners=RUNNERS, threads=(None,), max_seconds=2.
             sizes = layer_sizes(x.shape[1], hidden)
             weights = he_weights(sizes)
             for bs in batch_sizes:
-                # Fresh runners per batch size: every one starts from the same weights. JAX's
-                # thread count is fixed when it loads: it runs at the first count only.
-                runs = {k: make_runner(k, x, y, weights) for k in kinds if k != "jax" or t == threads[0]}
+                # Fresh runners per batch size: every one starts from the same weights.
+                runs = {k: make_runner(k, x, y, weights) for k in kinds}
                 res = time_training(runs, len(x), bs, max_seconds=max_seconds, repeats=repeats, clock=clock)
                 for k, run in runs.items():  # once-per-fit input preparation, reported beside the epoch
                     if hasattr(run, "prepare_seconds"):
                         res[k]["prepare_s"] = run.prepare_seconds
+                    if hasattr(run, "usage"):  # the JAX worker: how many cores its timed calls kept busy
+                        res[k].update(run.usage())
                 rec = {"dataset": dataset, "layers": sizes, "batch_size": bs, "threads": tinfo, "n_samples": len(x),
                        "flops_per_sample": train_flops_per_sample(sizes), "peak_gflops": peak, "loadavg": _loadavg(),
                        "clock": clock, "results": res}

@@ -4,6 +4,7 @@ A *runner* is a callable ``run(order, start, n_steps, batch_size) -> steps appli
 over one training set, holding its own copy of the network.
 """
 
+import importlib.util
 import math
 import time
 
@@ -112,8 +113,10 @@ def make_runner(kind, x, y, weights, lr=LR):
         return _estimator_runner(x, y, weights, lr)
     if kind == "torch":
         return _torch_runner(x, y, weights, lr)
-    if kind == "jax":
-        return _jax_runner(x, y, weights, lr)
+    if kind == "jax":  # in a worker process per thread count (jax_peer): XLA fixes its threads as it loads
+        from .jax_peer import jax_runner
+
+        return jax_runner(x, y, weights, lr, thread_info()["numba"])
     raise ValueError(f"runner must be one of {RUNNERS}, got {kind!r}")
 
 
@@ -162,52 +165,6 @@ def _estimator_runner(x, y, weights, lr):
         return -(-rows // batch_size)
 
     run.calls = 1
-    return run
-
-
-def _jax_runner(x, y, weights, lr):
-    """JAX on CPU: each call runs its whole run of steps as one ``jax.jit``-compiled
-    ``lax.scan`` over the batches (full batches only; a ragged last batch is one more
-    compiled step). ``run.prepare(n_steps, batch_size)`` compiles a call's shapes untimed."""
-    import jax
-    import jax.numpy as jnp
-
-    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in weights]
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
-
-    def loss_fn(p, xb, yb):
-        h = xb
-        for i, (w, b) in enumerate(p):
-            h = h @ w + b
-            if i < len(p) - 1:
-                h = jax.nn.relu(h)
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(h), yb[:, None], axis=1))
-
-    def step(p, idx):
-        g = jax.grad(loss_fn)(p, xj[idx], yj[idx])
-        return jax.tree_util.tree_map(lambda a, da: a - lr * da, p, g), None
-
-    scan = jax.jit(lambda p, idx: jax.lax.scan(step, p, idx)[0])
-    one = jax.jit(lambda p, idx: step(p, idx)[0])
-    state = {"p": params}
-
-    def run(order, start, n_steps, batch_size):
-        idx = order[start:start + n_steps * batch_size]
-        full = len(idx) // batch_size
-        p = state["p"]
-        if full:
-            p = scan(p, jnp.asarray(idx[:full * batch_size].reshape(full, batch_size)))
-        if len(idx) > full * batch_size:
-            p = one(p, jnp.asarray(idx[full * batch_size:]))
-        state["p"] = jax.block_until_ready(p)
-        return -(-len(idx) // batch_size)
-
-    def prepare(order, n_steps, batch_size):
-        saved = state["p"]
-        run(order, 0, n_steps, batch_size)  # compiles this call's shapes
-        state["p"] = saved
-
-    run.prepare, run.calls = prepare, 1
     return run
 
 
@@ -262,8 +219,9 @@ def available_runners(wanted):
         try:
             if kind == "torch":
                 import torch  # noqa: F401
-            elif kind == "jax":
-                import jax  # noqa: F401
+            elif kind == "jax":  # imported in its worker process only (jax_peer)
+                if importlib.util.find_spec("jax") is None:
+                    raise ImportError("No module named 'jax'")
             elif kind == "estimator":
                 import sklearn  # noqa: F401
             elif kind == "reference":
