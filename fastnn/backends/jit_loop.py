@@ -19,7 +19,7 @@ from . import stepwise
 from .atomics import atomic_store
 from .augment import augment_rows, image_shape
 from .jit_activations import activation_backward
-from .jit_base import _prefer_sparse, _view, copy_1d, copy_2d
+from .jit_base import _alias, _prefer_sparse, _view, copy_1d, copy_2d
 from .jit_dense import _bias_act_rows, _colsum, dense_backward_sgd
 from .jit_gemm import serial_blas
 from .jit_layers import _layer_backward, _layer_forward
@@ -29,7 +29,7 @@ from .jit_loss import _softmax_nll
 from .jit_optimizers import _sgd_update, apply_update, opt_state
 from .numba_sparse import (SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_build, csr_forward, encode_bytes,
                            sparse_enough)
-from .spec import ACT, ACT_NONE, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, OPT_SGD
+from .spec import ACT, ACT_NONE, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, OPT_SGD, NetBuffers
 from .stepwise import AUG_STREAM
 
 # The records the compiled loops take (namedtuples of arrays and scalars: Numba passes them
@@ -83,9 +83,16 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
     # augment: an Augment or None (no augmentation: not compiled). fuse: True for plain SGD
     # (momentum 0, weight decay 0) on a dense first layer, whose weight update is then fused
     # into its backward pass; else None. dropout, batchnorm, split: see jit_layers.
-    x, y, codes, order, sample_weight = data
-    act, grad, aux, vec, offs, labels, backup, empty = ws
-    lists, lists2, sync = listing
+    # Every array the steps touch, as reference-count-free aliases (jit_base._alias; the
+    # caller holds them): each compiled function an array passes through would otherwise
+    # raise and lower its count with locked instructions, ~480 a step at batch size 1.
+    x, y, codes, order, sample_weight = (_alias(data.x), _alias(data.y), _alias(data.codes), _alias(data.order),
+                                         _alias(data.weights))
+    act, grad, aux, vec, offs, labels, backup, empty = (_alias(ws.act), _alias(ws.grad), _alias(ws.aux),
+                                                        _alias(ws.vec), _alias(ws.offs), _alias(ws.labels),
+                                                        _alias(ws.backup), _alias(ws.empty))
+    lists, lists2, sync = _alias_lists(listing.lists), _alias_lists(listing.lists2), _alias(listing.sync)
+    net = NetBuffers(_alias(net.spec), _alias(net.fconf), _alias(net.params), _alias(net.grads), _alias(net.state))
     spec, params, grads = net.spec, net.params, net.grads
     start, n_steps, batch_size, seed = steps.start, steps.n_steps, steps.batch_size, steps.seed
     listing_ahead = sync.shape[0] > 0
@@ -185,6 +192,12 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
         if listing_ahead:
             atomic_store(sync, _FINISHED, s + 1)  # this step's list buffer is free again
     return n_steps
+
+
+@njit(cache=True, error_model="numpy")
+def _alias_lists(lists):
+    rp, ci, cv, blen, brow, bval = lists
+    return _alias(rp), _alias(ci), _alias(cv), _alias(blen), _alias(brow), _alias(bval)
 
 
 @njit(cache=True, error_model="numpy")
