@@ -22,7 +22,7 @@ from numba.core import event
 # compile from an empty cache on the 2-core reference machine (idle; see README, compile time).
 LABELS = {"_train_loop": "the training loop", "_forward_loop": "the inference loop",
           "_list_ahead": "the listing-ahead thread", "encode_bytes": "the byte-code encoder"}
-ESTIMATES = {"_train_loop": 12.0, "_forward_loop": 2.5, "_list_ahead": 2.0}
+ESTIMATES = {"_train_loop": 8.0, "_forward_loop": 1.5, "_list_ahead": 1.2}
 SHOW_AFTER_S = 1.0
 EVERY_S = 5.0
 
