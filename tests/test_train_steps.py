@@ -354,7 +354,11 @@ def test_when_lists_are_built_ahead():
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
         if numba.get_num_threads() == 2:
             assert nb._should_list_ahead(small, 128, 64, prepared, True)
+            # batch 1: nothing worth a second thread, the loop runs on one (no parallel code compiled)
+            assert nb.loop_on_one_thread(small, 1, 64, np.zeros(8), prepared)
+            assert not nb.loop_on_one_thread(wide, 128, 64, np.zeros(8), prepared)
         assert not nb._should_list_ahead(small, 128, 1, prepared, True)  # one step: nothing to list ahead
+        assert not nb._should_list_ahead(small, 1, 64, prepared, True)  # ~150 non-zeros: cheaper to list in the loop
         assert not nb._should_list_ahead(small, 128, 64, prepared, False)  # products worth splitting
         assert not nb._should_list_ahead(wide, 128, 64, prepared, True)  # 784x1600: split the list kernels instead
         numba.set_num_threads(1)

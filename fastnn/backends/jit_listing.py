@@ -150,6 +150,10 @@ def _list_ahead(x, codes, d0, order, start, batch_size, n_steps, lists, lists2, 
 # (a parallel region costs ~44 us against a 460 us step). Near the limit, split / ahead:
 # 784-512-10 MNIST batch 128 (9.8M) 98.6k / 137.6k; 784-1024-10 KMNIST batch 32 (8.7M) 54.8k / 42.8k.
 LIST_AHEAD_MAX_TERMS = 2 * PARALLEL_MIN_TERMS
+# ... and when a batch has at least this many non-zeros: below it, listing costs less than
+# handing each batch's lists between the cores. 784-128-64-10 MNIST at batch 1 (~150 non-zeros),
+# 2 threads against 1: 0.94x listing ahead (AMD EPYC and Intel Xeon alike); batch 8 (~1.2k): 1.34x.
+LIST_AHEAD_MIN_NONZEROS = 512
 _NO_SYNC = np.zeros(0, np.int64)
 
 
@@ -158,8 +162,23 @@ def _should_list_ahead(net, batch_size, n_steps, inputs, small):
     ``small``: ``jit_loop._small_products``."""
     if config.DISABLE_JIT or not small or n_steps < 2 or numba.get_num_threads() < 2:
         return False
-    terms = batch_size * net.spec[0, N_IN] * net.spec[0, N_OUT] * inputs.density
-    return terms < LIST_AHEAD_MAX_TERMS
+    nonzeros = _batch_nonzeros(net, batch_size, inputs)
+    return LIST_AHEAD_MIN_NONZEROS <= nonzeros and nonzeros * net.spec[0, N_OUT] < LIST_AHEAD_MAX_TERMS
+
+
+def _too_small_to_share(net, batch_size, inputs, small):
+    """Whether a train step is too small for a second thread to help at all: too few non-zeros
+    to list ahead, small products and list kernels under PARALLEL_MIN_TERMS, so that its kernels
+    would all run serially anyway; train_steps then runs its loop on one Numba thread."""
+    if not small:
+        return False
+    nonzeros = _batch_nonzeros(net, batch_size, inputs)
+    return nonzeros < LIST_AHEAD_MIN_NONZEROS and nonzeros * net.spec[0, N_OUT] < PARALLEL_MIN_TERMS
+
+
+def _batch_nonzeros(net, batch_size, inputs):
+    """Expected non-zeros of a batch (``small`` implies prepared inputs)."""
+    return batch_size * net.spec[0, N_IN] * inputs.density
 
 
 def compile_list_ahead(x, inputs):

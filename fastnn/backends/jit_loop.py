@@ -24,7 +24,7 @@ from .jit_dense import _bias_act_rows, _colsum, dense_backward_sgd
 from .jit_gemm import serial_blas
 from .jit_layers import _layer_backward, _layer_forward
 from .jit_listing import (_FINISHED, _NO_SYNC, SYNC_SIZE, _list_batch, _listing_ahead, _lists, _lists_of_step,
-                          _should_list_ahead, _take_lists)
+                          _should_list_ahead, _take_lists, _too_small_to_share)
 from .jit_loss import _softmax_nll
 from .jit_optimizers import _sgd_update, apply_update, opt_state
 from .numba_sparse import (SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_build, csr_forward, encode_bytes,
@@ -287,7 +287,9 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
                          f"pass inputs=prepare_inputs(x)")
     d0 = int(net.spec[0, N_IN])
     lists = _lists(batch_size, d0)
-    ahead = lists_ahead(net, batch_size, n_steps, aug, inputs)
+    small = _small_products(net, batch_size, aug, inputs)
+    ahead = _should_list_ahead(net, batch_size, n_steps, inputs, small)
+    alone = ahead or _too_small_to_share(net, batch_size, inputs, small)
     lists2, sync = (_lists(batch_size, d0, 1), np.zeros(SYNC_SIZE, np.int64)) if ahead else (lists, _NO_SYNC)
     with contextlib.ExitStack() as stack:
         stack.enter_context(serial_blas())  # the same bits on any thread count (jit_gemm)
@@ -297,7 +299,7 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
                            Steps(start, n_steps, batch_size, seed, smoothing, lr_steps, step_loss, step_correct),
                            net, opt_state(opt), _buffers(ws), Listing(lists, lists2, sync),
                            Augment(aug, img_h, img_w) if aug[0] != 0 else None, _fuses(net, opt),
-                           *switches(net.spec), split_switch(ahead))
+                           *switches(net.spec), split_switch(alone))
 
 
 def lists_ahead(net, batch_size, n_steps, aug, inputs):
@@ -307,8 +309,11 @@ def lists_ahead(net, batch_size, n_steps, aug, inputs):
 
 def loop_on_one_thread(net, batch_size, n_steps, aug, inputs):
     """Whether ``train_steps`` with these arguments runs its compiled loop on one Numba thread
-    (``split_switch`` None: listing ahead, or one thread set), as any one-thread run does."""
-    return split_switch(lists_ahead(net, batch_size, n_steps, aug, inputs)) is None
+    (``split_switch`` None: listing ahead, a step too small to share, or one thread set), as any
+    one-thread run does."""
+    small = _small_products(net, batch_size, aug, inputs)
+    return split_switch(_should_list_ahead(net, batch_size, n_steps, inputs, small)
+                        or _too_small_to_share(net, batch_size, inputs, small)) is None
 
 
 def _buffers(ws):

@@ -3,7 +3,8 @@
 * ``fresh_process_rate``: a baseline column (the NumPy backend, the reference loop) timed
   the same way in a fresh process that imports NumPy first, as a plain NumPy program does:
   each baseline must run within ``FRESH_TOLERANCE`` of that inside the bench, or its ratios
-  flatter fastnn.
+  flatter fastnn. The two are timed in turns (``FRESH_ROUNDS`` each), so that the machine
+  drifting between them (a shared VM's speed wanders by 10-20% over minutes) cannot decide it.
 * ``train_command``: the end-to-end ``fastnn-train`` row: the command, from start to its
   printed test accuracy, in a fresh process with Numba's cache warm.
 * ``competing_process``: ``--busy``: one CPU-bound process (``while 1: pass``) runs beside
@@ -13,6 +14,7 @@
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 FRESH_TOLERANCE = 0.10
+FRESH_ROUNDS = 3
 
 _FRESH = """
 import json, sys
@@ -55,7 +58,12 @@ def _user_set(name):
 
 def fresh_checks(records, max_seconds, repeats, limit=None, kinds=("numpy", "reference"), log=print):
     """Compare each baseline column with a fresh process at one batch size per table (128, or
-    the nearest timed); returns a list of check dicts (also logged)."""
+    the nearest timed): in turns, FRESH_ROUNDS times each, the column again inside this process
+    and alone in a fresh one, medians compared; returns a list of check dicts (also logged)."""
+    from .machine import set_threads
+    from .training import time_training
+    from .workload import he_weights, load_training_set, make_runner
+
     checks, seen = [], set()
     for rec in records:
         key = (rec["threads"]["numba"], rec["dataset"], tuple(rec["layers"]))
@@ -63,15 +71,22 @@ def fresh_checks(records, max_seconds, repeats, limit=None, kinds=("numpy", "ref
         if key in seen or rec["batch_size"] != min(batches, key=lambda b: abs(b - 128)):
             continue
         seen.add(key)
+        x, y = load_training_set(rec["dataset"], limit)
         for kind in kinds:
             if kind not in rec["results"]:
                 continue
-            inside = rec["results"][kind]["samples_per_s"]
-            fresh = fresh_process_rate(kind, rec["dataset"], rec["layers"][1:-1], rec["batch_size"], key[0],
-                                       max_seconds, repeats, limit)
+            inside, fresh = [], []
+            for _ in range(FRESH_ROUNDS):
+                set_threads(key[0])
+                run = make_runner(kind, x, y, he_weights(rec["layers"]))
+                inside.append(time_training({kind: run}, len(x), rec["batch_size"], max_seconds, 1)[kind]["samples_per_s"])
+                fresh.append(fresh_process_rate(kind, rec["dataset"], rec["layers"][1:-1], rec["batch_size"], key[0],
+                                                max_seconds, 1, limit))
+            now, alone = statistics.median(inside), statistics.median(fresh)
             check = {"kind": kind, "dataset": rec["dataset"], "layers": rec["layers"], "batch_size": rec["batch_size"],
-                     "threads": key[0], "inside": inside, "fresh": fresh, "ratio": inside / fresh,
-                     "ok": abs(inside / fresh - 1) <= FRESH_TOLERANCE}
+                     "threads": key[0], "table": rec["results"][kind]["samples_per_s"], "inside": now, "fresh": alone,
+                     "inside_runs": inside, "fresh_runs": fresh, "ratio": now / alone,
+                     "ok": abs(now / alone - 1) <= FRESH_TOLERANCE}
             checks.append(check)
             log(format_check(check))
     return checks
@@ -79,9 +94,11 @@ def fresh_checks(records, max_seconds, repeats, limit=None, kinds=("numpy", "ref
 
 def format_check(c):
     verdict = "ok" if c["ok"] else f"OFF by more than {100 * FRESH_TOLERANCE:.0f}%"
+    table = f" (table: {c['table']:,.0f})" if "table" in c else ""
+    turns = f", in turns, medians of {len(c['fresh_runs'])}" if "fresh_runs" in c else ""
     return (f"{c['kind']} {c['dataset'].upper()} {'-'.join(map(str, c['layers']))} batch {c['batch_size']}, "
-            f"{c['threads']} thread(s): {c['inside']:,.0f} samples/s in the bench, {c['fresh']:,.0f} alone in a fresh "
-            f"process ({c['ratio']:.2f}x: {verdict})")
+            f"{c['threads']} thread(s): {c['inside']:,.0f} samples/s in the bench{table}, {c['fresh']:,.0f} alone in "
+            f"a fresh process{turns} ({c['ratio']:.2f}x: {verdict})")
 
 
 def train_command(threads, dataset="mnist", epochs=3, batch_size=128, limit=None):

@@ -134,7 +134,7 @@ def main(argv=None):
 
     # One thread count for every engine: by default Numba's (NUMBA_NUM_THREADS honoured),
     # applied to both OpenBLAS copies and PyTorch too, so that no column gets more cores.
-    threads = args.threads or [numba.get_num_threads()]
+    threads = list(dict.fromkeys(args.threads)) if args.threads else [numba.get_num_threads()]
     if args.clock == "cpu" and threads != [1]:
         threads = [1]
         print("--clock cpu: timing with 1 thread (CPU time would add up every thread's time)")

@@ -41,12 +41,14 @@ def plan_steps(run, order, batch_size, max_seconds, clock=time.perf_counter):
     return total if per_step * total <= max_seconds else max(probe, int(max_seconds / per_step))
 
 
-def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, seed=SEED, clock="wall"):
+def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, seed=SEED, clock="wall",
+                  before=None):
     """Median samples/s of each runner over one epoch (or a step-limited part of one).
 
     Parameters
     ----------
-    runners : dict of name -> run callable (see ``make_runner``)
+    runners : dict of name -> run callable (see ``make_runner``); a name is a runner kind, or a
+        (kind, threads) pair
     n_samples : int
         Epoch length (rows of the training set).
     max_seconds : float
@@ -57,6 +59,9 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
     clock : {'wall', 'cpu'}
         ``cpu`` (process CPU time) is steadier on a shared machine, but only meaningful
         single-threaded: with more threads it adds their times (and their spin-waits).
+    before : dict of name -> callable, optional
+        Called (untimed) before each of that runner's warm-ups and repeats: e.g. setting its
+        thread count, so that runners on different thread counts take turns in one cell.
 
     Returns
     -------
@@ -67,15 +72,20 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
     total = -(-n_samples // batch_size)
     # a runner that times itself in its own process (the JAX worker) brings its clocks
     clocks = {name: getattr(run, "clocks", CLOCKS)[clock] for name, run in runners.items()}
-    plan = {name: plan_steps(run, order, batch_size, max_seconds, clocks[name]) for name, run in runners.items()}
+    setup = {name: (before or {}).get(name) or (lambda: None) for name in runners}
+    plan = {}
     for name, run in runners.items():
+        setup[name]()
+        plan[name] = plan_steps(run, order, batch_size, max_seconds, clocks[name])
         if hasattr(run, "prepare"):  # e.g. JAX: compile the timed call's shapes untimed
             run.prepare(order, plan[name], batch_size)
     times = {name: [] for name in runners}
     steps = {name: [] for name in runners}
+    numpy_runs = any(_kind(name) in NUMPY_RUNNERS for name in runners)
     for _ in range(repeats):  # round-robin so that noise bursts hit every runner alike
         for name, run in runners.items():
-            if name not in NUMPY_RUNNERS and set(runners) & set(NUMPY_RUNNERS):
+            setup[name]()
+            if numpy_runs and _kind(name) not in NUMPY_RUNNERS:
                 time.sleep(BLAS_SETTLE_S)  # let the NumPy baselines' BLAS workers stop spinning
             done, sec = _timed_steps(run, order, batch_size, plan[name], 3 * max_seconds, clocks[name],
                                      getattr(run, "calls", 8))
@@ -89,6 +99,11 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
                      "samples": min(max(steps[name]) * batch_size, n_samples),
                      "extrapolated": min(steps[name]) < total}
     return out
+
+
+def _kind(name):
+    """The runner kind of a ``time_training`` name: a kind, or a (kind, threads) pair."""
+    return name[0] if isinstance(name, tuple) else name
 
 
 def _timed_steps(run, order, batch_size, n_steps, limit_s, clock, calls=8):
@@ -190,33 +205,46 @@ def run_training_suite(configs, runners=RUNNERS, threads=(None,), max_seconds=2.
 
 
 def _suite(configs, kinds, threads, max_seconds, repeats, limit, peak_size, clock, log):
-    data, records = {}, []
+    """Each cell times every runner on every thread count in turns (``time_training``'s round
+    robin), so that the machine drifting between thread counts cannot decide their ratio."""
+    data, records, tinfo, peaks = {}, {t: [] for t in threads}, {}, {}
     for t in threads:
-        tinfo = set_threads(t) if t else thread_info()
-        peak = matmul_peak(peak_size, clock=CLOCKS[clock]) if peak_size else None
-        if peak:
-            log(f"threads {tinfo}: float32 matmul peak (np.dot {peak_size}^3) {peak:.1f} GFLOP/s")
-        for dataset, hidden, batch_sizes in configs:
-            if dataset not in data:
-                data[dataset] = load_training_set(dataset, limit)
-            x, y = data[dataset]
-            sizes = layer_sizes(x.shape[1], hidden)
-            weights = he_weights(sizes)
-            for bs in batch_sizes:
-                # Fresh runners per batch size: every one starts from the same weights.
-                runs = {k: make_runner(k, x, y, weights) for k in kinds}
-                res = time_training(runs, len(x), bs, max_seconds=max_seconds, repeats=repeats, clock=clock)
-                for k, run in runs.items():  # once-per-fit input preparation, reported beside the epoch
+        tinfo[t] = set_threads(t) if t else thread_info()
+        peaks[t] = matmul_peak(peak_size, clock=CLOCKS[clock]) if peak_size else None
+        if peaks[t]:
+            log(f"threads {tinfo[t]}: float32 matmul peak (np.dot {peak_size}^3) {peaks[t]:.1f} GFLOP/s")
+    for dataset, hidden, batch_sizes in configs:
+        if dataset not in data:
+            data[dataset] = load_training_set(dataset, limit)
+        x, y = data[dataset]
+        sizes = layer_sizes(x.shape[1], hidden)
+        weights = he_weights(sizes)
+        for bs in batch_sizes:
+            # Fresh runners per batch size: every one starts from the same weights.
+            runs, before = {}, {}
+            for t in threads:
+                if t:
+                    set_threads(t)  # before making them: the JAX worker is started for this count
+                for k in kinds:
+                    runs[k, t] = make_runner(k, x, y, weights)
+                    before[k, t] = (lambda t=t: set_threads(t)) if t else None
+            res = time_training(runs, len(x), bs, max_seconds=max_seconds, repeats=repeats, clock=clock,
+                                before=before)
+            load = _loadavg()
+            for t in threads:
+                cell = {k: res[k, t] for k in kinds}
+                for k in kinds:  # once-per-fit input preparation, reported beside the epoch
+                    run = runs[k, t]
                     if hasattr(run, "prepare_seconds"):
-                        res[k]["prepare_s"] = run.prepare_seconds
+                        cell[k]["prepare_s"] = run.prepare_seconds
                     if hasattr(run, "usage"):  # the JAX worker: how many cores its timed calls kept busy
-                        res[k].update(run.usage())
-                rec = {"dataset": dataset, "layers": sizes, "batch_size": bs, "threads": tinfo, "n_samples": len(x),
-                       "flops_per_sample": train_flops_per_sample(sizes), "peak_gflops": peak, "loadavg": _loadavg(),
-                       "clock": clock, "results": res}
-                records.append(rec)
+                        cell[k].update(run.usage())
+                rec = {"dataset": dataset, "layers": sizes, "batch_size": bs, "threads": tinfo[t],
+                       "n_samples": len(x), "flops_per_sample": train_flops_per_sample(sizes), "peak_gflops": peaks[t],
+                       "loadavg": load, "clock": clock, "results": cell}
+                records[t].append(rec)
                 log(_one_line(rec))
-    return records
+    return [rec for t in threads for rec in records[t]]  # grouped by thread count, as the tables are
 
 
 def _one_line(rec):
