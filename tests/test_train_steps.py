@@ -277,7 +277,8 @@ def test_small_products_choose_the_steps_that_list_ahead():
     wide = make_net([("dense", 784, 1024, S.ACT_RELU), ("dense", 1024, 1024, S.ACT_RELU), ("dense", 1024, 10, 0)])
     # the lists where the target takes them for the first layer (not on 4-lane CPUs: backends/target.py)
     assert nb._small_products(small, 128, no_aug, prepared) == (TARGET.first_layer == "lists")
-    assert not nb._small_products(small, 512, no_aug, prepared)  # 512 x 128 x 64 is large enough
+    assert nb._small_products(small, 512, no_aug, prepared) == (TARGET.first_layer == "lists")  # 2^22: one call
+    assert not nb._small_products(small, 1024, no_aug, prepared)  # 1024 x 128 x 64: split in blocks
     assert not nb._small_products(wide, 32, no_aug, prepared)
     assert not nb._small_products(small, 128, no_aug, None)  # the first layer may take BLAS
     assert not nb._small_products(small, 128, np.array([1, 2, 0, 0, 0, 0, 0, 0.0]), prepared)
@@ -332,7 +333,8 @@ def test_listing_ahead_trains_bit_for_bit(monkeypatch):
             ahead = train(opt_name, calls)
             assert numba.get_num_threads() == 2 and threading.active_count() == threads_before
             with monkeypatch.context() as m:
-                m.setattr(jit_listing, "LIST_AHEAD_MAX_TERMS", 0)  # where _should_list_ahead reads it
+                m.setattr(jit_listing, "LIST_AHEAD_MAX_TERMS", 0)  # where _should_list_ahead reads them
+                m.setattr(jit_listing, "LIST_AHEAD_NARROW", 0)
                 assert not nb._should_list_ahead(base, 64, 20, prepared, True)
                 alone = train(opt_name, calls)
             assert ahead[0] == alone[0] and ahead[0] in ([13], [5, 7, 1], [2])
@@ -361,6 +363,8 @@ def test_when_lists_are_built_ahead():
         assert not nb._should_list_ahead(small, 1, 64, prepared, True)  # ~150 non-zeros: cheaper to list in the loop
         assert not nb._should_list_ahead(small, 128, 64, prepared, False)  # products worth splitting
         assert not nb._should_list_ahead(wide, 128, 64, prepared, True)  # 784x1600: split the list kernels instead
+        if numba.get_num_threads() == 2:  # a narrow first layer lists ahead at any size
+            assert nb._should_list_ahead(small, 4096, 64, prepared, True)
         numba.set_num_threads(1)
         assert not nb._should_list_ahead(small, 128, 64, prepared, True)
     finally:

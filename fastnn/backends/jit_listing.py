@@ -144,12 +144,19 @@ def _list_ahead(x, codes, d0, order, start, batch_size, n_steps, lists, lists2, 
 
 # With two or more Numba threads, a train_steps call whose first layer takes the lists and
 # whose BLAS products are small (BLAS_SERIAL_MAX_MACS) runs its kernels on one thread and
-# lists the next batch on a second, when the first layer has fewer multiply-adds per batch
-# than this: below it, splitting the list kernels across threads (PARALLEL_MIN_TERMS) saves
+# lists the next batch on a second, when the first layer is narrow (below) or has fewer
+# multiply-adds per batch than this: below it, splitting the list kernels across threads (PARALLEL_MIN_TERMS) saves
 # less than listing ahead. 784-128-64-10 at batch 128, 2 threads: KMNIST 245k -> 322k samples/s
 # (a parallel region costs ~44 us against a 460 us step). Near the limit, split / ahead:
 # 784-512-10 MNIST batch 128 (9.8M) 98.6k / 137.6k; 784-1024-10 KMNIST batch 32 (8.7M) 54.8k / 42.8k.
 LIST_AHEAD_MAX_TERMS = 2 * PARALLEL_MIN_TERMS
+# First layers at most this wide list ahead at any size: listing is then a large share of the
+# step, and halving the forward and weight-gradient kernels across threads saved less (2 threads,
+# alternating fits, Intel Xeon, samples/s split / ahead: 784-128-64-10 MNIST batch 512 191k / 269k,
+# KMNIST batch 512 187k / 241k; 784-256-10 KMNIST batch 128 106k / 123k, MNIST batch 512 150k /
+# 181k; wider layers split: 784-512-10 KMNIST batch 128 70.8k / 60.4k, 784-1024-10 MNIST batch
+# 128 55.8k / 41.5k, KMNIST batch 32 24.1k / 19.0k).
+LIST_AHEAD_NARROW = 256
 # ... and when a batch has at least this many non-zeros: below it, listing costs less than
 # handing each batch's lists between the cores. 784-128-64-10 MNIST at batch 1 (~150 non-zeros),
 # 2 threads against 1: 0.94x listing ahead (AMD EPYC and Intel Xeon alike); batch 8 (~1.2k): 1.34x.
@@ -162,8 +169,8 @@ def _should_list_ahead(net, batch_size, n_steps, inputs, small):
     ``small``: ``jit_loop._small_products``."""
     if config.DISABLE_JIT or not small or n_steps < 2 or numba.get_num_threads() < 2:
         return False
-    nonzeros = _batch_nonzeros(net, batch_size, inputs)
-    return LIST_AHEAD_MIN_NONZEROS <= nonzeros and nonzeros * net.spec[0, N_OUT] < LIST_AHEAD_MAX_TERMS
+    nonzeros, width = _batch_nonzeros(net, batch_size, inputs), net.spec[0, N_OUT]
+    return LIST_AHEAD_MIN_NONZEROS <= nonzeros and (width <= LIST_AHEAD_NARROW or nonzeros * width < LIST_AHEAD_MAX_TERMS)
 
 
 def _too_small_to_share(net, batch_size, inputs, small):

@@ -21,7 +21,7 @@ from .augment import augment_rows, image_shape
 from .jit_activations import activation_backward
 from .jit_base import _alias, _prefer_sparse, _view, copy_1d, copy_2d
 from .jit_dense import _bias_act_rows, _colsum, dense_backward_sgd
-from .jit_gemm import serial_blas
+from .jit_gemm import SPLIT_MIN_MACS, serial_blas
 from .jit_layers import _layer_backward, _layer_forward
 from .jit_listing import (_FINISHED, _NO_SYNC, SYNC_SIZE, _list_batch, _listing_ahead, _lists, _lists_of_step,
                           _should_list_ahead, _take_lists, _too_small_to_share)
@@ -249,12 +249,12 @@ def prepare_inputs(x):
 _NO_CODES = np.zeros((0, 8), np.uint8)
 _NO_WEIGHTS = np.zeros(0, np.float32)
 # A train step whose first layer takes the zero-skipping lists and whose BLAS products are all
-# under this many multiply-adds per batch is "small": with two Numba threads it lists ahead
-# (``jit_listing``) instead of splitting kernels. Measured when this limit held OpenBLAS to one
-# thread (BLAS now always runs on one, see ``jit_gemm``): a second BLAS thread cost
-# 784-128-64-10 at batch 128 on 2 threads 12% (274k against 308k samples/s); at batch 512 (4.2M)
-# one thread gained nothing.
-BLAS_SERIAL_MAX_MACS = 1 << 22
+# under this many multiply-adds per batch is "small": with two Numba threads it may list ahead
+# (``jit_listing``) instead of splitting kernels. It is jit_gemm's limit below which a product is
+# one BLAS call on one thread anyway, so listing ahead loses no split product. (It was 2^22, which
+# kept 784-128-64-10 at batch 512, 512 x 128 x 64 = 2^22, off listing ahead: on 2 threads that ran
+# at 0.94x of one thread, and listing ahead at 1.31x; Intel Xeon, alternating fits.)
+BLAS_SERIAL_MAX_MACS = SPLIT_MIN_MACS
 
 
 def _small_products(net, batch_size, aug, inputs):

@@ -82,8 +82,10 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
     times = {name: [] for name in runners}
     steps = {name: [] for name in runners}
     numpy_runs = any(_kind(name) in NUMPY_RUNNERS for name in runners)
-    for _ in range(repeats):  # round-robin so that noise bursts hit every runner alike
-        for name, run in runners.items():
+    names = list(runners)
+    for i in range(repeats):  # round-robin so that noise bursts hit every runner alike, the order
+        for name in names if i % 2 == 0 else names[::-1]:  # reversed every other round: no runner always first
+            run = runners[name]
             setup[name]()
             if numpy_runs and _kind(name) not in NUMPY_RUNNERS:
                 time.sleep(BLAS_SETTLE_S)  # let the NumPy baselines' BLAS workers stop spinning
