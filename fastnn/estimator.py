@@ -348,7 +348,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """scikit-learn's bookkeeping after one epoch; returns True to stop training."""
         self.n_iter_ += 1
         self.t_ += n_train
-        penalty = sum(float(np.dot(W.ravel(), W.ravel())) for W in self.coefs_) * self._penalty_scale
+        # sums of squares without BLAS (as divergence.sample_mean): the same bits on any thread count
+        penalty = sum(float(np.square(W, dtype=np.float64).sum()) for W in self.coefs_) * self._penalty_scale
         self.loss_ = float(loss) + penalty
         self.loss_curve_.append(self.loss_)
         if self.verbose:

@@ -38,7 +38,8 @@ from .backends.augment import image_shape, make_aug
 from .backends.jit_progress import reporting
 from .backends.threads import check_threads, limit_threads
 from .callbacks import CallbackList, History, ProgressBar, Callback
-from .divergence import EXPLOSION_FACTOR, DivergenceWarning, explosion_threshold, first_exploded_step, warn_outside
+from .divergence import (EXPLOSION_FACTOR, DivergenceWarning, explosion_threshold, first_exploded_step, sample_mean,
+                         warn_outside)
 from .io import model_class, save_model
 from .training_state import make_state, past_history, resume_mismatches, shuffle_stream
 from .optimizers import Optimizer, Schedule, get_optimizer, optimizer_from_config, optimizer_to_config
@@ -544,7 +545,7 @@ class Sequential:
                 done += applied
                 prev = chunk_rec
                 seen = sizes[:done].sum()
-                running = {"loss": float(step_loss[:done] @ sizes[:done] / seen),
+                running = {"loss": sample_mean(step_loss[:done], sizes[:done]),
                            "accuracy": float(step_correct[:done].sum() / seen)}
                 if batch_hooks:
                     cb.on_train_batch_end(done - 1, dict(running))
@@ -554,7 +555,7 @@ class Sequential:
             seconds = time.perf_counter() - t0
             seen = sizes[:done].sum()
             logs = {
-                "loss": float("nan") if diverged else float(step_loss[:done] @ sizes[:done] / seen),
+                "loss": float("nan") if diverged else sample_mean(step_loss[:done], sizes[:done]),
                 "accuracy": float(step_correct[:done].sum() / seen) if seen else float("nan"),
             }
             if x_val is not None:

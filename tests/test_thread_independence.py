@@ -1,4 +1,5 @@
-"""The Numba backend gives the same bits on any thread count, dense data included.
+"""The Numba backend gives the same bits on any thread count, dense data included, and so
+does what ``fit`` logs (its sample means of per-step losses use no BLAS).
 
 Above 45% non-zero the first layer leaves the zero-skipping lists for BLAS, and OpenBLAS
 shared a product between its threads in a thread-count-dependent order (fastnn-train on
@@ -42,6 +43,13 @@ for layers, opt in (([128, 64], "adam"), ([128, 64], "sgd"), ([1024, 1024], "ada
 model = fastnn.MLP(layers=[128, 64], seed=0, backend="numba")  # the weighted loss takes the same products
 model.fit(x, y, epochs=1, batch_size=128, verbose=0, sample_weight=rng.random(640).astype(np.float32) + 0.5)
 out.append([digest(np.concatenate([w.ravel() for w in model.get_weights()]))])
+# 12,000 steps: fit's logged loss sums 12,000 per-step losses; as `@` that was OpenBLAS's ddot,
+# shared between its threads in a thread-count-dependent order (other last bits on 2 threads)
+many = rng.random((12000, 784), dtype=np.float32)
+many[rng.random(many.shape) > 0.2] = 0
+model = fastnn.MLP(layers=[16], optimizer="sgd", seed=0, backend="numba")
+model.fit(many, rng.integers(0, 10, 12000), epochs=1, batch_size=1, verbose=0)
+out.append([repr(model.history.history["loss"])])
 print(json.dumps(out))
 """
 

@@ -6,6 +6,7 @@ Tiny runs (2,000 training images, 2 epochs): structure and logic only, never spe
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,11 @@ def _run(tmp_path, engine):
     out = tmp_path / f"{engine}.json"
     argv = [sys.executable, str(SCRIPT), "mnist-defaults", "--engine", engine, "--epochs", "2", "--train-limit", "2000",
             "--test-limit", "500", "--out", str(out)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    # The checkout's fastnn, as pytest imports it (pythonpath = .), not an installed copy: a
+    # script's sys.path starts at benchmarks/, and a non-editable install is no git checkout,
+    # so its provenance would have no commit.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout
 
