@@ -16,10 +16,9 @@ from .machine import _loadavg, matmul_peak, set_threads, thread_info
 from .workload import available_runners, he_weights, layer_sizes, load_training_set, make_runner, train_flops_per_sample
 
 
-#: runners whose products run on NumPy's BLAS, and how long its workers spin after a call with
-#: OpenBLAS's defaults (2**28 cycles, ~0.1 s; fastnn-bench keeps them, as a plain NumPy program
-#: has them): the next runner starts after that, so that they do not take its cores.
-NUMPY_RUNNERS = ("numpy", "reference")
+#: How long idle worker threads may keep spinning after a runner: OpenBLAS's with its defaults (2**28 cycles, ~0.1 s; fastnn-bench keeps them, as a plain
+#: NumPy program has them), and PyTorch's and XLA's pools. In a cell with more than one runner each
+#: one starts after that, so that the previous one's threads do not take its cores.
 BLAS_SETTLE_S = 0.15
 
 
@@ -81,14 +80,13 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
             run.prepare(order, plan[name], batch_size)
     times = {name: [] for name in runners}
     steps = {name: [] for name in runners}
-    numpy_runs = any(_kind(name) in NUMPY_RUNNERS for name in runners)
     names = list(runners)
     for i in range(repeats):  # round-robin so that noise bursts hit every runner alike, the order
         for name in names if i % 2 == 0 else names[::-1]:  # reversed every other round: no runner always first
             run = runners[name]
             setup[name]()
-            if numpy_runs and _kind(name) not in NUMPY_RUNNERS:
-                time.sleep(BLAS_SETTLE_S)  # let the NumPy baselines' BLAS workers stop spinning
+            if len(runners) > 1:
+                time.sleep(BLAS_SETTLE_S)  # let the previous runner's idle threads stop spinning
             done, sec = _timed_steps(run, order, batch_size, plan[name], 3 * max_seconds, clocks[name],
                                      getattr(run, "calls", 8))
             times[name].append(sec)
