@@ -16,9 +16,10 @@ from .machine import _loadavg, matmul_peak, set_threads, thread_info
 from .workload import available_runners, he_weights, layer_sizes, load_training_set, make_runner, train_flops_per_sample
 
 
-#: How long idle worker threads may keep spinning after a runner: OpenBLAS's with its defaults (2**28 cycles, ~0.1 s; fastnn-bench keeps them, as a plain
-#: NumPy program has them), and PyTorch's and XLA's pools. In a cell with more than one runner each
-#: one starts after that, so that the previous one's threads do not take its cores.
+#: How long idle worker threads may keep spinning after a runner: OpenBLAS's with its defaults
+#: (2**28 cycles, ~0.1 s; fastnn-bench keeps them, as a plain NumPy program has them), and
+#: PyTorch's and XLA's pools. In a cell with more than one runner each one starts after that, so
+#: that the previous one's threads do not take its cores.
 BLAS_SETTLE_S = 0.15
 
 
