@@ -145,8 +145,8 @@ def _list_ahead(x, codes, d0, order, start, batch_size, n_steps, lists, lists2, 
 # With two or more Numba threads, a train_steps call whose first layer takes the lists and
 # whose BLAS products are small (BLAS_SERIAL_MAX_MACS) runs its kernels on one thread and
 # lists the next batch on a second, when the first layer is narrow (below) or has fewer
-# multiply-adds per batch than this: below it, splitting the list kernels across threads (PARALLEL_MIN_TERMS) saves
-# less than listing ahead. 784-128-64-10 at batch 128, 2 threads: KMNIST 245k -> 322k samples/s
+# multiply-adds per batch than this: below it, splitting the list kernels across threads
+# (PARALLEL_MIN_TERMS) saves less than listing ahead. 784-128-64-10 at batch 128, 2 threads: KMNIST 245k -> 322k samples/s
 # (a parallel region costs ~44 us against a 460 us step). Near the limit, split / ahead:
 # 784-512-10 MNIST batch 128 (9.8M) 98.6k / 137.6k; 784-1024-10 KMNIST batch 32 (8.7M) 54.8k / 42.8k.
 LIST_AHEAD_MAX_TERMS = 2 * PARALLEL_MIN_TERMS

@@ -287,9 +287,7 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
                          f"pass inputs=prepare_inputs(x)")
     d0 = int(net.spec[0, N_IN])
     lists = _lists(batch_size, d0)
-    small = _small_products(net, batch_size, aug, inputs)
-    ahead = _should_list_ahead(net, batch_size, n_steps, inputs, small)
-    alone = ahead or _too_small_to_share(net, batch_size, inputs, small)
+    ahead, alone = _thread_plan(net, batch_size, n_steps, aug, inputs)
     lists2, sync = (_lists(batch_size, d0, 1), np.zeros(SYNC_SIZE, np.int64)) if ahead else (lists, _NO_SYNC)
     with contextlib.ExitStack() as stack:
         stack.enter_context(serial_blas())  # the same bits on any thread count (jit_gemm)
@@ -302,18 +300,24 @@ def train_steps(x, y, order, start, n_steps, batch_size, net, opt, lr_steps, see
                            *switches(net.spec), split_switch(alone))
 
 
+def _thread_plan(net, batch_size, n_steps, aug, inputs):
+    """(whether ``train_steps`` lists ahead on a second thread (``jit_listing``), whether its
+    compiled loop runs on one Numba thread: listing ahead, or a step too small to share)."""
+    small = _small_products(net, batch_size, aug, inputs)
+    ahead = _should_list_ahead(net, batch_size, n_steps, inputs, small)
+    return ahead, ahead or _too_small_to_share(net, batch_size, inputs, small)
+
+
 def lists_ahead(net, batch_size, n_steps, aug, inputs):
     """Whether ``train_steps`` with these arguments lists ahead on a second thread (``jit_listing``)."""
-    return _should_list_ahead(net, batch_size, n_steps, inputs, _small_products(net, batch_size, aug, inputs))
+    return _thread_plan(net, batch_size, n_steps, aug, inputs)[0]
 
 
 def loop_on_one_thread(net, batch_size, n_steps, aug, inputs):
     """Whether ``train_steps`` with these arguments runs its compiled loop on one Numba thread
     (``split_switch`` None: listing ahead, a step too small to share, or one thread set), as any
     one-thread run does."""
-    small = _small_products(net, batch_size, aug, inputs)
-    return split_switch(_should_list_ahead(net, batch_size, n_steps, inputs, small)
-                        or _too_small_to_share(net, batch_size, inputs, small)) is None
+    return split_switch(_thread_plan(net, batch_size, n_steps, aug, inputs)[1]) is None
 
 
 def _buffers(ws):

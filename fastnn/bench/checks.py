@@ -56,7 +56,7 @@ def _user_set(name):
     return name not in getattr(fastnn, "ENV_DEFAULTS_APPLIED", ())
 
 
-def fresh_checks(records, max_seconds, repeats, limit=None, kinds=("numpy", "reference"), log=print):
+def fresh_checks(records, max_seconds, limit=None, kinds=("numpy", "reference"), log=print):
     """Compare each baseline column with a fresh process at one batch size per table (128, or
     the nearest timed): in turns, FRESH_ROUNDS times each, the column again inside this process
     and alone in a fresh one, medians compared; returns a list of check dicts (also logged)."""
@@ -72,13 +72,14 @@ def fresh_checks(records, max_seconds, repeats, limit=None, kinds=("numpy", "ref
             continue
         seen.add(key)
         x, y = load_training_set(rec["dataset"], limit)
+        weights = he_weights(rec["layers"])
+        set_threads(key[0])  # this process's timings; a fresh process sets its own
         for kind in kinds:
             if kind not in rec["results"]:
                 continue
             inside, fresh = [], []
             for _ in range(FRESH_ROUNDS):
-                set_threads(key[0])
-                run = make_runner(kind, x, y, he_weights(rec["layers"]))
+                run = make_runner(kind, x, y, weights)  # from the same weights each round
                 inside.append(time_training({kind: run}, len(x), rec["batch_size"], max_seconds, 1)[kind]["samples_per_s"])
                 fresh.append(fresh_process_rate(kind, rec["dataset"], rec["layers"][1:-1], rec["batch_size"], key[0],
                                                 max_seconds, 1, limit))

@@ -146,7 +146,7 @@ def main(argv=None):
             rec["busy"] = args.busy
         if not args.no_fresh_check:
             print("each NumPy baseline alone in a fresh process (NumPy imported first, as a plain NumPy program):")
-            checks = fresh_checks(records, args.max_seconds, args.repeats, args.limit)
+            checks = fresh_checks(records, args.max_seconds, args.limit)
         if not args.no_train_row:
             for t in threads:
                 train_rows.append(train_command(t, limit=args.limit))
