@@ -620,6 +620,53 @@ def test_optimizers_match_torch_rules(code, hp, size):
                                run_optimizer(npr, code, hp, p0, grads_seq, lrs), rtol=1e-6, atol=1e-6)
 
 
+DECAYING = [(S.OPT_SGD, [0.9, 0, 0.0, 0]), (S.OPT_SGD, [0.9, 1, 0.0, 0]), (S.OPT_RMSPROP, [0.9, 1e-8, 0.0, 0.5]),
+            (S.OPT_ADAM, [0.9, 0.999, 1e-8, 0.0]), (S.OPT_ADAM, [0.8, 0.99, 1e-6, 0.0])]  # no decay: g = 0 stays 0
+
+
+@pytest.mark.parametrize("code,hp", DECAYING)
+def test_decayed_optimizer_state_is_flushed_not_subnormal(code, hp):
+    # A weight whose gradient goes to 0 (an input that stays 0) decays its state geometrically;
+    # below float32's smallest normal it is stored as 0, in both backends alike, and the weights
+    # are the float64 PyTorch rules' to float32 precision all the same.
+    size, steps = 6, 1500
+    p0 = np.array([0.5, -0.25, 1.0, 0.0, 2.0, -1.0], np.float32)
+    first = np.array([1e-3, -2e-3, 5e-1, 1e-3, 1e-20, 0.0], np.float32)
+    grads_seq = [first] + [np.zeros(size, np.float32)] * (steps - 1)
+    lrs = [0.01] * steps
+    tiny = np.finfo(np.float32).tiny
+    slots = {}
+    for kern in (npr, nb):
+        p = p0.copy()
+        s = np.zeros((2, size), np.float32)
+        for t, g in enumerate(grads_seq, start=1):
+            if code == S.OPT_SGD:
+                kern.sgd_update(p, g, s[0], 0.01, hp[0], bool(hp[1]), hp[2])
+            elif code == S.OPT_RMSPROP:
+                kern.rmsprop_update(p, g, s[0], s[1], 0.01, *hp)
+            else:
+                kern.adam_update(p, g, s[0], s[1], 0.01, *hp, t)
+            assert not np.any((s != 0) & (np.abs(s) < tiny)), f"subnormal state after step {t} ({kern.__name__})"
+        slots[kern.__name__] = (p, s)
+        close(p, torch_like_reference(code, hp, p0, grads_seq, lrs), 1e-6, 1e-6)
+    (p_np, s_np), (p_nb, s_nb) = slots.values()
+    assert not np.any(s_np[0, :4])  # the first slot of those that had a gradient decayed to 0 (1500 steps)
+    np.testing.assert_array_equal(s_nb, s_np)
+    np.testing.assert_array_equal(p_nb, p_np)
+    # NaN is never flushed: a diverged state stays visible
+    for kern in (npr, nb):
+        s = np.zeros((2, 1), np.float32)
+        p = np.ones(1, np.float32)
+        nan = np.array([np.nan], np.float32)
+        if code == S.OPT_SGD:
+            kern.sgd_update(p, nan, s[0], 0.01, hp[0], bool(hp[1]), hp[2])
+        elif code == S.OPT_RMSPROP:
+            kern.rmsprop_update(p, nan, s[0], s[1], 0.01, *hp)
+        else:
+            kern.adam_update(p, nan, s[0], s[1], 0.01, *hp, 1)
+        assert np.isnan(s[0, 0]) and np.isnan(p[0])
+
+
 # ------------------------------------------------------------------ finite differences
 
 FD_LAYERS = [

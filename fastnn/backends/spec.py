@@ -45,6 +45,9 @@ OPT_SGD, OPT_RMSPROP, OPT_ADAM = 0, 1, 2
 #   SGD:     [momentum, nesterov (0/1), weight_decay, 0]
 #   RMSprop: [alpha, eps, weight_decay, momentum]
 #   Adam:    [beta1, beta2, eps, weight_decay]
+# Optimizer state (velocity, square averages, moments) smaller in magnitude than the smallest
+# normal float32 is stored as 0 (numpy_ref: the model dtype's smallest normal): see jit_optimizers.
+FLUSH_BELOW = np.float32(np.finfo(np.float32).tiny)
 
 NetBuffers = namedtuple("NetBuffers", "spec fconf params grads state")
 """Everything that describes one network: spec (L, 8) int64, fconf (L, 2) float64,
