@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 from fastnn.backends import get_backend, rng, spec as S, stepwise
 from fastnn.backends import numba_jit as nb
 from fastnn.backends import numpy_ref as npr
+from fastnn.backends import simd
 from gradcheck import numeric
 
 ACTS = [S.ACT_NONE, S.ACT_RELU, S.ACT_SIGMOID, S.ACT_TANH]
@@ -115,16 +117,34 @@ def test_sparse_kernels_are_exact_sequential_sums():
     np.testing.assert_array_equal(dW, ref)
 
 
-@pytest.mark.parametrize("block,sgd", [("long", False)] + [(b, s) for s in (False, True) for b in ("wide", "half", "one")],
+@njit
+def _muladd_chain(out, r, idx, vals, k0, k1, M, j, width):
+    """out[r, j:j+width] = the scalar k-ordered chain of simd.muladd from +0, column by column."""
+    for c in range(j, j + width):
+        s = np.float32(0)
+        for k in range(k0, k1):
+            s = simd.muladd(vals[k], M[idx[k], c], s)
+        out[r, c] = s
+
+
+GATHER_BLOCKS = [("long", False)] + [(b, s) for s in (False, True) for b in ("wide", "half", "one")] + [
+    ("masked", False)]
+
+
+@pytest.mark.parametrize("block,sgd", GATHER_BLOCKS,
                          ids=lambda v: {False: "sum", True: "sgd"}.get(v, v) if isinstance(v, bool) else v)
 def test_gather_axpy_is_the_muladd_chain(block, sgd):
     """The vector intrinsics equal the scalar k-ordered muladd chain bit for bit (and the float64
     sum to rounding); the SGD variants apply w - lr * sum with that rounding. The first-layer
     kernels' exactness rests on this, on every target (fused on FMA CPUs, else not); ``long``
-    (the forward's block) keeps some of its sums in stack slots on AVX2, with the same bits."""
-    from fastnn.backends import numba_sparse as sp, simd
+    (the forward's block) keeps some of its sums in stack slots on AVX2, with the same bits;
+    ``masked`` sums the first 1 .. LANES - 1 columns, the rest of its vector left alone."""
+    for count in range(1, simd.LANES) if block == "masked" else [None]:
+        _check_gather_block(simd, block, sgd, count)
 
-    width = getattr(simd, f"BLOCK_{block.upper()}")
+
+def _check_gather_block(simd, block, sgd, count):
+    width = count or getattr(simd, f"BLOCK_{block.upper()}")
     m, j = width + 21, 5  # an unaligned column offset, columns on both sides left alone
     r = np.random.default_rng(width)
     M = data(50, m, 13)
@@ -135,8 +155,8 @@ def test_gather_axpy_is_the_muladd_chain(block, sgd):
     for k0, k1 in [(0, 300), (17, 18), (40, 40), (5, 261)]:
         start = data(3, m, 15)
         out, ref = start.copy(), np.full((3, m), np.nan, np.float32)
-        _call_gather(kernel, out, 2, idx, vals, k0, k1, M, j, *((lr,) if sgd else ()))
-        sp._gather_tail(ref, 2, idx, vals, k0, k1, M, j)  # scalar muladd chain over columns j:
+        _call_gather(kernel, out, 2, idx, vals, k0, k1, M, j, *((lr,) if sgd else (count,) if count else ()))
+        _muladd_chain(ref, 2, idx, vals, k0, k1, M, j, width)
         cols = slice(j, j + width)
         expected = start[2, cols] - lr * ref[2, cols] if sgd else ref[2, cols]
         np.testing.assert_array_equal(out[2, cols], expected)
@@ -145,13 +165,15 @@ def test_gather_axpy_is_the_muladd_chain(block, sgd):
         np.testing.assert_array_equal(out[2, j + width:], start[2, j + width:])
         exact = vals[k0:k1].astype(np.float64) @ M[idx[k0:k1], cols].astype(np.float64)
         close(ref[2, cols], exact, 1e-5, 1e-4)
+    if count:  # the columns at the very end of M and of out: the masked lanes lie past both arrays
+        M, out, ref = M[:, -count:].copy(), np.zeros((3, count), np.float32), np.zeros((3, count), np.float32)
+        _call_gather(kernel, out, 2, idx, vals, 0, 300, M, 0, count)
+        _muladd_chain(ref, 2, idx, vals, 0, 300, M, 0, count)
+        np.testing.assert_array_equal(out, ref)
 
 
 def test_muladd_is_fused_exactly_where_the_target_has_fma():
     """muladd's rounding is the target's: one rounding with FMA, two without (never libm's fmaf)."""
-    from numba import njit
-
-    from fastnn.backends import simd
     from fastnn.backends.target import TARGET
 
     a = b = np.float32(1 + 2.0 ** -12)
@@ -163,10 +185,13 @@ def test_muladd_is_fused_exactly_where_the_target_has_fma():
     assert got == (fused if TARGET.fma else unfused)
 
 
-def _call_gather(kernel, *args):
-    from numba import njit
+_GATHER_CALLERS = {}
 
-    njit(lambda *a: kernel(*a))(*args)
+
+def _call_gather(kernel, *args):
+    if kernel not in _GATHER_CALLERS:
+        _GATHER_CALLERS[kernel] = njit(lambda *a: kernel(*a))
+    _GATHER_CALLERS[kernel](*args)
 
 
 def _byte_images(n, d, seed, sparsity=0.7):
@@ -227,8 +252,7 @@ def test_csr_build_bytes_lists_exactly_what_csr_build_lists(n, d):
 def test_list_nonzero_compresses_one_row_of_codes(row_length):
     """The vector compress lists a row's non-zero bytes in order with the bits of
     BYTE_VALUES, appends after ``pos``, and writes nothing beyond the 16 spare entries."""
-    from fastnn.backends import numba_sparse as sp, simd
-    from numba import njit
+    from fastnn.backends import numba_sparse as sp
 
     list_row = njit(lambda codes, src, ci, cv, pos: simd.list_nonzero(codes, src, ci, cv, pos))
     r = np.random.default_rng(row_length)

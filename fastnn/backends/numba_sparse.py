@@ -37,8 +37,8 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .simd import (BLOCK_HALF, BLOCK_LONG, BLOCK_ONE, BLOCK_WIDE, LIST_CHUNK, gather_axpy_half, gather_axpy_half_sgd,
-                   gather_axpy_long, gather_axpy_one, gather_axpy_one_sgd, gather_axpy_wide, gather_axpy_wide_sgd,
-                   list_nonzero, muladd, prefetch_row, thread_count)
+                   gather_axpy_long, gather_axpy_masked, gather_axpy_one, gather_axpy_one_sgd, gather_axpy_wide,
+                   gather_axpy_wide_sgd, list_nonzero, prefetch_row, thread_count)
 from .target import TARGET
 
 # Inputs at or below this fraction of non-zeros take the zero-skipping kernels. A term
@@ -230,21 +230,6 @@ def csr_build_bytes(codes, d, rows, n, rp, ci, cv, blen, brow, bval):
     return nnz
 
 
-@njit(cache=True, error_model="numpy")
-def _gather_tail(out, r, idx, vals, k0, k1, M, j):
-    # out[r, j:] = sum over k in [k0, k1) of vals[k] * M[idx[k], j:], for the last
-    # m % LANES columns: the same muladd chain as the intrinsics, in plain Numba.
-    m = M.shape[1]
-    zero = np.float32(0)
-    for c in range(j, m):
-        out[r, c] = zero
-    for k in range(k0, k1):
-        t = idx[k]
-        v = vals[k]
-        for c in range(j, m):
-            out[r, c] = muladd(v, M[t, c], out[r, c])
-
-
 @njit(cache=True, error_model="numpy", inline="always")
 def _dw_row(dW, t, idx, vals, k0, k1, dz):
     # dW[t] = sum over k in [k0, k1) of vals[k] * dz[idx[k]], all columns (one feature).
@@ -260,7 +245,7 @@ def _dw_row(dW, t, idx, vals, k0, k1, dz):
         gather_axpy_one(dW, t, idx, vals, k0, k1, dz, j)
         j += BLOCK_ONE
     if j < m:
-        _gather_tail(dW, t, idx, vals, k0, k1, dz, j)
+        gather_axpy_masked(dW, t, idx, vals, k0, k1, dz, j, m - j)
 
 
 @njit(cache=True, error_model="numpy")
@@ -288,9 +273,9 @@ def _forward_range(rp, ci, cv, W, out, r0, r1, j0, j1):
         for r in range(r0, r1):
             gather_axpy_one(out, r, ci, cv, rp[r], rp[r + 1], W, j)
         j += BLOCK_ONE
-    if j < j1:
+    if j < j1:  # the last j1 - j < LANES columns (a layer of 10 or 100 units), under a lane mask
         for r in range(r0, r1):
-            _gather_tail(out, r, ci, cv, rp[r], rp[r + 1], W, j)
+            gather_axpy_masked(out, r, ci, cv, rp[r], rp[r + 1], W, j, j1 - j)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
@@ -366,7 +351,7 @@ def _dw_range(blen, brow, bval, dz, dW, W, lr, fused, t0, t1):
         for t in range(t0, t1):
             k0, k1 = t * cap, t * cap + blen[t]
             if k1 > k0:
-                _gather_tail(dW, t, bf, vf, k0, k1, dz, j)
+                gather_axpy_masked(dW, t, bf, vf, k0, k1, dz, j, m - j)
                 if fused:
                     for c in range(j, m):
                         W[t, c] = W[t, c] - lr * dW[t, c]

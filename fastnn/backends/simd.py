@@ -8,7 +8,10 @@ Vector width and arithmetic follow the CPU Numba compiles for (``target.TARGET``
 with the sums kept in eight vector registers of ``LANES`` float32 lanes (16 with AVX-512,
 8 with AVX/AVX2, 4 with SSE/NEON: BLOCK_WIDE = 128, 64 or 32 columns) for the whole list
 and stored once at the end (``gather_axpy_half`` and ``gather_axpy_one``: four and one
-register). ``gather_axpy_long``, the forward's, sums ``LONG`` registers: 16 with AVX2 + FMA
+register; ``gather_axpy_masked`` takes a ninth argument ``count`` < LANES and sums the first
+``count`` columns in one register, loading M and storing out under a lane mask: the column
+tail of a layer whose width is no multiple of LANES, e.g. 10 outputs or 100 units).
+``gather_axpy_long``, the forward's, sums ``LONG`` registers: 16 with AVX2 + FMA
 and NEON (BLOCK_LONG = 128 or 64 columns; on x86 two of them in stack slots, as 16 registers
 cannot hold 16 sums, the broadcast value and a loaded row), else it is ``gather_axpy_wide``.
 The ``_sgd`` variants take a float32 ninth argument ``lr`` and apply ``out[r, j:] -= lr * sum`` instead (the rounding of ``w - lr * g`` with g the stored sum: a
@@ -123,13 +126,18 @@ def _muladd_interpreted(a, b, c):
     return np.float32(np.float32(a) * np.float32(b)) + np.float32(c)
 
 
-def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0):
+def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False):
+    # masked (one vector, no SGD step): a ninth argument ``count`` < LANES, the columns summed;
+    # M is loaded and out stored under a mask of the first ``count`` lanes (the others are 0)
     width = n_vec * LANES
     n_reg = n_vec - in_memory  # accumulators held in registers; the last in_memory on the stack
 
     def typing(out, r, idx, vals, k0, k1, M, j, *lr):
         _check_types(out, idx, vals, M)
-        if lr != ((types.float32,) if sgd_step else ()):
+        if masked:
+            if len(lr) != 1 or not isinstance(lr[0], types.Integer):
+                raise TypingError(f"{impl.__name__} takes an integer column count as its ninth argument; got {lr}")
+        elif lr != ((types.float32,) if sgd_step else ()):
             wanted = "a float32 lr as its ninth argument" if sgd_step else "eight arguments"
             raise TypingError(f"{impl.__name__} takes {wanted}; got extra {lr}")
         sig = types.void(out, r, idx, vals, k0, k1, M, j, *lr)
@@ -163,6 +171,30 @@ def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0):
                      for q in range(in_memory)]
             for slot in slots:
                 builder.store(ir.Constant(vec, None), slot)
+            if masked:  # lane i < count
+                lanes = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
+                count = builder.insert_element(ir.Constant(ir.VectorType(i64, LANES), ir.Undefined), as_i64(8),
+                                               ir.Constant(ir.IntType(32), 0))
+                count = builder.shuffle_vector(count, ir.Constant(ir.VectorType(i64, LANES), ir.Undefined),
+                                               ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+                mask = builder.icmp_unsigned("<", lanes, count)
+
+            def load(ptr):
+                if not masked:
+                    return builder.load(ptr, align=4)
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(vec, [ptr.type, ir.IntType(32), mask.type, vec]),
+                    f"llvm.masked.load.v{LANES}f32.p0")
+                return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(vec, None)])
+
+            def store(value, ptr):
+                if not masked:
+                    return builder.store(value, ptr, align=4)
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), [vec, ptr.type, ir.IntType(32), mask.type]),
+                    f"llvm.masked.store.v{LANES}f32.p0")
+                return builder.call(fn, [value, ptr, ir.Constant(ir.IntType(32), 4), mask])
+
             entry, head, body, done = _loop_blocks(builder, "gather_axpy")
             k = builder.phi(i64)
             k.add_incoming(k0_, entry)
@@ -181,7 +213,7 @@ def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0):
             base = builder.add(builder.mul(t, m_stride), j_)
             new = []
             for q in range(n_vec):
-                w = builder.load(vec_ptr(m_a, builder.add(base, ir.Constant(i64, q * LANES))), align=4)
+                w = load(vec_ptr(m_a, builder.add(base, ir.Constant(i64, q * LANES))))
                 if q < n_reg:
                     new.append(_muladd_ir(builder, v_all, w, acc[q]))
                 else:
@@ -199,19 +231,22 @@ def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0):
                 result = acc[q] if q < n_reg else builder.load(slots[q - n_reg])
                 if sgd_step:  # out - lr * sum: a product and a difference, each rounded (no fma)
                     result = builder.fsub(builder.load(ptr, align=4), builder.fmul(splat(args[8]), result))
-                builder.store(result, ptr, align=4)
+                store(result, ptr)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    # numba's @intrinsic reads the argument names: spell them out for both variants
+    # numba's @intrinsic reads the argument names: spell them out for every variant
     if sgd_step:
         def impl(typingctx, out, r, idx, vals, k0, k1, M, j, lr):
             return typing(out, r, idx, vals, k0, k1, M, j, lr)
+    elif masked:
+        def impl(typingctx, out, r, idx, vals, k0, k1, M, j, count):
+            return typing(out, r, idx, vals, k0, k1, M, j, count)
     else:
         def impl(typingctx, out, r, idx, vals, k0, k1, M, j):
             return typing(out, r, idx, vals, k0, k1, M, j)
-    impl.__name__ = impl.__qualname__ = f"gather_axpy{width}" + ("_sgd" if sgd_step else "")
+    impl.__name__ = impl.__qualname__ = f"gather_axpy{width}" + ("_sgd" if sgd_step else "_masked" if masked else "")
     return intrinsic(impl)
 
 
@@ -242,6 +277,10 @@ def _make_interpreted(width, sgd_step=False):
         out[r, j:j + width] = out[r, j:j + width] - lr * acc if sgd_step else acc
 
     return gather_axpy_py
+
+
+def _gather_axpy_masked_interpreted(out, r, idx, vals, k0, k1, M, j, count):
+    _make_interpreted(count)(out, r, idx, vals, k0, k1, M, j)
 
 
 @intrinsic
@@ -399,6 +438,7 @@ if config.DISABLE_JIT:
     gather_axpy_wide_sgd, gather_axpy_half_sgd, gather_axpy_one_sgd = (_make_interpreted(w, True)
                                                                       for w in (BLOCK_WIDE, BLOCK_HALF, BLOCK_ONE))
     gather_axpy_long = _make_interpreted(BLOCK_LONG)
+    gather_axpy_masked = _gather_axpy_masked_interpreted
     prefetch_row = _prefetch_row_interpreted
     list_nonzero = _list_nonzero_interpreted
 else:
@@ -420,3 +460,4 @@ else:
     gather_axpy_wide_sgd, gather_axpy_half_sgd, gather_axpy_one_sgd = (_make_gather_axpy(n, sgd_step=True)
                                                                       for n in (WIDE, HALF, ONE))
     gather_axpy_long = gather_axpy_wide if LONG == WIDE else _make_gather_axpy(LONG, in_memory=LONG_IN_MEMORY)
+    gather_axpy_masked = _make_gather_axpy(ONE, masked=True)
