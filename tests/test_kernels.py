@@ -404,15 +404,18 @@ def test_dense_forward_backward_match(n, d_in, d_out, act, sparsity):
 
 
 @pytest.mark.parametrize("n", [1, 3, 100])
-@pytest.mark.parametrize("sparsity", [0.0, 0.8])
-def test_fused_sgd_first_layer_equals_backward_then_update(n, sparsity):
+@pytest.mark.parametrize("sparsity", [0.0, 0.8, 0.97])  # 0.97: under a quarter of the features, listed
+@pytest.mark.parametrize("m", [20, 150])  # with AVX-512: one vector + a 4-column tail; 128 + 16 + 6
+def test_fused_sgd_first_layer_equals_backward_then_update(n, sparsity, m):
     x = data(n, 50, 1, sparsity, zero_rows=(0,))
-    W = data(50, 20, 2)
-    dz = data(n, 20, 3)
-    W1, dW1, db1 = W.copy(), np.zeros((50, 20), np.float32), np.zeros(20, np.float32)
+    if n == 3 and sparsity > 0.9:
+        x[1, 7], x[2, 7] = 0.5, -0.25  # a feature in two rows: a two-term listed sum
+    W = data(50, m, 2)
+    dz = data(n, m, 3)
+    W1, dW1, db1 = W.copy(), np.zeros((50, m), np.float32), np.zeros(m, np.float32)
     nb.dense_backward(x, W1, dz, np.zeros((0, 0), np.float32), dW1, db1)
     nb.sgd_update(W1.reshape(-1), dW1.reshape(-1), np.zeros(W.size, np.float32), 0.05, 0.0, False, 0.0)
-    W2, dW2, db2 = W.copy(), np.zeros((50, 20), np.float32), np.zeros(20, np.float32)
+    W2, dW2, db2 = W.copy(), np.zeros((50, m), np.float32), np.zeros(m, np.float32)
     nb.dense_backward_sgd(x, W2, dz, dW2, db2, 0.05)
     np.testing.assert_array_equal(W2, W1)
     np.testing.assert_array_equal(db2, db1)
