@@ -102,11 +102,6 @@ def time_training(runners, n_samples, batch_size, max_seconds=2.0, repeats=3, se
     return out
 
 
-def _kind(name):
-    """The runner kind of a ``time_training`` name: a kind, or a (kind, threads) pair."""
-    return name[0] if isinstance(name, tuple) else name
-
-
 def _timed_steps(run, order, batch_size, n_steps, limit_s, clock, calls=8):
     """Run ``n_steps`` steps from the start of ``order`` in at most ``calls`` calls (continuing
     the epoch; a fit runner takes 1: one fit an epoch); stop after a call that ends past
