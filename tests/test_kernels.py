@@ -272,15 +272,18 @@ def test_list_nonzero_compresses_one_row_of_codes(row_length):
             assert (ci[:pos] == -7).all() and (ci[end + 16:] == -7).all() and (cv[end + 16:] == -7).all()
 
 
-@pytest.mark.parametrize("d", [37, 784, 5])
+@pytest.mark.parametrize("d", [37, 784, 128, 5])
 def test_csr_build_lists_float_rows_in_order(d):
     """csr_build (vector compress for C-contiguous float32 rows, one by one otherwise) lists
-    exactly the entries with x != 0, NaN and inf included, -0.0 and +0.0 not."""
+    exactly the entries with x != 0, NaN and inf included, -0.0 and +0.0 not. Batches of
+    BUCKET_PASS_MIN_ROWS rows and more fill the buckets in passes over the features."""
     from fastnn.backends import numba_sparse as sp
 
-    x = data(12, d, d, 0.6, zero_rows=(7,))
+    n_rows = 2 * sp.BUCKET_PASS_MIN_ROWS + 2
+    x = data(n_rows, d, d, 0.6, zero_rows=(7,))
     x[2, d - 1], x[3, 0], x[4, d // 2], x[5, 1 % d] = np.nan, -0.0, np.inf, -1e-38
-    for batch, n in ((x, 12), (x[::2], 6)):  # the second is strided: the one-by-one path
+    # the second is strided (the one-by-one path), the third below the passes' row count
+    for batch, n in ((x, n_rows), (x[::2], n_rows // 2), (x[:12], 12)):
         lists = sp.csr_alloc(n, d)
         rp, ci, cv, blen, brow, bval = lists
         nnz = sp.csr_build(batch, np.arange(n), n, False, *lists)
