@@ -272,6 +272,22 @@ def test_list_nonzero_compresses_one_row_of_codes(row_length):
             assert (ci[:pos] == -7).all() and (ci[end + 16:] == -7).all() and (cv[end + 16:] == -7).all()
 
 
+def test_list_nonzero_gives_every_code_the_bits_of_byte_values():
+    """All 255 non-zero codes, listed by the vector compress, carry the float32 k / 255 that
+    load_dataset's division gives. (Tried: k * (1 / 255) in float64, the same bits for every
+    code, listed MNIST batch 128 20% slower on Ice Lake than the 16-lane division.)"""
+    from fastnn.backends import numba_sparse as sp
+
+    list_row = njit(lambda codes, src, ci, cv, pos: simd.list_nonzero(codes, src, ci, cv, pos))
+    codes = np.arange(256, dtype=np.uint8)[None, :]
+    ci, cv = np.zeros(256 + 16, np.int32), np.zeros(256 + 16, np.float32)
+    assert list_row(codes, 0, ci, cv, 0) == 255
+    expected = np.arange(1, 256, dtype=np.float32) / np.float32(255)
+    np.testing.assert_array_equal(ci[:255], np.arange(1, 256))
+    np.testing.assert_array_equal(cv[:255].view(np.int32), expected.view(np.int32))
+    np.testing.assert_array_equal(sp.BYTE_VALUES[1:].view(np.int32), expected.view(np.int32))
+
+
 @pytest.mark.parametrize("d", [37, 784, 128, 5])
 def test_csr_build_lists_float_rows_in_order(d):
     """csr_build (vector compress for C-contiguous float32 rows, one by one otherwise) lists
@@ -436,6 +452,9 @@ def test_activations_match(act):
         kern.activation_forward(act, x, out)
         dx = np.empty_like(x)
         kern.activation_backward(act, out, dy, dx)
+        in_place = dy.copy()  # dx is dy (the training loop's call): the same bits
+        kern.activation_backward(act, out, in_place, in_place)
+        np.testing.assert_array_equal(in_place.view(np.int32), dx.view(np.int32))
         outs.append(out)
         dxs.append(dx)
     close(outs[1], outs[0], 2e-6, 1e-6)

@@ -85,6 +85,14 @@ def activation_forward(act, x, out):
 def activation_backward(act, y, dy, dx):
     """dx = dy * act'(.) via the output y; all (n, d); dx may be dy."""
     n, d = y.shape
+    if dx.ctypes.data == dy.ctypes.data:
+        # In place (the training loop's case), written through dy alone: with dx and dy as two
+        # arrays LLVM's run-time overlap check sends the loop to its scalar version, which took
+        # 3.7% of a MNIST batch-128 step (perf, one thread); now vectorised.
+        for r in range(n):
+            for j in range(d):
+                dy[r, j] = _act_grad(act, y[r, j], dy[r, j])
+        return
     for r in range(n):
         for j in range(d):
             dx[r, j] = _act_grad(act, y[r, j], dy[r, j])
