@@ -29,6 +29,7 @@ from .jit_loss import _softmax_nll
 from .jit_optimizers import _sgd_update, apply_update, opt_state
 from .numba_sparse import (SPARSE_MAX_DENSITY, bucket_dw, byte_row_length, csr_build, csr_forward, encode_bytes,
                            sparse_enough)
+from .simd import prefetch_line
 from .spec import ACT, ACT_NONE, BATCHNORM, DENSE, DROPOUT, KIND, N_IN, N_OUT, OPT_SGD, NetBuffers
 from .stepwise import AUG_STREAM
 
@@ -141,6 +142,11 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
             if not sparse0:
                 for r in range(n):
                     copy_1d(x[rows[r]], a0[r])
+        if not listing_ahead:  # the rows the next step reads (its listing, else augment_rows or the copy)
+            if augment is None and codes.shape[0] > 0:
+                _prefetch_next(codes, order, pos + n, batch_size)
+            else:
+                _prefetch_next(x, order, pos + n, batch_size)
         if batchnorm is not None:
             copy_1d(net.state, backup)
         for i in range(n_layers):
@@ -192,6 +198,20 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
         if listing_ahead:
             atomic_store(sync, _FINISHED, s + 1)  # this step's list buffer is free again
     return n_steps
+
+
+@njit(cache=True, error_model="numpy")
+def _prefetch_next(rows_from, order, pos, n):
+    # The first cache line of each row of the next batch (order[pos:pos + n], rows of the codes
+    # or of x), asked for a step ahead. Listing a batch of random rows of a data set larger
+    # than the caches waited mostly on memory: each row's first access paid the page
+    # translation and the memory latency (the row's further lines are then streamed). With
+    # the first lines asked for while this step computes, listing MNIST batch 128 took 42
+    # instead of 86 us and batch 8 6.7 instead of 12.5 us (one thread, Xeon, caches evicted
+    # between batches as a training step evicts them); with all lines, 36 and 5.2 us, but
+    # n x 13 prefetches would stall the step on the CPU's dozen outstanding misses.
+    for i in range(pos, min(pos + n, order.shape[0])):
+        prefetch_line(rows_from, order[i])
 
 
 @njit(cache=True, error_model="numpy")

@@ -1,5 +1,5 @@
 """Numba intrinsics for the zero-skipping kernels: a register-blocked gather-AXPY, a
-vector compress that lists a row's non-zero pixels, a cache prefetch and the thread count.
+vector compress that lists a row's non-zero pixels, cache prefetches and the thread count.
 Vector width and arithmetic follow the CPU Numba compiles for (``target.TARGET``).
 
     gather_axpy_wide(out, r, idx, vals, k0, k1, M, j)
@@ -64,6 +64,10 @@ j + width <= M.shape[1] and the same for ``out``.
         asks the CPU to start loading every cache line of a[row] (a 2-D C array), so that
         rows visited in random order arrive while earlier rows are being processed.
         A hint only: no effect on results.
+
+    prefetch_line(a, row)
+        the same for the first cache line of a[row] only: enough, a step ahead, to have the
+        row's page translated and its memory opened (see jit_loop's ``_prefetch_next``).
 """
 
 import numpy as np
@@ -283,27 +287,40 @@ def _gather_axpy_masked_interpreted(out, r, idx, vals, k0, k1, M, j, count):
     _make_interpreted(count)(out, r, idx, vals, k0, k1, M, j)
 
 
-@intrinsic
-def _prefetch_row(typingctx, a, row):
-    if not (isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" and isinstance(row, types.Integer)):
-        raise TypingError(f"prefetch_row needs a C-contiguous 2-D array and an integer row; got {a}, {row}")
-    sig = types.void(a, row)
+def _make_prefetch(whole_row):
+    name = "prefetch_row" if whole_row else "prefetch_line"
 
-    def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        row_ = context.cast(builder, args[1], signature.args[1], types.int64)
-        row_bytes = cgutils.unpack_tuple(builder, arr.strides)[0]
-        start = builder.gep(builder.bitcast(arr.data, cgutils.voidptr_t), [builder.mul(row_, row_bytes)])
-        prefetch = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t, i32, i32, i32]), "llvm.prefetch.p0")
-        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), row_bytes, ir.Constant(i64, 64)) as (offset, _):
+    def typing(a, row):
+        if not (isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" and isinstance(row, types.Integer)):
+            raise TypingError(f"{name} needs a C-contiguous 2-D array and an integer row; got {a}, {row}")
+        sig = types.void(a, row)
+
+        def codegen(context, builder, signature, args):
+            arr = context.make_array(signature.args[0])(context, builder, args[0])
+            i64, i32 = ir.IntType(64), ir.IntType(32)
+            row_ = context.cast(builder, args[1], signature.args[1], types.int64)
+            row_bytes = cgutils.unpack_tuple(builder, arr.strides)[0]
+            start = builder.gep(builder.bitcast(arr.data, cgutils.voidptr_t), [builder.mul(row_, row_bytes)])
+            prefetch = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t, i32, i32, i32]), "llvm.prefetch.p0")
             # read access (0), keep in all cache levels (3), data cache (1)
-            builder.call(prefetch, [builder.gep(start, [offset]), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                                    ir.Constant(i32, 1)])
-        return context.get_dummy_value()
+            hint = [ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)]
+            if not whole_row:
+                builder.call(prefetch, [start, *hint])
+                return context.get_dummy_value()
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), row_bytes, ir.Constant(i64, 64)) as (offset, _):
+                builder.call(prefetch, [builder.gep(start, [offset]), *hint])
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+
+    def impl(typingctx, a, row):
+        return typing(a, row)
+    impl.__name__ = impl.__qualname__ = f"_{name}"
+    return intrinsic(impl)
+
+
+_prefetch_row, _prefetch_line = _make_prefetch(True), _make_prefetch(False)
 
 
 def _prefetch_row_interpreted(a, row):
@@ -439,7 +456,7 @@ if config.DISABLE_JIT:
                                                                       for w in (BLOCK_WIDE, BLOCK_HALF, BLOCK_ONE))
     gather_axpy_long = _make_interpreted(BLOCK_LONG)
     gather_axpy_masked = _gather_axpy_masked_interpreted
-    prefetch_row = _prefetch_row_interpreted
+    prefetch_row = prefetch_line = _prefetch_row_interpreted
     list_nonzero = _list_nonzero_interpreted
 else:
     try:  # Numba internals: if a release renames them, compiled code assumes several threads
@@ -453,7 +470,7 @@ else:
     else:
         _launch_threads()  # registers the symbol that cached callers link against
         thread_count = _iget_num_threads
-    prefetch_row = _prefetch_row
+    prefetch_row, prefetch_line = _prefetch_row, _prefetch_line
     list_nonzero = _list_nonzero
     muladd = _muladd
     gather_axpy_wide, gather_axpy_half, gather_axpy_one = (_make_gather_axpy(n) for n in (WIDE, HALF, ONE))
