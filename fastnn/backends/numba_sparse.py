@@ -109,11 +109,13 @@ def _fill_buckets(rp, ci, cv, n, d, blen, brow, bval):
     # with signed ones Numba adds negative-index wrap-around to each of the four accesses per
     # entry, and the loop ran 2.4x slower (KMNIST, batch 128).
     blen[:d] = 0
-    cursor = rp[:n].copy()  # each row's first entry not yet in a bucket
+    passes = n >= BUCKET_PASS_MIN_ROWS
+    step = BUCKET_PASS_FEATURES if passes else max(d, 1)
+    # each row's first entry not yet in a bucket (one pass: rp itself, read only; no allocation)
+    cursor = rp[:n].copy() if passes else rp[:n]
     cap = np.uint64(brow.shape[1])
     rows, vals = brow.reshape(brow.size), bval.reshape(bval.size)
     one = np.uint64(1)
-    step = BUCKET_PASS_FEATURES if n >= BUCKET_PASS_MIN_ROWS else max(d, 1)
     for t_end in range(step, d + step, step):
         for r in range(n):
             k, k_end = np.uint64(cursor[r]), np.uint64(rp[r + 1])
@@ -126,7 +128,8 @@ def _fill_buckets(rp, ci, cv, n, d, blen, brow, bval):
                 vals[t * cap + b] = cv[k]
                 blen[t] = b + one
                 k += one
-            cursor[r] = k
+            if passes:
+                cursor[r] = k
 
 
 @njit(cache=True, error_model="numpy")
