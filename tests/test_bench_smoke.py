@@ -6,6 +6,9 @@ Speed is never asserted here; benchmarks/ holds the measurements.
 
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -230,3 +233,33 @@ def test_torch_column_trains_as_the_reference_and_gets_its_ratios(tmp_path, caps
     assert "| MNIST 128-64, batch 8, fit/torch | 15x |" in printed
     (rec,) = json.loads((tmp_path / "bench.json").read_text())["records"]
     assert rec["results"]["torch"]["samples_per_s"] > 0 and rec["threads"]["torch"] == 1
+
+
+def test_perf_fit_reads_the_functions_of_a_numba_cache_entry(tmp_path):
+    """benchmarks/perf_fit.py maps perf samples in Numba's code to functions through the
+    object file inside a cache entry: extract it from a real entry (a compiled caller and its
+    callee) and read the functions' names and offsets. perf itself is not needed here."""
+    if shutil.which("nm") is None or shutil.which("objdump") is None:
+        pytest.skip("binutils (nm, objdump) not installed")
+    spec = importlib.util.spec_from_file_location("perf_fit", ROOT / "benchmarks" / "perf_fit.py")
+    perf_fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(perf_fit)
+    (tmp_path / "probe_kernels.py").write_text(
+        "from numba import njit\n"
+        "@njit(cache=True)\ndef scaled_sum(a):\n    return a.sum() * 2.0\n"
+        "@njit(cache=True)\ndef caller(a):\n    return scaled_sum(a) + 1.0\n")
+    cache = tmp_path / "cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), NUMBA_ENABLE_PROFILING="1",
+               PYTHONPATH=str(tmp_path))
+    subprocess.run([sys.executable, "-c", "import numpy, probe_kernels; probe_kernels.caller(numpy.ones(3))"],
+                   env=env, check=True, cwd=tmp_path)
+    (entry,) = cache.rglob("probe_kernels.caller-*.nbc")
+    code = perf_fit.object_code(entry)
+    assert code[:4] == b"\x7fELF"
+    (tmp_path / "caller.o").write_bytes(code)
+    names, size = perf_fit.symbols(tmp_path / "caller.o")
+    readable = [name for _, name in names]
+    assert "probe_kernels::caller" in readable and "probe_kernels::scaled_sum" in readable, readable
+    assert [offset for offset, _ in names] == sorted(offset for offset, _ in names) and size > names[-1][0]
+    assert perf_fit.readable("_ZN6fastnn8backends8jit_loop11_train_loopB3v10B70c8tJTC_2fWwxyz") == "jit_loop::_train_loop"
+    assert perf_fit.object_code(tmp_path / "probe_kernels.py") is None
