@@ -642,16 +642,21 @@ OPTIMIZERS = [
 ]
 
 
+def optimizer_step(kern, code, hp, p, g, s, lr, t):
+    """Step t (1-based) of optimizer ``code`` in place on p and its state s (2, P)."""
+    if code == S.OPT_SGD:
+        kern.sgd_update(p, g, s[0], lr, hp[0], bool(hp[1]), hp[2])
+    elif code == S.OPT_RMSPROP:
+        kern.rmsprop_update(p, g, s[0], s[1], lr, *hp)
+    else:
+        kern.adam_update(p, g, s[0], s[1], lr, *hp, t)
+
+
 def run_optimizer(kern, code, hp, p0, grads_seq, lrs):
     p = p0.copy()
     s = np.zeros((2, len(p)), np.float32)
     for t, (g, lr) in enumerate(zip(grads_seq, lrs), start=1):
-        if code == S.OPT_SGD:
-            kern.sgd_update(p, g, s[0], lr, hp[0], bool(hp[1]), hp[2])
-        elif code == S.OPT_RMSPROP:
-            kern.rmsprop_update(p, g, s[0], s[1], lr, *hp)
-        else:
-            kern.adam_update(p, g, s[0], s[1], lr, *hp, t)
+        optimizer_step(kern, code, hp, p, g, s, lr, t)
     return p
 
 
@@ -689,12 +694,7 @@ def test_decayed_optimizer_state_is_flushed_not_subnormal(code, hp):
         p = p0.copy()
         s = np.zeros((2, size), np.float32)
         for t, g in enumerate(grads_seq, start=1):
-            if code == S.OPT_SGD:
-                kern.sgd_update(p, g, s[0], 0.01, hp[0], bool(hp[1]), hp[2])
-            elif code == S.OPT_RMSPROP:
-                kern.rmsprop_update(p, g, s[0], s[1], 0.01, *hp)
-            else:
-                kern.adam_update(p, g, s[0], s[1], 0.01, *hp, t)
+            optimizer_step(kern, code, hp, p, g, s, 0.01, t)
             assert not np.any((s != 0) & (np.abs(s) < tiny)), f"subnormal state after step {t} ({kern.__name__})"
         slots[kern.__name__] = (p, s)
         close(p, torch_like_reference(code, hp, p0, grads_seq, lrs), 1e-6, 1e-6)
@@ -706,13 +706,7 @@ def test_decayed_optimizer_state_is_flushed_not_subnormal(code, hp):
     for kern in (npr, nb):
         s = np.zeros((2, 1), np.float32)
         p = np.ones(1, np.float32)
-        nan = np.array([np.nan], np.float32)
-        if code == S.OPT_SGD:
-            kern.sgd_update(p, nan, s[0], 0.01, hp[0], bool(hp[1]), hp[2])
-        elif code == S.OPT_RMSPROP:
-            kern.rmsprop_update(p, nan, s[0], s[1], 0.01, *hp)
-        else:
-            kern.adam_update(p, nan, s[0], s[1], 0.01, *hp, 1)
+        optimizer_step(kern, code, hp, p, np.array([np.nan], np.float32), s, 0.01, 1)
         assert np.isnan(s[0, 0]) and np.isnan(p[0])
 
 
