@@ -117,8 +117,10 @@ def main(argv=None):
     env = dict(os.environ, NUMBA_ENABLE_PROFILING="1", NUMBA_CACHE_DIR=args.cache_dir)
     # The profiled child must load the loop from the cache: code compiled in-process is not
     # laid out as the cached object file is. A first child fills the cache (quick once warm).
-    subprocess.run([sys.executable, "-c", CHILD, args.dataset, str(args.batch_size), "0", str(args.threads)],
-                   env=env, check=True, stderr=subprocess.DEVNULL)
+    filling = subprocess.run([sys.executable, "-c", CHILD, args.dataset, str(args.batch_size), "0", str(args.threads)],
+                             env=env, stderr=subprocess.PIPE, text=True)
+    if filling.returncode != 0:  # e.g. an unknown data set: the child's own last words
+        raise SystemExit("perf_fit: the fit failed before profiling:\n" + "\n".join(filling.stderr.splitlines()[-3:]))
     workdir = tempfile.mkdtemp(prefix="fastnn-perf-")
     data = os.path.join(workdir, "perf.data")
     child = subprocess.Popen([sys.executable, "-c", CHILD, args.dataset, str(args.batch_size), str(args.epochs),
@@ -142,6 +144,8 @@ def main(argv=None):
     child.stdin.write("exit\n")
     child.stdin.flush()
     child.wait()
+    if not loops or len(done) != 2:
+        raise SystemExit(f"perf_fit: the profiled fit did not run to its end (exit status {child.returncode})")
     mangled, base = loops[-1]
     names, size = symbols(loop_object(args.cache_dir, mangled, workdir))
     offsets = [offset for offset, _ in names]
