@@ -101,27 +101,9 @@ def loop_object(cache_dir, mangled, workdir):
     raise SystemExit(f"no cache entry in {cache_dir} defines {mangled}")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "fastnn-perf-cache"),
-                        help="NUMBA_CACHE_DIR of the child (compiled once, with NUMBA_ENABLE_PROFILING=1)")
-    parser.add_argument("--top", type=int, default=25)
-    args = parser.parse_args(argv)
-    for tool in ("perf", "nm", "objdump"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"perf_fit needs `{tool}` on PATH (Debian: apt install linux-perf binutils)")
-    env = dict(os.environ, NUMBA_ENABLE_PROFILING="1", NUMBA_CACHE_DIR=args.cache_dir)
-    # The profiled child must load the loop from the cache: code compiled in-process is not
-    # laid out as the cached object file is. A first child fills the cache (quick once warm).
-    filling = subprocess.run([sys.executable, "-c", CHILD, args.dataset, str(args.batch_size), "0", str(args.threads)],
-                             env=env, stderr=subprocess.PIPE, text=True)
-    if filling.returncode != 0:  # e.g. an unknown data set: the child's own last words
-        raise SystemExit("perf_fit: the fit failed before profiling:\n" + "\n".join(filling.stderr.splitlines()[-3:]))
-    workdir = tempfile.mkdtemp(prefix="fastnn-perf-")
+def profile(args, env, workdir):
+    """Runs the profiled child under perf (files in ``workdir``); returns (samples per compiled
+    function or library, all samples, seconds of the profiled fit)."""
     data = os.path.join(workdir, "perf.data")
     child = subprocess.Popen([sys.executable, "-c", CHILD, args.dataset, str(args.batch_size), str(args.epochs),
                               str(args.threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
@@ -165,11 +147,36 @@ def main(argv=None):
             shares["compiled, outside the training loop"] += 1
         else:
             shares[os.path.basename(dso.strip("()"))] += 1
+    return shares, total, float(done[1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "fastnn-perf-cache"),
+                        help="NUMBA_CACHE_DIR of the child (compiled once, with NUMBA_ENABLE_PROFILING=1)")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args(argv)
+    for tool in ("perf", "nm", "objdump"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"perf_fit needs `{tool}` on PATH (Debian: apt install linux-perf binutils)")
+    env = dict(os.environ, NUMBA_ENABLE_PROFILING="1", NUMBA_CACHE_DIR=args.cache_dir)
+    # The profiled child must load the loop from the cache: code compiled in-process is not
+    # laid out as the cached object file is. A first child fills the cache (quick once warm).
+    filling = subprocess.run([sys.executable, "-c", CHILD, args.dataset, str(args.batch_size), "0", str(args.threads)],
+                             env=env, stderr=subprocess.PIPE, text=True)
+    if filling.returncode != 0:  # e.g. an unknown data set: the child's own last words
+        raise SystemExit("perf_fit: the fit failed before profiling:\n" + "\n".join(filling.stderr.splitlines()[-3:]))
+    # perf.data and the loop's object file; removed on every way out, an error included
+    with tempfile.TemporaryDirectory(prefix="fastnn-perf-") as workdir:
+        shares, total, seconds = profile(args, env, workdir)
     print(f"MLP.fit {args.dataset} 784-128-64-10 batch {args.batch_size}, {args.threads} thread(s), "
-          f"{args.epochs} epochs in {float(done[1]):.2f} s; {total} samples (perf cpu-clock)")
+          f"{args.epochs} epochs in {seconds:.2f} s; {total} samples (perf cpu-clock)")
     for name, count in shares.most_common(args.top):
         print(f"{100 * count / total:6.1f}%  {name}")
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
