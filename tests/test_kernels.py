@@ -237,51 +237,66 @@ def test_csr_build_bytes_lists_exactly_what_csr_build_lists(n, d):
             buf[...] = 99
     nnz = sp.csr_build(x, rows, n, True, *a)
     assert sp.csr_build_bytes(codes, d, rows, n, *b) == nnz
-    rp, ci, cv, blen, brow, bval = a
-    np.testing.assert_array_equal(b[0][:n + 1], rp[:n + 1])
-    np.testing.assert_array_equal(b[1][:nnz], ci[:nnz])
-    np.testing.assert_array_equal(b[2][:nnz], cv[:nnz])
+    gp, gi, gv, blen, brow, bval = a
+    groups = -(-n // sp.GROUP)
+    np.testing.assert_array_equal(b[0][:groups + 1], gp[:groups + 1])
+    listed, plane = gp[groups], len(gi)
+    np.testing.assert_array_equal(b[1][:listed], gi[:listed])
+    for g in range(sp.GROUP):
+        np.testing.assert_array_equal(b[2][g * plane:g * plane + listed], gv[g * plane:g * plane + listed])
     np.testing.assert_array_equal(b[3], blen)
-    for t in range(d):
-        np.testing.assert_array_equal(b[4][t, :blen[t]], brow[t, :blen[t]])
-        np.testing.assert_array_equal(b[5][t, :blen[t]], bval[t, :blen[t]])
+    for f in range(len(blen)):
+        np.testing.assert_array_equal(b[4][f, :blen[f]], brow[f, :blen[f]])
+        np.testing.assert_array_equal(b[5][f::len(blen), :blen[f]], bval[f::len(blen), :blen[f]])
     assert nnz == np.count_nonzero(x[rows])
 
 
 @pytest.mark.parametrize("row_length", [16, 48, 784 + 16 - 784 % 16])
-def test_list_nonzero_compresses_one_row_of_codes(row_length):
-    """The vector compress lists a row's non-zero bytes in order with the bits of
-    BYTE_VALUES, appends after ``pos``, and writes nothing beyond the 16 spare entries."""
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_list_row_group_compresses_the_union_of_rows_of_codes(row_length, count):
+    """The vector compress lists the pixels where any of a group's rows is non-zero, in
+    order, each row's value with the bits of BYTE_VALUES (0 where it is zero), appends after
+    ``pos``, counts the non-zeros, and writes nothing beyond the 16 spare entries of each plane."""
     from fastnn.backends import numba_sparse as sp
 
-    list_row = njit(lambda codes, src, ci, cv, pos: simd.list_nonzero(codes, src, ci, cv, pos))
-    r = np.random.default_rng(row_length)
-    codes = r.integers(0, 256, (4, row_length)).astype(np.uint8)
-    codes[r.random(codes.shape) < 0.5] = 0
+    list_group = njit(lambda codes, src, count, ci, cv, plane, pos, counted:
+                      simd.list_row_group(codes, src, count, ci, cv, plane, pos, counted))
+    r = np.random.default_rng(row_length + count)
+    codes = r.integers(0, 256, (6, row_length)).astype(np.uint8)
+    codes[r.random(codes.shape) < 0.6] = 0
     codes[1] = 0  # nothing to list
     codes[2] = 255  # every pixel
-    codes[3, 0], codes[3, -1] = 1, 254  # the first and the last pixel
-    for src in range(4):
+    codes[3, :], codes[3, 0], codes[3, -1] = 0, 1, 254  # the first and the last pixel
+    for src in ([0, 1, 2], [1, 3, 5], [4, 4, 1], [2, 0, 0], [1, 1, 1]):
+        src = np.array(src, np.int64)
         for pos in (0, 5):
-            ci, cv = np.full(pos + row_length + 40, -7, np.int32), np.full(pos + row_length + 40, -7.0, np.float32)
-            end = list_row(codes, src, ci, cv, pos)
-            t = np.flatnonzero(codes[src])
-            assert end == pos + len(t)
+            plane = pos + row_length + 40
+            ci, cv = np.full(plane, -7, np.int32), np.full(sp.GROUP * plane, -7.0, np.float32)
+            counted = np.array([3], np.int64)
+            end = list_group(codes, src, count, ci, cv, plane, pos, counted)
+            rows = codes[src[:count]]
+            t = np.flatnonzero(rows.any(0))
+            assert end == pos + len(t) and counted[0] == 3 + np.count_nonzero(rows)
             np.testing.assert_array_equal(ci[pos:end], t)
-            np.testing.assert_array_equal(cv[pos:end].view(np.int32), sp.BYTE_VALUES[codes[src, t]].view(np.int32))
-            assert (ci[:pos] == -7).all() and (ci[end + 16:] == -7).all() and (cv[end + 16:] == -7).all()
+            for g in range(sp.GROUP):
+                want = sp.BYTE_VALUES[rows[g, t]] if g < count else np.zeros(len(t), np.float32)
+                got = cv[g * plane:(g + 1) * plane]
+                np.testing.assert_array_equal(got[pos:end].view(np.int32), want.view(np.int32))
+                assert (got[:pos] == -7).all() and (got[end + 16:] == -7).all()
+            assert (ci[:pos] == -7).all() and (ci[end + 16:] == -7).all()
 
 
-def test_list_nonzero_gives_every_code_the_bits_of_byte_values():
+def test_list_row_group_gives_every_code_the_bits_of_byte_values():
     """All 255 non-zero codes, listed by the vector compress, carry the float32 k / 255 that
     load_dataset's division gives. (Tried: k * (1 / 255) in float64, the same bits for every
     code, listed MNIST batch 128 20% slower on Ice Lake than the 16-lane division.)"""
     from fastnn.backends import numba_sparse as sp
 
-    list_row = njit(lambda codes, src, ci, cv, pos: simd.list_nonzero(codes, src, ci, cv, pos))
+    list_group = njit(lambda codes, src, count, ci, cv, plane, pos, counted:
+                      simd.list_row_group(codes, src, count, ci, cv, plane, pos, counted))
     codes = np.arange(256, dtype=np.uint8)[None, :]
-    ci, cv = np.zeros(256 + 16, np.int32), np.zeros(256 + 16, np.float32)
-    assert list_row(codes, 0, ci, cv, 0) == 255
+    ci, cv = np.zeros(256 + 16, np.int32), np.zeros(sp.GROUP * (256 + 16), np.float32)
+    assert list_group(codes, np.zeros(3, np.int64), 1, ci, cv, 256 + 16, 0, np.zeros(1, np.int64)) == 255
     expected = np.arange(1, 256, dtype=np.float32) / np.float32(255)
     np.testing.assert_array_equal(ci[:255], np.arange(1, 256))
     np.testing.assert_array_equal(cv[:255].view(np.int32), expected.view(np.int32))
@@ -290,33 +305,81 @@ def test_list_nonzero_gives_every_code_the_bits_of_byte_values():
 
 @pytest.mark.parametrize("d", [37, 784, 128, 5])
 def test_csr_build_lists_float_rows_in_order(d):
-    """csr_build (vector compress for C-contiguous float32 rows, one by one otherwise) lists
-    exactly the entries with x != 0, NaN and inf included, -0.0 and +0.0 not. Batches of
-    BUCKET_PASS_MIN_ROWS rows and more fill the buckets in passes over the features."""
+    """csr_build (vector compress for C-contiguous float32 rows, one by one otherwise) lists,
+    for each group of GROUP rows, exactly the features where one of them has x != 0, NaN and
+    inf included, -0.0 and +0.0 not (0 stored for the rows that have none); and the buckets
+    of each group of GROUP features (filled in passes of BUCKET_PASS_FEATURES features)."""
     from fastnn.backends import numba_sparse as sp
 
-    n_rows = 2 * sp.BUCKET_PASS_MIN_ROWS + 2
+    n_rows = 66  # rows past a multiple of 16 (the listing's vector width)
     x = data(n_rows, d, d, 0.6, zero_rows=(7,))
     x[2, d - 1], x[3, 0], x[4, d // 2], x[5, 1 % d] = np.nan, -0.0, np.inf, -1e-38
     # the second is strided (the one-by-one path), the third below the passes' row count
     for batch, n in ((x, n_rows), (x[::2], n_rows // 2), (x[:12], 12)):
         lists = sp.csr_alloc(n, d)
-        rp, ci, cv, blen, brow, bval = lists
+        gp, gi, gv, blen, brow, bval = lists
         nnz = sp.csr_build(batch, np.arange(n), n, False, *lists)
         assert nnz == np.count_nonzero(batch != 0)
-        for r in range(n):
-            t = np.flatnonzero(batch[r] != 0)
-            np.testing.assert_array_equal(ci[rp[r]:rp[r + 1]], t)
-            np.testing.assert_array_equal(cv[rp[r]:rp[r + 1]], batch[r, t])
-        for t in range(d):
-            r = np.flatnonzero(batch[:, t] != 0)
-            np.testing.assert_array_equal(brow[t, :blen[t]], r)
-            np.testing.assert_array_equal(bval[t, :blen[t]], batch[r, t])
-        rows_only = np.empty(n + 1, np.int64), np.empty(nnz + 16, np.int32), np.empty(nnz + 16, np.float32)
-        assert sp.csr_rows(batch, n, *rows_only) == nnz  # the same row lists without the buckets
-        np.testing.assert_array_equal(rows_only[0], rp[:n + 1])
-        np.testing.assert_array_equal(rows_only[1][:nnz], ci[:nnz])
-        np.testing.assert_array_equal(rows_only[2][:nnz], cv[:nnz])
+        plane = len(gi)
+        assert len(gp) == -(-n // sp.GROUP) + 1
+        for q in range(len(gp) - 1):  # the features where any row of group q is non-zero, each row's values
+            rows = batch[q * sp.GROUP:(q + 1) * sp.GROUP]
+            t = np.flatnonzero((rows != 0).any(0))
+            np.testing.assert_array_equal(gi[gp[q]:gp[q + 1]], t)
+            for g in range(sp.GROUP):
+                value = np.where(rows[g, t] != 0, rows[g, t], np.float32(0)) if g < len(rows) else 0 * t
+                got = gv[g * plane + gp[q]:g * plane + gp[q + 1]]
+                np.testing.assert_array_equal(got.view(np.int32), value.astype(np.float32).view(np.int32))
+        assert len(blen) == -(-d // sp.GROUP)
+        for f in range(len(blen)):  # the rows having any feature of group f, each feature's values
+            features = slice(f * sp.GROUP, (f + 1) * sp.GROUP)
+            r = np.flatnonzero((batch[:, features] != 0).any(1))
+            np.testing.assert_array_equal(brow[f, :blen[f]], r)
+            for s, t in enumerate(range(f * sp.GROUP, min(d, (f + 1) * sp.GROUP))):
+                value = np.where(batch[r, t] != 0, batch[r, t], np.float32(0))  # -0.0 is not listed
+                np.testing.assert_array_equal(bval[s * len(blen) + f, :blen[f]].view(np.int32), value.view(np.int32))
+            for s in range(min(d, (f + 1) * sp.GROUP) - f * sp.GROUP, sp.GROUP):  # past the last feature: 0
+                assert not bval[s * len(blen) + f, :blen[f]].any()
+        # the same lists without the buckets, in buffers sized to the non-zeros
+        only = np.empty(len(gp), np.int64), np.empty(nnz + 16, np.int32), np.empty(sp.GROUP * (nnz + 16), np.float32)
+        assert sp.csr_rows(batch, only[0], n, False, *only) == nnz
+        listed = gp[-1]
+        np.testing.assert_array_equal(only[0], gp)
+        np.testing.assert_array_equal(only[1][:listed], gi[:listed])
+        for g in range(sp.GROUP):
+            np.testing.assert_array_equal(only[2][g * (nnz + 16):][:listed].view(np.int32),
+                                          gv[g * plane:][:listed].view(np.int32))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 64])
+@pytest.mark.parametrize("m", [10, simd.BLOCK_GROUP, 2 * simd.BLOCK_GROUP + 5])
+def test_group_kernels_against_float64(n, m):
+    """The grouped forward and weight gradient (plain and fused with SGD) against float64
+    products: batches of 1-3 rows (no buckets), ragged last row groups (n % 3), a last pixel
+    group past d (37 features), one block, several blocks plus a column tail, and a layer
+    narrower than a block. The fused step must change exactly the rows of the pixels present,
+    once."""
+    from fastnn.backends import numba_sparse as sp
+
+    d = 37
+    x = data(n, d, n + m, 0.7)
+    x[:, 5] = 0  # a pixel no row has, inside a group others share
+    W, dz = data(d, m, 3), data(n, m, 4)
+    lists = sp.csr_alloc(n, d)
+    nnz = sp.csr_build(x, np.arange(n), n, False, *lists)
+    gp, gi, gv, blen, brow, bval = lists
+    out = np.full((n, m), np.nan, np.float32)
+    sp.csr_forward(gp, gi, gv, W, out, n)
+    close(out, x.astype(np.float64) @ W, 1e-5, 1e-5)
+    dW = np.full((d, m), np.nan, np.float32)
+    sp.bucket_dw(blen, brow, bval, dz, dW, W.copy(), np.float32(0), False, nnz, gp, gi, gv)
+    close(dW, x.T.astype(np.float64) @ dz, 1e-5, 1e-5)
+    assert not dW[5].any() and not dW[(x == 0).all(0)].any()
+    W1, lr = W.copy(), np.float32(0.5)
+    sp.bucket_dw(blen, brow, bval, dz, np.zeros_like(W), W1, lr, True, nnz, gp, gi, gv)
+    present = (x != 0).any(0)
+    np.testing.assert_array_equal(W1[~present], W[~present])  # untouched, bit for bit
+    np.testing.assert_array_equal(W1[present], (W - lr * dW)[present])  # the unfused gradient, once
 
 
 def test_buffers_start_on_a_cache_line():
@@ -366,23 +429,23 @@ def test_parallel_paths_give_the_serial_bits():
     n, d, m = 256, 784, 256
     x = data(n, d, 7, 0.8, zero_rows=(5,))
     W, dz = data(d, m, 8), data(n, m, 9)
-    rp, ci, cv, blen, brow, bval = sp.csr_alloc(n, d)
-    nnz = sp.csr_build(x, rp, n, False, rp, ci, cv, blen, brow, bval)
+    gp, gi, gv, blen, brow, bval = sp.csr_alloc(n, d)
+    nnz = sp.csr_build(x, gp, n, False, gp, gi, gv, blen, brow, bval)
     assert nnz * m >= sp.PARALLEL_MIN_TERMS and n * d * m >= nb.PARALLEL_MIN_WORK  # really the parallel paths
     # 327 columns: the forward splits W's column blocks (128, 128, 71); 149: it splits rows
     for width in (327, 149):
         Wc = data(d, width, 11)
         assert nnz * width >= sp.PARALLEL_MIN_TERMS
         out, ref = np.full((n, width), np.nan, np.float32), np.full((n, width), np.nan, np.float32)
-        sp.csr_forward(rp, ci, cv, Wc, out, n)
-        sp._forward_range(rp, ci, cv, Wc, ref, 0, n, 0, width)
+        sp.csr_forward(gp, gi, gv, Wc, out, n)
+        sp._forward_range(gp, gi, gv, Wc, ref, n, 0, -(-n // sp.GROUP), 0, width)
         np.testing.assert_array_equal(out, ref)
         close(out, x.astype(np.float64) @ Wc, 1e-5, 1e-4)
     for fused in (False, True):
         W1, W2 = W.copy(), W.copy()
         dW1, dW2 = np.zeros((d, m), np.float32), np.zeros((d, m), np.float32)
-        sp.bucket_dw(blen, brow, bval, dz, dW1, W1, np.float32(0.05), fused, nnz, rp, ci, cv)
-        sp._dw_range(blen, brow, bval, dz, dW2, W2, np.float32(0.05), fused, 0, d)
+        sp.bucket_dw(blen, brow, bval, dz, dW1, W1, np.float32(0.05), fused, nnz, gp, gi, gv)
+        sp._dw_range(blen, brow, bval, dz, dW2, W2, np.float32(0.05), fused, 0, len(blen))
         np.testing.assert_array_equal(W1, W2)
         if not fused:
             np.testing.assert_array_equal(dW1, dW2)

@@ -17,7 +17,7 @@ from numba import njit
 from .jit_activations import _act
 from .jit_base import _count_nonzero, _prefer_sparse
 from .jit_gemm import gemm_nn, gemm_nt, gemm_tn
-from .numba_sparse import LIST_CHUNK, bucket_dw, csr_alloc, csr_build, csr_forward, csr_rows, sparse_enough
+from .numba_sparse import GROUP, LIST_CHUNK, bucket_dw, csr_alloc, csr_build, csr_forward, csr_rows, sparse_enough
 
 @njit(cache=True, error_model="numpy")
 def _bias_act_rows(out, b, act):
@@ -38,9 +38,9 @@ def dense_forward(x, W, b, act, out, lists=True):
 def _dense_forward(x, W, b, act, out, lists, split):
     """``dense_forward``, with ``split`` None when the caller runs on one thread.
 
-    Sparse x (density <= SPARSE_MAX_DENSITY) lists its non-zeros row by row
+    Sparse x (density <= SPARSE_MAX_DENSITY) lists its non-zeros by groups of rows
     (``numba_sparse.csr_rows``, scratch sized to them; the compiled loop reuses a
-    workspace instead) and adds one row of W per non-zero; dense x takes BLAS.
+    workspace instead) and adds one row of W per listed feature; dense x takes BLAS.
     ``lists`` None (inference: no listing code is then compiled) or False: BLAS whatever the density.
     ``split`` None: never split across threads (the parallel code is then not compiled).
     """
@@ -48,11 +48,12 @@ def _dense_forward(x, W, b, act, out, lists, split):
     if lists is not None:
         nnz = _count_nonzero(x) if lists else 0
         if lists and sparse_enough(nnz, n, d):  # _prefer_sparse, keeping the count for the list sizes
-            # the forward needs only the row lists, sized to the non-zeros
-            rp = np.empty(n + 1, np.int64)
-            ci, cv = np.empty(nnz + LIST_CHUNK, np.int32), np.empty(nnz + LIST_CHUNK, np.float32)
-            csr_rows(x, n, rp, ci, cv)
-            csr_forward(rp, ci, cv, W, out, n, split)
+            # the forward needs only the row-group lists, sized to the non-zeros (their union
+            # has at most as many entries)
+            gp = np.empty(-(-n // GROUP) + 1, np.int64)
+            gi, gv = np.empty(nnz + LIST_CHUNK, np.int32), np.empty(GROUP * (nnz + LIST_CHUNK), np.float32)
+            csr_rows(x, gp, n, np.bool_(False), gp, gi, gv)
+            csr_forward(gp, gi, gv, W, out, n, split)
             _bias_act_rows(out, b, act)
             return
     gemm_nn(x, W, out, split)
@@ -85,9 +86,9 @@ def _dense_backward(x, W, dz, dx, dW, db, split):
     _colsum(dz, db)
     if _prefer_sparse(x):
         n, d = x.shape
-        rp, ci, cv, blen, brow, bval = csr_alloc(n, d)
-        nnz = csr_build(x, rp, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
-        bucket_dw(blen, brow, bval, dz, dW, dW, np.float32(0), None, nnz, rp, ci, cv, split)
+        gp, gi, gv, blen, brow, bval = csr_alloc(n, d)
+        nnz = csr_build(x, gp, n, np.bool_(False), gp, gi, gv, blen, brow, bval)
+        bucket_dw(blen, brow, bval, dz, dW, dW, np.float32(0), None, nnz, gp, gi, gv, split)
     elif x.shape[0] == 1:
         _outer(x, dz, dW)
     else:
@@ -120,9 +121,9 @@ def dense_backward_sgd(x, W, dz, dW, db, lr, split=True):
     lr32 = np.float32(lr)
     if _prefer_sparse(x):
         n, d = x.shape
-        rp, ci, cv, blen, brow, bval = csr_alloc(n, d)
-        nnz = csr_build(x, rp, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
-        bucket_dw(blen, brow, bval, dz, dW, W, lr32, True, nnz, rp, ci, cv, split)
+        gp, gi, gv, blen, brow, bval = csr_alloc(n, d)
+        nnz = csr_build(x, gp, n, np.bool_(False), gp, gi, gv, blen, brow, bval)
+        bucket_dw(blen, brow, bval, dz, dW, W, lr32, True, nnz, gp, gi, gv, split)
     else:
         gemm_tn(x, dz, dW, split)
         kd, m = W.shape

@@ -20,13 +20,13 @@ from .spec import N_IN, N_OUT
 
 @njit(cache=True, error_model="numpy")
 def _lists_products(a, b, out, xt, lists):
-    rp, ci, cv, blen, brow, bval = lists
+    gp, gi, gv, blen, brow, bval = lists
     n = a.shape[0]
-    nnz = csr_build(a, rp, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
+    nnz = csr_build(a, gp, n, np.bool_(False), gp, gi, gv, blen, brow, bval)
     if xt:
-        bucket_dw(blen, brow, bval, b, out, out, np.float32(0), None, nnz, rp, ci, cv)
+        bucket_dw(blen, brow, bval, b, out, out, np.float32(0), None, nnz, gp, gi, gv)
     else:
-        csr_forward(rp, ci, cv, b, out, n)
+        csr_forward(gp, gi, gv, b, out, n)
 
 
 def matmul_lists(a, b, out):
@@ -69,10 +69,10 @@ STEP_ASIDE_SLACK = 8
 @njit(cache=True, error_model="numpy")
 def _list_batch(x, codes, d0, rows, n, lists):
     # the lists of the batch x[rows[:n]] (from its byte codes when there are any); their count
-    rp, ci, cv, blen, brow, bval = lists
+    gp, gi, gv, blen, brow, bval = lists
     if codes.shape[0] > 0:
-        return csr_build_bytes(codes, d0, rows, n, rp, ci, cv, blen, brow, bval)
-    return csr_build(x, rows, n, np.bool_(True), rp, ci, cv, blen, brow, bval)
+        return csr_build_bytes(codes, d0, rows, n, gp, gi, gv, blen, brow, bval)
+    return csr_build(x, rows, n, np.bool_(True), gp, gi, gv, blen, brow, bval)
 
 
 @njit(cache=True, error_model="numpy")

@@ -117,7 +117,7 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
         a0 = _view(act, offs[0, 0], n, d0)
         g = opt.step[0]
         rows = order[pos:pos + n]
-        rp, ci, cv, blen, brow, bval = _lists_of_step(s, lists, lists2)
+        gp, gi, gv, blen, brow, bval = _lists_of_step(s, lists, lists2)
         for r in range(n):
             labels[r] = y[rows[r]]
         if weighted:
@@ -130,7 +130,7 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
         if augment is not None:
             augment_rows(x, rows, augment.height, augment.width, augment.params, seed, g * 64 + AUG_STREAM, a0)
             if first_dense and _prefer_sparse(a0):  # the lists only when they will be used
-                nnz = csr_build(a0, rows, n, np.bool_(False), rp, ci, cv, blen, brow, bval)
+                nnz = csr_build(a0, rows, n, np.bool_(False), gp, gi, gv, blen, brow, bval)
                 sparse0 = True
         else:
             if first_dense and SPARSE_MAX_DENSITY >= 0:  # < 0: this CPU's first layer is BLAS (target.py)
@@ -153,7 +153,7 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
             w_in, w_out = spec[i, N_IN], spec[i, N_OUT]
             if i == 0 and sparse0:
                 a1 = _view(act, offs[1, 0], n, w_out)
-                csr_forward(rp, ci, cv, W0, a1, n, split)
+                csr_forward(gp, gi, gv, W0, a1, n, split)
                 _bias_act_rows(a1, b0, spec[0, ACT])
             else:
                 _layer_forward(net, i, _view(act, offs[i, 0], n, w_in), _view(act, offs[i + 1, 0], n, w_out),
@@ -179,7 +179,7 @@ def _train_loop(data, steps, net, opt, ws, listing, augment, fuse, dropout, batc
                 if spec[0, ACT] != ACT_NONE:
                     activation_backward(spec[0, ACT], yi, dy, dy)
                 _colsum(dy, db0)
-                bucket_dw(blen, brow, bval, dy, dW0, W0, np.float32(lr), fuse, nnz, rp, ci, cv, split)
+                bucket_dw(blen, brow, bval, dy, dW0, W0, np.float32(lr), fuse, nnz, gp, gi, gv, split)
                 continue
             if fuse is not None:
                 if i == 0:
@@ -217,8 +217,8 @@ def _prefetch_next(rows_from, order, pos, n):
 
 @njit(cache=True, error_model="numpy")
 def _alias_lists(lists):
-    rp, ci, cv, blen, brow, bval = lists
-    return _alias(rp), _alias(ci), _alias(cv), _alias(blen), _alias(brow), _alias(bval)
+    gp, gi, gv, blen, brow, bval = lists
+    return _alias(gp), _alias(gi), _alias(gv), _alias(blen), _alias(brow), _alias(bval)
 
 
 @njit(cache=True, error_model="numpy")

@@ -15,7 +15,7 @@ how it compiles two probe functions, rather than parsing feature names:
             separately rounded multiply and add (a software ``fmaf`` per term would make
             the kernels 30-80x slower than NumPy).
 ``avx2``    whether 8-lane integer vectors and AVX2's lane permutes exist (x86 only):
-            ``simd.list_nonzero`` then packs each 8 pixels with one table look-up and
+            ``simd.list_row_group`` then packs each 8 pixels with one table look-up and
             ``vpermd`` (without AVX-512's ``vpcompressd``, LLVM expands a vector compress
             into one store per lane, which made listing 4x slower than on AVX-512).
 ``registers``  vector registers of that width: 32 (AVX-512, NEON), else 16 (x86's
