@@ -44,8 +44,8 @@ from numba.extending import overload
 
 from .simd import (BLOCK_GROUP, BLOCK_HALF, BLOCK_LONG, BLOCK_ONE, BLOCK_WIDE, GROUP, LIST_CHUNK, gather_axpy_half,
                    gather_axpy_half_sgd, gather_axpy_long, gather_axpy_masked, gather_axpy_one, gather_axpy_one_sgd,
-                   gather_axpy_wide, gather_axpy_wide_sgd, gather_group, gather_group_sgd, gather_pair, list_group_rows, list_row_group,
-                   prefetch_row, scatter_groups, scatter_groups_sgd, thread_count)
+                   gather_axpy_wide, gather_axpy_wide_sgd, gather_group, gather_group_sgd, gather_pair, list_group_rows,
+                   list_row_group, prefetch_row, scatter_groups, scatter_groups_sgd, thread_count)
 from .target import TARGET
 
 assert GROUP == 3  # _dw_one_group spells out the scatter kernels of 1, 2 and 3 rows

@@ -158,6 +158,30 @@ def _muladd_interpreted(a, b, c):
     return np.float32(np.float32(a) * np.float32(b)) + np.float32(c)
 
 
+def _codegen_helpers(context, builder, signature, args):
+    """Helpers of a gather or scatter intrinsic's code: as_i64(i) (argument i as int64),
+    row_stride(array) (elements between its rows), vec_ptr(array, element) (a pointer to the
+    LANES-float vector there) and splat(float32 scalar) (it in every lane)."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    vec = ir.VectorType(ir.FloatType(), LANES)
+
+    def as_i64(i):
+        return context.cast(builder, args[i], signature.args[i], types.int64)
+
+    def row_stride(a):  # strides are in bytes
+        return builder.sdiv(cgutils.unpack_tuple(builder, a.strides)[0], ir.Constant(i64, 4))
+
+    def vec_ptr(a, element):
+        return builder.bitcast(builder.gep(a.data, [element]), vec.as_pointer())
+
+    def splat(scalar):
+        one = builder.insert_element(ir.Constant(vec, ir.Undefined), scalar, ir.Constant(i32, 0))
+        return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                      ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
+
+    return as_i64, row_stride, vec_ptr, splat
+
+
 def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False, rows=None):
     # masked (one vector, no SGD step): a ninth argument ``count`` < LANES, the columns summed;
     # M is loaded and out stored under a mask of the first ``count`` lanes (the others are 0).
@@ -193,22 +217,8 @@ def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False, rows=Non
                 signature = types.void(*signature.args[:4], *signature.args[5:])
             out_a, idx_a, vals_a, m_a = (context.make_array(signature.args[i])(context, builder, args[i])
                                          for i in (0, 2, 3, 6))
-            i64 = ir.IntType(64)
-            vec = ir.VectorType(ir.FloatType(), LANES)
-
-            def as_i64(i):
-                return context.cast(builder, args[i], signature.args[i], types.int64)
-
-            def row_stride(a):  # elements between rows (strides are in bytes)
-                return builder.sdiv(cgutils.unpack_tuple(builder, a.strides)[0], ir.Constant(i64, 4))
-
-            def vec_ptr(a, element):
-                return builder.bitcast(builder.gep(a.data, [element]), vec.as_pointer())
-
-            def splat(scalar):  # the float32 in every lane
-                one = builder.insert_element(ir.Constant(vec, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
-                return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
-                                              ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+            i64, vec = ir.IntType(64), ir.VectorType(ir.FloatType(), LANES)
+            as_i64, row_stride, vec_ptr, splat = _codegen_helpers(context, builder, signature, args)
 
             r_, k0_, k1_, j_ = as_i64(1), as_i64(4), as_i64(5), as_i64(7)
             m_stride, out_stride = row_stride(m_a), row_stride(out_a)
@@ -350,22 +360,8 @@ def _make_scatter_group(rows, sgd_step):
         def codegen(context, builder, signature, args):
             out_a, idx_a, vals_a, m_a = (context.make_array(signature.args[i])(context, builder, args[i])
                                          for i in (0, 2, 3, 7))
-            i64, i32 = ir.IntType(64), ir.IntType(32)
-            vec = ir.VectorType(ir.FloatType(), LANES)
-
-            def as_i64(i):
-                return context.cast(builder, args[i], signature.args[i], types.int64)
-
-            def row_stride(a):  # elements between rows (strides are in bytes)
-                return builder.sdiv(cgutils.unpack_tuple(builder, a.strides)[0], ir.Constant(i64, 4))
-
-            def vec_ptr(a, element):
-                return builder.bitcast(builder.gep(a.data, [element]), vec.as_pointer())
-
-            def splat(scalar):
-                one = builder.insert_element(ir.Constant(vec, ir.Undefined), scalar, ir.Constant(i32, 0))
-                return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
-                                              ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
+            i64, vec = ir.IntType(64), ir.VectorType(ir.FloatType(), LANES)
+            as_i64, row_stride, vec_ptr, splat = _codegen_helpers(context, builder, signature, args)
 
             r_, plane_, k0_, k1_, j_ = as_i64(1), as_i64(4), as_i64(5), as_i64(6), as_i64(8)
             m_stride, out_stride = row_stride(m_a), row_stride(out_a)
@@ -540,9 +536,10 @@ def _compress_stores(builder, stores, keep, p):
         return _left_pack_halves(builder, stores, keep, p)
     i16, i64 = ir.IntType(16), ir.IntType(64)
     for vector, pointer in stores:
-        name = f"llvm.experimental.vector.compress.v{LIST_CHUNK}{'f32' if vector.type.element == ir.FloatType() else 'i32'}"
-        compress = cgutils.get_or_insert_function(builder.module,
-                                                  ir.FunctionType(vector.type, [vector.type, keep.type, vector.type]), name)
+        element = "f32" if vector.type.element == ir.FloatType() else "i32"
+        compress = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector.type, [vector.type, keep.type, vector.type]),
+            f"llvm.experimental.vector.compress.v{LIST_CHUNK}{element}")
         builder.store(builder.call(compress, [vector, keep, ir.Constant(vector.type, ir.Undefined)]),
                       builder.bitcast(builder.gep(pointer, [p]), vector.type.as_pointer()), align=4)
     popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i16, [i16]), "llvm.ctpop.i16")
@@ -641,7 +638,8 @@ def _list_row_group(typingctx, a, src, count, ci, cv, plane, pos, counted):
             chunk = builder.load(builder.bitcast(builder.gep(start, [t]), chunk_t.as_pointer()), align=1)
             chunk = builder.select(here, chunk, zeros)
             # float rows: unordered !=, so NaN is listed (as ``v != 0`` lists it)
-            nonzero = builder.fcmp_unordered("!=", chunk, zeros) if floats else builder.icmp_unsigned("!=", chunk, zeros)
+            nonzero = (builder.fcmp_unordered("!=", chunk, zeros) if floats
+                       else builder.icmp_unsigned("!=", chunk, zeros))
             union = nonzero if union is None else builder.or_(union, nonzero)
             each = builder.add(each, builder.zext(builder.call(popcount, [builder.bitcast(nonzero, i16)]), i64))
             # codes: k / 255, rounded once, is BYTE_VALUES[k]; a listed float's 0s are +0
