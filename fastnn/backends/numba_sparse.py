@@ -490,13 +490,14 @@ def _dw_one_group(gp, gi, gv, n, dz, dW, W, lr, fused):
     plane = gi.shape[0]
     k0, k1 = gp[0], gp[1]
     zero = np.float32(0)
-    if not fused:  # the rows of the features absent (the list is in increasing t)
-        t = 0
+    if not fused:  # the rows of the features absent: those between the listed ones (increasing)
+        absent = 0
         for k in range(k0, k1 + 1):
-            for absent in range(t, gi[k] if k < k1 else d):
+            end = gi[k] if k < k1 else d
+            for t in range(absent, end):
                 for c in range(m):
-                    dW[absent, c] = zero
-            t = gi[k] + 1 if k < k1 else d
+                    dW[t, c] = zero
+            absent = end + 1
     j = 0
     while m - j >= BLOCK_GROUP:
         if fused:
@@ -535,8 +536,8 @@ def bucket_dw(blen, brow, bval, dz, dW, W, lr, fused, nnz, gp, gi, gv, split=Tru
     blen (g,), brow (g, >= n), bval (GROUP * g, >= n) (``csr_alloc``), dz (n, m), dW and W
     (d, m) float32, lr float32, nnz = number of non-zeros (sizes the parallel split),
     gp/gi/gv the row-group lists of the same batch (``csr_build``). Fused: rows of W of groups
-    absent from the batch are left untouched (dW is scratch), and a batch with few non-zeros
-    (fewer than a quarter of the features) visits its groups through the row lists.
+    absent from the batch are left untouched (dW is scratch). A batch of up to GROUP rows has
+    no buckets (``csr_build`` leaves them unfilled): it runs on gp/gi/gv (``_dw_one_group``).
     ``fused`` None is False known at compile time (the training loop's switch: then the
     fused-only code is not compiled).
     ``split``: None never splits across threads (the parallel code is then not compiled).

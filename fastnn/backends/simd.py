@@ -559,9 +559,7 @@ def _list_group_rows(typingctx, dense, s0, r0, rows, vals, plane, pos):
         dense_a, rows_a, vals_a = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 3, 4))
         i64, i32 = ir.IntType(64), ir.IntType(32)
         index_t, value_t = ir.VectorType(i32, LIST_CHUNK), ir.VectorType(ir.FloatType(), LIST_CHUNK)
-
-        def as_i64(i):
-            return context.cast(builder, args[i], signature.args[i], types.int64)
+        as_i64 = _codegen_helpers(context, builder, signature, args)[0]
 
         s0_, r0_, plane_, pos_ = as_i64(1), as_i64(2), as_i64(5), as_i64(6)
         row_length = cgutils.unpack_tuple(builder, dense_a.shape)[1]
@@ -608,8 +606,7 @@ def _list_row_group(typingctx, a, src, count, ci, cv, plane, pos, counted):
         def function(name, result, *arguments):
             return cgutils.get_or_insert_function(builder.module, ir.FunctionType(result, arguments), name)
 
-        def as_i64(i):
-            return context.cast(builder, args[i], signature.args[i], types.int64)
+        as_i64 = _codegen_helpers(context, builder, signature, args)[0]
 
         popcount = function("llvm.ctpop.i16", i16, i16)
         count_, plane_, pos_ = as_i64(2), as_i64(5), as_i64(6)
