@@ -172,6 +172,48 @@ def _check_gather_block(simd, block, sgd, count):
         np.testing.assert_array_equal(out, ref)
 
 
+@njit
+def _chain_product(a, b):
+    """a @ b as each element's k-ordered chain of simd.muladd from +0 (float32)."""
+    n, k = a.shape
+    out = np.zeros((n, b.shape[1]), np.float32)
+    for r in range(n):
+        for c in range(b.shape[1]):
+            s = np.float32(0)
+            for t in range(k):
+                s = simd.muladd(a[r, t], b[t, c], s)
+            out[r, c] = s
+    return out
+
+
+# (n, k, m) between OWN_MIN_MACS and SPLIT_MIN_MACS with whole BLOCK_HALF column blocks on
+# every target: a hidden layer at batch 128, a row count that leaves every remainder of
+# DENSE_ROWS, a wide output, few terms
+OWN_SHAPES = [(128, 128, 64), (131, 128, 64), (133, 64, 128), (40, 256, 128), (512, 10, 256)]
+
+
+@pytest.mark.parametrize("shape", OWN_SHAPES, ids=str)
+def test_small_dense_products_are_the_muladd_chain(shape):
+    """x @ W, x.T @ dz and dz @ W.T of a hidden layer's size run on simd.dense_rows (not BLAS):
+    each element the k-ordered muladd chain from +0, on every target, whatever the rows left
+    over after the groups of DENSE_ROWS."""
+    from fastnn.backends import jit_gemm
+
+    n, k, m = shape
+    x, W, dz = data(n, k, 1, 0.5), data(k, m, 2), data(n, m, 3)
+    for form, rows, width in ((0, n, m), (1, k, m), (2, n, k)):
+        assert jit_gemm._own_kernel(form, rows, width, n * k * m) == (width % simd.BLOCK_HALF == 0)
+    out, dW, dx = np.empty((n, m), np.float32), np.empty((k, m), np.float32), np.empty((n, k), np.float32)
+    nb.gemm_nn(x, W, out)
+    nb.gemm_tn(x, dz, dW)
+    nb.gemm_nt(dz, W, dx)
+    np.testing.assert_array_equal(out, _chain_product(x, W))
+    np.testing.assert_array_equal(dW, _chain_product(np.ascontiguousarray(x.T), dz))
+    if k % simd.BLOCK_HALF == 0:
+        np.testing.assert_array_equal(dx, _chain_product(dz, np.ascontiguousarray(W.T)))
+    close(out, x.astype(np.float64) @ W, 1e-5, 1e-5 * np.sqrt(k))
+
+
 def test_muladd_is_fused_exactly_where_the_target_has_fma():
     """muladd's rounding is the target's: one rounding with FMA, two without (never libm's fmaf)."""
     from fastnn.backends.target import TARGET

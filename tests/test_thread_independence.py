@@ -102,11 +102,13 @@ def test_gemm_block_counts_depend_on_the_shape_alone():
     assert gemm_blocks(FOUR_BLOCKS_MACS, 31) == 1
 
 
-@pytest.mark.parametrize("shape", [(128, 128, 64), (1, 784, 128), (128, 784, 1), (1, 64, 1), (3, 5, 7), (0, 8, 4),
-                                   (4, 0, 3)])
+@pytest.mark.parametrize("shape", [(96, 128, 64), (64, 784, 100), (1, 784, 128), (128, 784, 1), (1, 64, 1), (3, 5, 7),
+                                   (0, 8, 4), (4, 0, 3)])
 def test_one_block_products_are_np_dot_bit_for_bit(shape):
-    # below SPLIT_MIN_MACS a product is the one BLAS call Numba's np.dot makes (gemv for a row or a
-    # column, a dot product for one element, zeros when a side is empty): the same bits
+    # below SPLIT_MIN_MACS a product that is not the kernel's own (under OWN_MIN_MACS, or no whole
+    # column blocks: test_kernels.test_small_dense_products_are_the_muladd_chain) is the one BLAS
+    # call Numba's np.dot makes (gemv for a row or a column, a dot product for one element, zeros
+    # when a side is empty): the same bits
     x, W, dz = _operands(*shape)
     with nb.serial_blas():
         out, dW, dx = _products(x, W, dz)
@@ -120,7 +122,7 @@ def _np_dot_in_numba(a, b):
     return np.dot(a, b)
 
 
-@pytest.mark.parametrize("shape", [(128, 784, 128), (128, 1024, 1024), (1, 4096, 2048)])
+@pytest.mark.parametrize("shape", [(128, 784, 128), (128, 1024, 1024), (1, 4096, 2048), (128, 128, 64)])
 def test_gemm_bits_do_not_depend_on_numba_threads(shape):
     x, W, dz = _operands(*shape)
     before = numba.get_num_threads()
@@ -153,10 +155,11 @@ from fastnn.backends import numba_jit as nb
 r = np.random.default_rng(0)
 x = r.random((128, 784), dtype=np.float32); W = r.standard_normal((784, 128)).astype(np.float32)
 dz = r.standard_normal((128, 128)).astype(np.float32)
-out, dW, dx = np.empty((128, 128), np.float32), np.empty((784, 128), np.float32), np.empty((128, 784), np.float32)
-nb.gemm_nn(x, W, out); nb.gemm_tn(x, dz, dW); nb.gemm_nt(dz, W, dx)
-assert np.allclose(out, x @ W, atol=1e-3) and np.allclose(dW, x.T @ dz, atol=1e-3)
-assert np.allclose(dx, dz @ W.T, atol=1e-3)
+for x, W, dz in ((x, W, dz), (x[:, :128], W[:128, :64], dz[:, :64])):  # split, then the kernel's own
+    out, dW, dx = (np.empty(s, np.float32) for s in ((len(x), W.shape[1]), W.shape, x.shape))
+    nb.gemm_nn(x, W, out); nb.gemm_tn(x, dz, dW); nb.gemm_nt(dz, W, dx)
+    assert np.allclose(out, x @ W, atol=1e-3) and np.allclose(dW, x.T @ dz, atol=1e-3)
+    assert np.allclose(dx, dz @ W.T, atol=1e-3)
 print("ok")
 """
     res = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, NUMBA_DISABLE_JIT="1"),

@@ -12,7 +12,7 @@ from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 from numba.np.ufunc import parallel as _numba_parallel
 
-from .numba_sparse import SPARSE_MAX_DENSITY, sparse_enough
+from .numba_sparse import SPARSE_MAX_DENSITY, SPARSE_MIN_FEATURES, sparse_enough
 
 # Start Numba's thread pool now: a cached kernel that calls a parallel one can be loaded
 # from disk before any parallel function is compiled, and then needs the pool's symbols
@@ -50,8 +50,8 @@ def density(a):
 
 @njit(cache=True, error_model="numpy")
 def _prefer_sparse(a):
-    if SPARSE_MAX_DENSITY < 0:  # this CPU's first layer is BLAS (target.py): nothing to count
-        return False
+    if SPARSE_MAX_DENSITY < 0 or a.shape[1] < SPARSE_MIN_FEATURES:  # BLAS whatever the count: none
+        return False  # (SPARSE_MAX_DENSITY < 0: this CPU's first layer is BLAS, target.py)
     return sparse_enough(_count_nonzero(a), a.shape[0], a.shape[1])
 
 

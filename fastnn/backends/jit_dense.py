@@ -17,7 +17,8 @@ from numba import njit
 from .jit_activations import _act
 from .jit_base import _count_nonzero, _prefer_sparse
 from .jit_gemm import gemm_nn, gemm_nt, gemm_tn
-from .numba_sparse import GROUP, LIST_CHUNK, bucket_dw, csr_alloc, csr_build, csr_forward, csr_rows, sparse_enough
+from .numba_sparse import (GROUP, LIST_CHUNK, SPARSE_MIN_FEATURES, bucket_dw, csr_alloc, csr_build, csr_forward, csr_rows,
+                           sparse_enough)
 
 @njit(cache=True, error_model="numpy")
 def _bias_act_rows(out, b, act):
@@ -46,7 +47,7 @@ def _dense_forward(x, W, b, act, out, lists, split):
     """
     n, d = x.shape
     if lists is not None:
-        nnz = _count_nonzero(x) if lists else 0
+        nnz = _count_nonzero(x) if lists and d >= SPARSE_MIN_FEATURES else 0  # sparse_enough's rule
         if lists and sparse_enough(nnz, n, d):  # _prefer_sparse, keeping the count for the list sizes
             # the forward needs only the row-group lists, sized to the non-zeros (their union
             # has at most as many entries)

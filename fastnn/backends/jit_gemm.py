@@ -15,7 +15,10 @@ is cut into ``gemm_blocks`` blocks along the weight's side (W's columns for x @ 
 for the other two, so each block packs only its part of W), a count fixed by the shape
 alone. Numba's threads share the blocks out; each element of ``out`` is computed by one
 single-threaded BLAS call whose shape does not depend on the number of threads. A smaller
-product is ``np.dot`` itself, with BLAS on one thread.
+product is ``np.dot`` itself, with BLAS on one thread, unless its output's width is a multiple
+of ``simd.BLOCK_HALF`` (64 columns with AVX-512): then it runs on ``simd.dense_rows``, each
+element the k-ordered chain of ``simd.muladd`` from +0 (a hidden layer's products: OpenBLAS
+spent a quarter of their time packing operands that small).
 
 BLAS is reached the way Numba's own ``np.dot`` reaches it (``numba_xxgemm`` in Numba's helper
 library, SciPy's ``cython_blas.sgemm`` behind it), so callers stay cacheable.
@@ -33,13 +36,22 @@ from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
 from . import blas
-from .simd import thread_count
+from .simd import BLOCK_HALF, DENSE_ROWS, dense_row, dense_rows, thread_count
 
 # Products under this many multiply-adds are one BLAS call: splitting ~150 us of work
 # would save less than a parallel region costs (~44 us on a 2-vCPU VM).
 SPLIT_MIN_MACS = 1 << 23
 # From this many multiply-adds on, four blocks instead of two (room for four cores).
 FOUR_BLOCKS_MACS = 1 << 25
+# Products from this many multiply-adds up to SPLIT_MIN_MACS run on _dense_product (when
+# _own_kernel says so): OpenBLAS's small-matrix kernels stop at 100^3, and past them it packs
+# both operands, a quarter of its time at a hidden layer's sizes. 784-128-64-10's hidden
+# products at batch 128 (1.05M multiply-adds; AVX-512, standalone): x @ W 34 -> 20 us,
+# x.T @ dz 36 -> 20, dz @ W.T 27 -> 20; at batch 64, under the limit, BLAS's are as fast or faster.
+OWN_MIN_MACS = 1 << 20
+# ... and a @ b.T from this many rows: its b is transposed first (~0.45 ns an element, paid
+# back from ~30 rows on).
+TRANSPOSE_MIN_ROWS = 32
 # Block edges on multiples of 16 floats: each block's columns start on a 64-byte line.
 _ALIGN = 16
 
@@ -209,9 +221,41 @@ def _blocks_par(form, a, b, out, nb, size):
 
 
 @njit(cache=True, error_model="numpy")
+def _own_kernel(form, rows, width, macs):
+    """Whether a product (``form`` as in ``_block``) of ``macs`` multiply-adds into ``rows`` x
+    ``width`` runs on ``_dense_product`` rather than BLAS: between OWN_MIN_MACS and one block,
+    whole BLOCK_HALF column blocks, and for a @ b.T rows enough to pay for b's transpose."""
+    return (OWN_MIN_MACS <= macs < SPLIT_MIN_MACS and width % BLOCK_HALF == 0
+            and (form != 2 or rows >= TRANSPOSE_MIN_ROWS))
+
+
+@njit(cache=True, error_model="numpy")
+def _dense_product(form, a, b, out):
+    # out = a @ b (form 0), a.T @ b (1) or a @ b.T (2, on b's transpose: its rows loaded
+    # whole), all C-contiguous: DENSE_ROWS rows of out at once, then one at a time
+    if form == 2:
+        b = np.ascontiguousarray(b.T)
+    step, plane, terms = (a.shape[1], 1, a.shape[0]) if form == 1 else (1, a.shape[1], a.shape[1])
+    vals = a.reshape(-1)
+    rows, width = out.shape
+    r = 0
+    while r + DENSE_ROWS <= rows:
+        for j in range(0, width, BLOCK_HALF):
+            dense_rows(out, r, step, vals[r * plane:], plane, 0, terms, b, j)
+        r += DENSE_ROWS
+    while r < rows:
+        for j in range(0, width, BLOCK_HALF):
+            dense_row(out, r, step, vals[r * plane:], plane, 0, terms, b, j)
+        r += 1
+
+
+@njit(cache=True, error_model="numpy")
 def _gemm(form, a, b, out, macs, size, split):
     # BLAS is given pointers and leading dimensions: C order (a copy only for strided inputs)
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    if _own_kernel(form, out.shape[0], out.shape[1], macs):
+        _dense_product(form, a, b, out)
+        return
     nb = gemm_blocks(macs, size)
     if nb == 1:  # np.dot's own call: its bits (gemv for one-row products) and its empty cases
         _one_call(form, a, b, out)

@@ -30,6 +30,12 @@ is never stored).
         ``gather_group_sgd`` as the ``_sgd`` variants; ``gather_pair`` for two rows (the
         last group of a batch whose size leaves two).
 
+    dense_rows(out, r, step, vals, plane, k0, k1, M, j)
+        no list: out[r + g, j:j+BLOCK_HALF] = sum over k of vals[k * step + g * plane] * M[k, j:...]
+        for the DENSE_ROWS rows g (6 with AVX-512, else 3), each loaded row of M serving them
+        all; ``dense_row`` for one row. ``jit_gemm``'s small products: x @ W is step 1 and
+        plane the row length of x, x.T @ dz step the row length of x and plane 1.
+
     scatter_group{1,2,3}(out, r, idx, vals, plane, k0, k1, M, j)
         the transpose, for a list that holds each idx[k] once: the ``rows`` rows M[r:r + rows,
         j:j+BLOCK_GROUP] held in registers, out[idx[k], j:...] = sum over g of
@@ -182,16 +188,18 @@ def _codegen_helpers(context, builder, signature, args):
     return as_i64, row_stride, vec_ptr, splat
 
 
-def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False, rows=None):
+def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False, rows=None, dense=False):
     # masked (one vector, no SGD step): a ninth argument ``count`` < LANES, the columns summed;
     # M is loaded and out stored under a mask of the first ``count`` lanes (the others are 0).
     # rows (``gather_group``): out rows r .. r + rows - 1 share the list; an argument
     # ``plane`` after vals, row g's values at vals[g * plane + k].
+    # dense (with rows, no SGD step; ``dense_rows``): no list: an integer ``step`` in idx's
+    # place, the term k is vals[k * step + g * plane] * M[k].
     width = n_vec * LANES
     n_reg = n_vec - in_memory  # accumulators held in registers; the last in_memory on the stack
     group = rows is not None
     rows = rows or 1
-    assert not (group and (masked or in_memory))
+    assert not (group and (masked or in_memory)) and not (dense and (sgd_step or not group))
 
     def typing(out, r, idx, vals, *rest):
         if group:
@@ -200,7 +208,12 @@ def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False, rows=Non
                 raise TypingError(f"{impl.__name__} takes an integer plane stride after vals; got {plane}")
         k0, k1, M, j, *lr = rest
         lr = tuple(lr)
-        _check_types(out, idx, vals, M)
+        if dense:
+            if not isinstance(idx, types.Integer):
+                raise TypingError(f"{impl.__name__} takes an integer step in place of idx; got {idx}")
+            _check_types(out, types.int32[::1], vals, M)
+        else:
+            _check_types(out, idx, vals, M)
         if masked:
             if len(lr) != 1 or not isinstance(lr[0], types.Integer):
                 raise TypingError(f"{impl.__name__} takes an integer column count as its ninth argument; got {lr}")
@@ -215,10 +228,13 @@ def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False, rows=Non
                 plane_ = context.cast(builder, args[4], signature.args[4], types.int64)
                 args = args[:4] + args[5:]
                 signature = types.void(*signature.args[:4], *signature.args[5:])
-            out_a, idx_a, vals_a, m_a = (context.make_array(signature.args[i])(context, builder, args[i])
-                                         for i in (0, 2, 3, 6))
+            out_a, vals_a, m_a = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 3, 6))
             i64, vec = ir.IntType(64), ir.VectorType(ir.FloatType(), LANES)
             as_i64, row_stride, vec_ptr, splat = _codegen_helpers(context, builder, signature, args)
+            if dense:
+                step_ = as_i64(2)
+            else:
+                idx_a = context.make_array(signature.args[2])(context, builder, args[2])
 
             r_, k0_, k1_, j_ = as_i64(1), as_i64(4), as_i64(5), as_i64(7)
             m_stride, out_stride = row_stride(m_a), row_stride(out_a)
@@ -266,9 +282,12 @@ def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False, rows=Non
             builder.position_at_end(body)
             if in_memory:  # an empty asm that may read and write the slots, so they are not promoted to registers
                 builder.asm(ir.FunctionType(ir.VoidType(), [stack.type]), "", "r,~{memory}", [stack], True)
-            t = builder.sext(builder.load(builder.gep(idx_a.data, [k])), i64)
-            v_rows = [splat(builder.load(builder.gep(vals_a.data, [k if g == 0 else builder.add(
-                k, builder.mul(plane_, ir.Constant(i64, g)))]))) for g in range(rows)]
+            if dense:
+                t, kv = k, builder.mul(k, step_)
+            else:
+                t, kv = builder.sext(builder.load(builder.gep(idx_a.data, [k])), i64), k
+            v_rows = [splat(builder.load(builder.gep(vals_a.data, [kv if g == 0 else builder.add(
+                kv, builder.mul(plane_, ir.Constant(i64, g)))]))) for g in range(rows)]
             base = builder.add(builder.mul(t, m_stride), j_)
             new = [None] * (n_reg * rows)  # row g's q-th sum: acc[g * n_reg + q]
             for q in range(n_vec):
@@ -298,7 +317,10 @@ def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False, rows=Non
         return sig, codegen
 
     # numba's @intrinsic reads the argument names: spell them out for every variant
-    if group and sgd_step:
+    if dense:
+        def impl(typingctx, out, r, step, vals, plane, k0, k1, M, j):
+            return typing(out, r, step, vals, plane, k0, k1, M, j)
+    elif group and sgd_step:
         def impl(typingctx, out, r, idx, vals, plane, k0, k1, M, j, lr):
             return typing(out, r, idx, vals, plane, k0, k1, M, j, lr)
     elif group:
@@ -313,7 +335,8 @@ def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False, rows=Non
     else:
         def impl(typingctx, out, r, idx, vals, k0, k1, M, j):
             return typing(out, r, idx, vals, k0, k1, M, j)
-    impl.__name__ = impl.__qualname__ = (f"gather_axpy{width}" + (f"x{rows}" if group else "")
+    impl.__name__ = impl.__qualname__ = (("dense" if dense else "gather_axpy") + f"{width}"
+                                         + (f"x{rows}" if group else "")
                                          + ("_sgd" if sgd_step else "_masked" if masked else ""))
     return intrinsic(impl)
 
@@ -338,6 +361,11 @@ BLOCK_WIDE, BLOCK_HALF, BLOCK_ONE = WIDE * LANES, HALF * LANES, ONE * LANES
 GROUP = 3
 GROUP_VECTORS = min(WIDE, (TARGET.registers - GROUP - (1 if FMA else 2)) // GROUP)
 BLOCK_GROUP = GROUP_VECTORS * LANES
+#: rows of out summed together by ``dense_rows`` (HALF vectors each: BLOCK_HALF columns): the
+#: small dense products of hidden layers (``jit_gemm``). Per row HALF sums and a broadcast
+#: value, besides three loaded rows of M (LLVM's schedule): 5 rows within AVX-512's 32
+#: registers (6 spilled and shuffled registers every term), 2 within 16.
+DENSE_ROWS = (TARGET.registers - 3 - (0 if FMA else 1)) // (HALF + 1)
 LONG = 2 * WIDE if LANES < 16 and FMA else WIDE
 LONG_IN_MEMORY = max(0, LONG + 2 - TARGET.registers) if LONG > WIDE else 0
 BLOCK_LONG = LONG * LANES
@@ -437,6 +465,17 @@ def _make_group_interpreted(sgd_step, rows=GROUP):
             one_row(out, r + g, idx, vals[g * plane:], k0, k1, M, j, lr)
 
     return gather_group_py
+
+
+def _make_dense_interpreted(rows):
+    def dense_py(out, r, step, vals, plane, k0, k1, M, j):
+        for g in range(rows):
+            acc = np.zeros(BLOCK_HALF, np.float32)
+            for k in range(k0, k1):
+                acc += vals[k * step + g * plane] * M[k, j:j + BLOCK_HALF]
+            out[r + g, j:j + BLOCK_HALF] = acc
+
+    return dense_py
 
 
 def _gather_axpy_masked_interpreted(out, r, idx, vals, k0, k1, M, j, count):
@@ -704,6 +743,7 @@ if config.DISABLE_JIT:
     gather_axpy_masked = _gather_axpy_masked_interpreted
     gather_group, gather_group_sgd = _make_group_interpreted(False), _make_group_interpreted(True)
     gather_pair = _make_group_interpreted(False, rows=2)
+    dense_rows, dense_row = _make_dense_interpreted(DENSE_ROWS), _make_dense_interpreted(1)
     scatter_groups = tuple(_make_scatter_interpreted(rows, False) for rows in range(1, GROUP + 1))
     scatter_groups_sgd = tuple(_make_scatter_interpreted(rows, True) for rows in range(1, GROUP + 1))
     prefetch_row = prefetch_line = _prefetch_row_interpreted
@@ -733,5 +773,6 @@ else:
     gather_group, gather_group_sgd = (_make_gather_axpy(GROUP_VECTORS, sgd_step=sgd, rows=GROUP)
                                       for sgd in (False, True))
     gather_pair = _make_gather_axpy(GROUP_VECTORS, rows=2)
+    dense_rows, dense_row = (_make_gather_axpy(HALF, rows=rows, dense=True) for rows in (DENSE_ROWS, 1))
     scatter_groups = tuple(_make_scatter_group(rows, False) for rows in range(1, GROUP + 1))
     scatter_groups_sgd = tuple(_make_scatter_group(rows, True) for rows in range(1, GROUP + 1))
