@@ -234,19 +234,28 @@ def _dense_product(form, a, b, out):
     # out = a @ b (form 0), a.T @ b (1) or a @ b.T (2, on b's transpose: its rows loaded
     # whole), all C-contiguous: DENSE_ROWS rows of out at once, then one at a time
     if form == 2:
-        b = np.ascontiguousarray(b.T)
+        b = _transposed(b)
     step, plane, terms = (a.shape[1], 1, a.shape[0]) if form == 1 else (1, a.shape[1], a.shape[1])
-    vals = a.reshape(-1)
     rows, width = out.shape
     r = 0
     while r + DENSE_ROWS <= rows:
         for j in range(0, width, BLOCK_HALF):
-            dense_rows(out, r, step, vals[r * plane:], plane, 0, terms, b, j)
+            dense_rows(out, r, step, a, plane, 0, terms, b, j)
         r += DENSE_ROWS
     while r < rows:
         for j in range(0, width, BLOCK_HALF):
-            dense_row(out, r, step, vals[r * plane:], plane, 0, terms, b, j)
+            dense_row(out, r, step, a, plane, 0, terms, b, j)
         r += 1
+
+
+@njit(cache=True, error_model="numpy")
+def _transposed(b):
+    n, m = b.shape
+    t = np.empty((m, n), b.dtype)
+    for i in range(n):
+        for j in range(m):
+            t[j, i] = b[i, j]
+    return t
 
 
 @njit(cache=True, error_model="numpy")

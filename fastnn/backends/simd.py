@@ -31,10 +31,11 @@ is never stored).
         last group of a batch whose size leaves two).
 
     dense_rows(out, r, step, vals, plane, k0, k1, M, j)
-        no list: out[r + g, j:j+BLOCK_HALF] = sum over k of vals[k * step + g * plane] * M[k, j:...]
-        for the DENSE_ROWS rows g (6 with AVX-512, else 3), each loaded row of M serving them
-        all; ``dense_row`` for one row. ``jit_gemm``'s small products: x @ W is step 1 and
-        plane the row length of x, x.T @ dz step the row length of x and plane 1.
+        no list: out[r + g, j:j+BLOCK_HALF] = sum over k of v[k * step + (r + g) * plane] *
+        M[k, j:...] for the DENSE_ROWS rows g (5 with AVX-512, else 2), v the elements of vals
+        (any C-contiguous float32 array) in order, each loaded row of M serving all the rows;
+        ``dense_row`` for one row. ``jit_gemm``'s small products: x @ W is vals x, step 1 and
+        plane x's row length; x.T @ dz is vals x, step x's row length and plane 1.
 
     scatter_group{1,2,3}(out, r, idx, vals, plane, k0, k1, M, j)
         the transpose, for a list that holds each idx[k] once: the ``rows`` rows M[r:r + rows,
@@ -194,7 +195,8 @@ def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False, rows=Non
     # rows (``gather_group``): out rows r .. r + rows - 1 share the list; an argument
     # ``plane`` after vals, row g's values at vals[g * plane + k].
     # dense (with rows, no SGD step; ``dense_rows``): no list: an integer ``step`` in idx's
-    # place, the term k is vals[k * step + g * plane] * M[k].
+    # place, vals any C-contiguous float32 array (its elements counted in order), the term k of
+    # row g is vals[k * step + (r + g) * plane] * M[k].
     width = n_vec * LANES
     n_reg = n_vec - in_memory  # accumulators held in registers; the last in_memory on the stack
     group = rows is not None
@@ -209,9 +211,10 @@ def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False, rows=Non
         k0, k1, M, j, *lr = rest
         lr = tuple(lr)
         if dense:
-            if not isinstance(idx, types.Integer):
-                raise TypingError(f"{impl.__name__} takes an integer step in place of idx; got {idx}")
-            _check_types(out, types.int32[::1], vals, M)
+            if not (isinstance(idx, types.Integer) and isinstance(vals, types.Array) and vals.layout == "C"):
+                raise TypingError(f"{impl.__name__} takes an integer step in place of idx and C-contiguous "
+                                  f"vals; got {idx}, {vals}")
+            _check_types(out, types.int32[::1], vals.copy(ndim=1), M)
         else:
             _check_types(out, idx, vals, M)
         if masked:
@@ -231,8 +234,9 @@ def _make_gather_axpy(n_vec, sgd_step=False, in_memory=0, masked=False, rows=Non
             out_a, vals_a, m_a = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 3, 6))
             i64, vec = ir.IntType(64), ir.VectorType(ir.FloatType(), LANES)
             as_i64, row_stride, vec_ptr, splat = _codegen_helpers(context, builder, signature, args)
-            if dense:
+            if dense:  # vals[k * step + (r + g) * plane]: row g's values start at (r + g) * plane
                 step_ = as_i64(2)
+                vals_a.data = builder.gep(vals_a.data, [builder.mul(as_i64(1), plane_)])
             else:
                 idx_a = context.make_array(signature.args[2])(context, builder, args[2])
 
@@ -469,10 +473,11 @@ def _make_group_interpreted(sgd_step, rows=GROUP):
 
 def _make_dense_interpreted(rows):
     def dense_py(out, r, step, vals, plane, k0, k1, M, j):
+        vals = vals.reshape(-1)
         for g in range(rows):
             acc = np.zeros(BLOCK_HALF, np.float32)
             for k in range(k0, k1):
-                acc += vals[k * step + g * plane] * M[k, j:j + BLOCK_HALF]
+                acc += vals[k * step + (r + g) * plane] * M[k, j:j + BLOCK_HALF]
             out[r + g, j:j + BLOCK_HALF] = acc
 
     return dense_py
