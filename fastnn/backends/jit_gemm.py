@@ -15,10 +15,10 @@ is cut into ``gemm_blocks`` blocks along the weight's side (W's columns for x @ 
 for the other two, so each block packs only its part of W), a count fixed by the shape
 alone. Numba's threads share the blocks out; each element of ``out`` is computed by one
 single-threaded BLAS call whose shape does not depend on the number of threads. A smaller
-product is ``np.dot`` itself, with BLAS on one thread, unless its output's width is a multiple
-of ``simd.BLOCK_HALF`` (64 columns with AVX-512): then it runs on ``simd.dense_rows``, each
-element the k-ordered chain of ``simd.muladd`` from +0 (a hidden layer's products: OpenBLAS
-spent a quarter of their time packing operands that small).
+product is ``np.dot`` itself, with BLAS on one thread, unless ``_own_kernel`` takes it (from
+OWN_MIN_MACS multiply-adds, output in whole ``simd.BLOCK_HALF``-column blocks: a hidden layer's
+products at batch 128 and up, where OpenBLAS spent a quarter of its time packing operands):
+then it runs on ``simd.dense_rows``, each element the k-ordered chain of ``simd.muladd`` from +0.
 
 BLAS is reached the way Numba's own ``np.dot`` reaches it (``numba_xxgemm`` in Numba's helper
 library, SciPy's ``cython_blas.sgemm`` behind it), so callers stay cacheable.
