@@ -49,10 +49,20 @@ def density(a):
 
 
 @njit(cache=True, error_model="numpy")
+def _sparse_count(a):
+    """a's number of non-zeros (int) when its products take the zero-skipping lists
+    (``sparse_enough``), else -1. Nothing is counted where BLAS is the answer whatever the count:
+    a CPU whose first layer is BLAS (SPARSE_MAX_DENSITY < 0, target.py), or fewer than
+    SPARSE_MIN_FEATURES features (a hidden layer's input)."""
+    if SPARSE_MAX_DENSITY < 0 or a.shape[1] < SPARSE_MIN_FEATURES:
+        return -1
+    nnz = _count_nonzero(a)
+    return nnz if sparse_enough(nnz, a.shape[0], a.shape[1]) else -1
+
+
+@njit(cache=True, error_model="numpy")
 def _prefer_sparse(a):
-    if SPARSE_MAX_DENSITY < 0 or a.shape[1] < SPARSE_MIN_FEATURES:  # BLAS whatever the count: none
-        return False  # (SPARSE_MAX_DENSITY < 0: this CPU's first layer is BLAS, target.py)
-    return sparse_enough(_count_nonzero(a), a.shape[0], a.shape[1])
+    return _sparse_count(a) >= 0
 
 
 # Two rules that keep compile time down (each compiled function is optimised and turned into

@@ -15,10 +15,9 @@ import numpy as np
 from numba import njit
 
 from .jit_activations import _act
-from .jit_base import _count_nonzero, _prefer_sparse
+from .jit_base import _prefer_sparse, _sparse_count
 from .jit_gemm import gemm_nn, gemm_nt, gemm_tn
-from .numba_sparse import (GROUP, LIST_CHUNK, SPARSE_MIN_FEATURES, bucket_dw, csr_alloc, csr_build, csr_forward, csr_rows,
-                           sparse_enough)
+from .numba_sparse import GROUP, LIST_CHUNK, bucket_dw, csr_alloc, csr_build, csr_forward, csr_rows
 
 @njit(cache=True, error_model="numpy")
 def _bias_act_rows(out, b, act):
@@ -45,10 +44,10 @@ def _dense_forward(x, W, b, act, out, lists, split):
     ``lists`` None (inference: no listing code is then compiled) or False: BLAS whatever the density.
     ``split`` None: never split across threads (the parallel code is then not compiled).
     """
-    n, d = x.shape
+    n = x.shape[0]
     if lists is not None:
-        nnz = _count_nonzero(x) if lists and d >= SPARSE_MIN_FEATURES else 0  # sparse_enough's rule
-        if lists and sparse_enough(nnz, n, d):  # _prefer_sparse, keeping the count for the list sizes
+        nnz = _sparse_count(x) if lists else -1  # the count sizes the lists
+        if nnz >= 0:
             # the forward needs only the row-group lists, sized to the non-zeros (their union
             # has at most as many entries)
             gp = np.empty(-(-n // GROUP) + 1, np.int64)
